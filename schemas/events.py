@@ -1,0 +1,81 @@
+"""Kafka values: what upstream sends us and what we report back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from schemas.phone import E164Phone
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OrderShipped(BaseModel):
+    """Input on `order-shipped`; field names as upstream sends them."""
+
+    # Unknown fields are kept (upstream evolves); errors never echo the offending value.
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True, frozen=True)
+
+    eventId: str = Field(min_length=6, max_length=120, pattern=r"^[\x21-\x7e]+$")
+    phone: E164Phone
+    orderId: str = Field(min_length=1, max_length=64)
+    trackingUrl: HttpUrl | None = None
+    consentAt: AwareDatetime
+    consentPurpose: str | None = Field(default=None, max_length=64)
+
+    @field_validator("consentAt")
+    @classmethod
+    def _consent_not_in_future(cls, value: datetime) -> datetime:
+        if value > utc_now():
+            raise ValueError("consentAt is in the future")
+        return value
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    READ = "read"
+    CANCELED = "canceled"
+    SUPPRESSED = "suppressed"
+    REJECTED = "rejected"
+    DEAD_LETTERED = "dead_lettered"
+    RETRY_SCHEDULED = "retry_scheduled"
+
+
+class DeliveryStatusChanged(BaseModel):
+    """Output on `delivery-status`, one record per step of a message's life."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schemaVersion: Literal[1] = 1
+    eventId: str | None
+    messageSid: str | None = None
+    status: Status
+    errorCode: int | None = None
+    attempt: int = 0
+    source: Literal["consumer", "callbacks", "reconciler"]
+    occurredAt: AwareDatetime = Field(default_factory=utc_now)
+    to: str | None = Field(default=None, description="always masked, e.g. +*******0123")
+    reason: str | None = Field(default=None, description="short machine reason, never PII")
+    idempotencyToken: str | None = Field(default=None, description="Twilio's callback token")
+
+
+class PhoneVerified(BaseModel):
+    """Output on `phone-verified` after an approved Verify check."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schemaVersion: Literal[1] = 1
+    phoneHash: str
+    phone: str = Field(description="masked")
+    verifiedAt: AwareDatetime = Field(default_factory=utc_now)

@@ -1,0 +1,1 @@
+"""One module per technology: PostgreSQL, Kafka, Twilio."""

@@ -1,0 +1,170 @@
+"""Kafka: the one place producers, consumers and topics are configured."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sms_relay.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+HEADER_PREFIX = "sms-relay-"
+Headers = dict[str, str]
+
+
+def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        # Idempotence implies acks=all and no reordering or duplicates on producer retries.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "logger": logging.getLogger("confluent_kafka.producer"),
+        **overrides,
+    }
+
+
+def create_producer(settings: KafkaSettings, **overrides: Any) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def create_consumer(settings: KafkaSettings, **overrides: Any) -> Consumer:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": settings.consumer_group,
+        "group.protocol": settings.group_protocol,
+        # Offsets are committed by hand, only once each record's effect is durable.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "logger": logging.getLogger("confluent_kafka.consumer"),
+        **overrides,
+    }
+    if settings.group_protocol == "classic":
+        config.setdefault("partition.assignment.strategy", "cooperative-sticky")
+        config.setdefault("session.timeout.ms", 10000)
+    return Consumer(config)
+
+
+def topic_names(settings: KafkaSettings, retry_tiers: Sequence[str]) -> list[str]:
+    return [
+        settings.topic_order_shipped,
+        *(settings.retry_topic(tier) for tier in retry_tiers),
+        settings.dlq_topic,
+        settings.topic_delivery_status,
+        settings.topic_phone_verified,
+    ]
+
+
+def ensure_topics(
+    settings: KafkaSettings, retry_tiers: Sequence[str], timeout: float = 30
+) -> list[str]:
+    """Create the missing topics; returns the names created. Safe to run twice."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(name, settings.partitions, settings.replication_factor)
+        for name in topic_names(settings, retry_tiers)
+        if name not in existing
+    ]
+    if not wanted:
+        return []
+    for future in admin.create_topics(wanted, operation_timeout=timeout).values():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return [topic.topic for topic in wanted]
+
+
+def encode_headers(headers: Mapping[str, str | int]) -> list[tuple[str, bytes]]:
+    return [(HEADER_PREFIX + name, str(value).encode()) for name, value in headers.items()]
+
+
+def decode_headers(message: Message) -> Headers:
+    """Our own `sms-relay-*` headers, prefix removed; others are ignored."""
+    decoded: Headers = {}
+    for name, value in message.headers() or []:
+        if name.startswith(HEADER_PREFIX) and value is not None:
+            decoded[name.removeprefix(HEADER_PREFIX)] = value.decode(errors="replace")
+    return decoded
+
+
+class AsyncProducer:
+    """An idempotent producer whose deliveries are awaitable futures.
+
+    A background thread serves librdkafka's delivery reports, so awaiting a record costs
+    the event loop nothing; the future fails with KafkaException if the broker refused it.
+    """
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: KafkaError | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(KafkaException(error))
+
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            loop.call_soon_threadsafe(settle, error)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                )
+                return done
+            except BufferError:  # local queue full: let the serving thread drain it
+                time.sleep(0.01)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Produce one record and return once the broker acknowledged it (acks=all).
+
+        Raises KafkaException when delivery failed, TimeoutError past `timeout`.
+        """
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(self.produce(topic, value, key, headers))
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush and stop; returns how many records were still undelivered."""
+        self._running = False
+        self._thread.join()
+        return int(self._producer.flush(timeout))

@@ -1,0 +1,123 @@
+"""PostgreSQL: the tables (Alembic migrates them) and the one engine factory."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Sequence,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = MetaData()
+
+lease_token_seq = Sequence("delivery_lease_token_seq", metadata=metadata)
+
+
+def _now() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("event_type", Text, nullable=False),
+    # claimed -> sending -> accepted -> Twilio's states; or failed / suppressed / dead_lettered
+    Column("state", Text, nullable=False),
+    Column("phone_hash", Text, nullable=False),
+    Column("phone_masked", Text, nullable=False),
+    Column("body_hash", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("message_sid", Text, unique=True),
+    Column("error_code", Integer),
+    Column("last_error", Text),
+    Column("consent_at", DateTime(timezone=True)),
+    Column("consent_purpose", Text),
+    Column("lease_owner", Text),
+    Column("lease_token", BigInteger),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("sending_started_at", DateTime(timezone=True)),
+    # The status record for the current state reached Kafka; replays need not repeat it.
+    Column("reported", Boolean, nullable=False, server_default="false"),
+    _now(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_deliveries_state_lease", "state", "lease_until"),
+)
+
+status_history = Table(
+    "status_history",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", Text, index=True),
+    Column("message_sid", Text, index=True),
+    Column("status", Text, nullable=False),
+    Column("error_code", Integer),
+    Column("source", Text, nullable=False),
+    # Twilio's I-Twilio-Idempotency-Token, or ours for consumer steps: a step is recorded once.
+    Column("idempotency_token", Text, nullable=False, unique=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("phone_hash", Text, primary_key=True),
+    Column("phone_masked", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    _now(),
+)
+
+callback_outbox = Table(
+    "callback_outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("key", LargeBinary),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default="{}"),
+    Column("idempotency_token", Text, unique=True),
+    _now(),
+    Column("published_at", DateTime(timezone=True)),
+    Index("ix_callback_outbox_unpublished", "id", postgresql_where="published_at IS NULL"),
+)
+
+phone_verifications = Table(
+    "phone_verifications",
+    metadata,
+    Column("phone_hash", Text, primary_key=True),
+    Column("phone_masked", Text, nullable=False),
+    Column("verified_at", DateTime(timezone=True), nullable=False),
+)
+
+dlq_replays = Table(
+    "dlq_replays",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", Text),
+    Column("dlq_topic", Text, nullable=False),
+    Column("dlq_partition", Integer, nullable=False),
+    Column("dlq_offset", BigInteger, nullable=False),
+    Column("reason", Text),
+    Column("operator", Text, nullable=False),
+    Column("replayed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+def create_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
+    """The one place an engine is made: psycopg 3, async, pre-ping across DB restarts."""
+    return create_async_engine(
+        database_url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_recycle=300
+    )

@@ -1,0 +1,139 @@
+"""Twilio: the one place the SDK is configured and its exceptions are translated."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aiohttp
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from sms_relay.errors import (
+    ConfigurationError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderThrottledError,
+    ProviderUnavailableError,
+)
+from sms_relay.masking import body_hash
+from sms_relay.settings import TwilioSettings
+
+
+def create_client(settings: TwilioSettings) -> Client:
+    """An async-capable Client with explicit credentials and our base URLs.
+
+    Credentials are always passed: the SDK would otherwise read TWILIO_* itself. The
+    SDK's own retries stay off (max_retries=None): they resend POSTs on 5xx.
+    Must be called inside a running event loop (the HTTP session binds to it).
+    """
+    if not settings.configured:
+        raise ConfigurationError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are required")
+    client = Client(
+        settings.account_sid,
+        settings.auth_token.get_secret_value(),
+        http_client=AsyncTwilioHttpClient(max_retries=None),
+    )
+    client.api.base_url = str(settings.api_base_url).rstrip("/")
+    client.verify.base_url = str(settings.verify_base_url).rstrip("/")
+    return client
+
+
+async def close_client(client: Client) -> None:
+    await client.http_client.close()
+
+
+def _translate(error: BaseException) -> ProviderError:
+    """Library exceptions to ours. Only a 429 is known never to have been processed."""
+    if isinstance(error, TwilioRestException):
+        if error.status == 429:
+            return ProviderThrottledError("twilio throttled", code=error.code, status=429)
+        if error.status >= 500:
+            return ProviderUnavailableError(
+                f"twilio {error.status}", code=error.code, status=error.status
+            )
+        return ProviderRejectedError(f"twilio {error.status}", code=error.code, status=error.status)
+    if isinstance(error, TimeoutError):
+        return ProviderUnavailableError("twilio timeout")
+    # aiohttp errors, dropped connections, TwilioServiceException and friends.
+    return ProviderUnavailableError(f"twilio unreachable: {type(error).__name__}")
+
+
+@asynccontextmanager
+async def provider_call(deadline_seconds: float) -> AsyncIterator[None]:
+    """Enforce our own deadline (the async client ignores its timeout) and translate errors."""
+    try:
+        async with asyncio.timeout(deadline_seconds):
+            yield
+    except (TwilioException, aiohttp.ClientError, TimeoutError, OSError) as error:
+        raise _translate(error) from None
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    sid: str
+    status: str
+
+
+@dataclass(frozen=True)
+class FoundMessage:
+    sid: str
+    status: str
+    created_at: datetime | None
+
+
+class TwilioSmsSender:
+    """Sends one SMS per call and finds earlier ones when a send's outcome is unknown."""
+
+    def __init__(self, client: Client, settings: TwilioSettings) -> None:
+        if not (settings.from_number or settings.messaging_service_sid):
+            raise ConfigurationError(
+                "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID is required to send"
+            )
+        self._client = client
+        self._settings = settings
+
+    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+        """Raises ProviderRejectedError, ProviderThrottledError or ProviderUnavailableError."""
+        sender = (
+            {"messaging_service_sid": self._settings.messaging_service_sid}
+            if self._settings.messaging_service_sid
+            else {"from_": self._settings.from_number}
+        )
+        async with provider_call(self._settings.request_timeout_seconds):
+            message = await self._client.messages.create_async(
+                to=to, body=body, status_callback=status_callback or None, **sender
+            )
+        return SentMessage(sid=str(message.sid), status=str(message.status))
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> list[FoundMessage]:
+        """Messages to `to` from our sender with this body, created at or after `since`.
+
+        Twilio filters by whole days (DateSent), so the time and body are matched here.
+        Raises ProviderError when Twilio cannot be asked.
+        """
+        wanted = body_hash(body)
+        skew = timedelta(seconds=5)
+        sender = {"from_": self._settings.from_number} if self._settings.from_number else {}
+        async with provider_call(self._settings.request_timeout_seconds * 3):
+            messages = await self._client.messages.list_async(
+                to=to, date_sent_after=(since - timedelta(days=1)), page_size=100, **sender
+            )
+        return [
+            FoundMessage(sid=str(m.sid), status=str(m.status), created_at=m.date_created)
+            for m in messages
+            if m.body is not None
+            and body_hash(m.body) == wanted
+            and (m.date_created is None or m.date_created >= since - skew)
+        ]
+
+    async def fetch_status(self, sid: str) -> FoundMessage:
+        async with provider_call(self._settings.request_timeout_seconds):
+            message = await self._client.messages(sid).fetch_async()
+        return FoundMessage(
+            sid=str(message.sid), status=str(message.status), created_at=message.date_created
+        )

@@ -1,0 +1,180 @@
+"""Settings: read once from the environment (and `.env`), validated, passed down."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sms_relay.errors import ConfigurationError
+
+
+class AppEnv(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+def _section(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
+
+
+class KafkaSettings(BaseSettings):
+    """`KAFKA_*`: broker, group and topic names (fresh names per test or environment)."""
+
+    model_config = _section("KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    consumer_group: str = "sms-relay"
+    # KIP-848 moves a dead consumer's partitions within the broker's session timeout.
+    group_protocol: str = "consumer"
+    topic_order_shipped: str = "order-shipped"
+    topic_delivery_status: str = "delivery-status"
+    topic_phone_verified: str = "phone-verified"
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    def retry_topic(self, tier: str) -> str:
+        return f"{self.topic_order_shipped}.retry.{tier}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic_order_shipped}.dlq"
+
+
+class TwilioSettings(BaseSettings):
+    """`TWILIO_*`: the names Twilio's own documentation uses."""
+
+    model_config = _section("TWILIO_")
+
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    verify_service_sid: str | None = None
+    api_base_url: AnyHttpUrl = AnyHttpUrl("https://api.twilio.com")
+    verify_base_url: AnyHttpUrl = AnyHttpUrl("https://verify.twilio.com")
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.account_sid and self.auth_token.get_secret_value())
+
+
+def _parse_duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        number = text.removesuffix(suffix)
+        if number != text and number.replace(".", "", 1).isdigit():
+            return float(number) * units[suffix]
+    raise ValueError(f"retry tier {text!r} is not a duration like 30s, 5m or 1h")
+
+
+class SendingSettings(BaseSettings):
+    """`SMS_*`: the tuning knobs of the consumer."""
+
+    model_config = _section("SMS_")
+
+    concurrency: int = Field(default=20, ge=1)
+    # Twilio queues (and later fails) what exceeds the sender's rate: stay under it.
+    messages_per_second: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_base_seconds: float = Field(default=0.5, ge=0)
+    backoff_max_seconds: float = Field(default=8.0, ge=0)
+    retry_tiers: Annotated[tuple[str, ...], NoDecode] = ("30s", "5m", "30m")
+    lease_seconds: float = Field(default=60.0, gt=0)
+    # How long after an uncertain send Twilio's list is trusted to show the message.
+    settle_seconds: float = Field(default=5.0, ge=0)
+    batch_size: int = Field(default=200, ge=1)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    stuck_after_seconds: float = Field(default=900.0, gt=0)
+
+    @field_validator("retry_tiers", mode="before")
+    @classmethod
+    def _split_tiers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_tiers")
+    @classmethod
+    def _check_tiers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for tier in value:
+            _parse_duration(tier)
+        return value
+
+    def tier_delays(self) -> list[tuple[str, float]]:
+        return [(tier, _parse_duration(tier)) for tier in self.retry_tiers]
+
+
+class Settings(BaseSettings):
+    """Everything a process needs; sections keep Twilio's and Kafka's familiar names."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
+
+    app_env: AppEnv = AppEnv.DEVELOPMENT
+    database_url: SecretStr = SecretStr(
+        "postgresql+psycopg://sms_relay:sms_relay@127.0.0.1:55432/sms_relay"
+    )
+    public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
+    require_twilio_signature: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
+    log_level: str = "INFO"
+    # Keys the hash of phone numbers in suppressions and topic keys; rotate with a migration.
+    phone_hash_key: SecretStr = SecretStr("dev-only-phone-hash-key")
+    verify_max_starts_per_number: int = Field(default=5, ge=1)
+    verify_max_starts_per_ip: int = Field(default=20, ge=1)
+    verify_max_checks_per_number: int = Field(default=10, ge=1)
+    verify_window_seconds: float = Field(default=600.0, gt=0)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    sending: SendingSettings = Field(default_factory=SendingSettings)
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Self:
+        if self.app_env is AppEnv.PRODUCTION:
+            if not self.require_twilio_signature:
+                raise ValueError(
+                    "REQUIRE_TWILIO_SIGNATURE=false is refused when APP_ENV=production"
+                )
+            if self.phone_hash_key.get_secret_value() == "dev-only-phone-hash-key":
+                raise ValueError("PHONE_HASH_KEY must be set to a secret value in production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env is AppEnv.PRODUCTION
+
+
+def load_settings() -> Settings:
+    """Read the environment once.
+
+    Raises ConfigurationError with one line per problem and never a value.
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        prefixes = {
+            "KafkaSettings": "KAFKA_",
+            "TwilioSettings": "TWILIO_",
+            "SendingSettings": "SMS_",
+        }
+        prefix = prefixes.get(error.title, "")
+        problems = []
+        for item in error.errors():
+            where = "_".join(str(part) for part in item["loc"]) or "settings"
+            problems.append(f"{prefix}{where}".upper() + f": {item['msg']}")
+        raise ConfigurationError("; ".join(problems)) from None
