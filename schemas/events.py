@@ -15,16 +15,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class OrderShipped(BaseModel):
-    """Input on `order-shipped`; field names as upstream sends them."""
+class SmsRequested(BaseModel):
+    """What every event that becomes an SMS carries: who, with which consent, once."""
 
     # Unknown fields are kept (upstream evolves); errors never echo the offending value.
     model_config = ConfigDict(extra="allow", hide_input_in_errors=True, frozen=True)
 
     eventId: str = Field(min_length=6, max_length=120, pattern=r"^[\x21-\x7e]+$")
     phone: E164Phone
-    orderId: str = Field(min_length=1, max_length=64)
-    trackingUrl: HttpUrl | None = None
     consentAt: AwareDatetime
     consentPurpose: str | None = Field(default=None, max_length=64)
 
@@ -34,6 +32,13 @@ class OrderShipped(BaseModel):
         if value > utc_now():
             raise ValueError("consentAt is in the future")
         return value
+
+
+class OrderShipped(SmsRequested):
+    """Input on `order-shipped`; field names as upstream sends them."""
+
+    orderId: str = Field(min_length=1, max_length=64)
+    trackingUrl: HttpUrl | None = None
 
 
 class Status(StrEnum):

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from sms_relay.settings import KafkaSettings
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "sms-relay-"
 Headers = dict[str, str]
+KafkaHeaders = list[tuple[str, str | bytes | None]]
 
 
 def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -88,16 +90,26 @@ def ensure_topics(
     return [topic.topic for topic in wanted]
 
 
-def encode_headers(headers: Mapping[str, str | int]) -> list[tuple[str, bytes]]:
+def encode_headers(headers: Mapping[str, str | int]) -> KafkaHeaders:
     return [(HEADER_PREFIX + name, str(value).encode()) for name, value in headers.items()]
+
+
+def position(message: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a fetched (non-error) record."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
 
 
 def decode_headers(message: Message) -> Headers:
     """Our own `sms-relay-*` headers, prefix removed; others are ignored."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
     decoded: Headers = {}
-    for name, value in message.headers() or []:
+    for name, value in pairs:
         if name.startswith(HEADER_PREFIX) and value is not None:
-            decoded[name.removeprefix(HEADER_PREFIX)] = value.decode(errors="replace")
+            text = value if isinstance(value, str) else value.decode(errors="replace")
+            decoded[name.removeprefix(HEADER_PREFIX)] = text
     return decoded
 
 
@@ -123,7 +135,7 @@ class AsyncProducer:
         topic: str,
         value: bytes,
         key: bytes | str | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: KafkaHeaders | None = None,
     ) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
@@ -153,7 +165,7 @@ class AsyncProducer:
         topic: str,
         value: bytes,
         key: bytes | str | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: KafkaHeaders | None = None,
         timeout: float = 10.0,
     ) -> None:
         """Produce one record and return once the broker acknowledged it (acks=all).

@@ -32,6 +32,8 @@ MAGIC_TO_ERRORS: dict[str, int] = {
 }
 # The sender a Messaging Service "picks" once its message is sent.
 SERVICE_SENDER = "+15005550006"
+# The number inbound SMS are sent to unless the control request names one.
+DEFAULT_INBOUND_TO = "+15005550006"
 
 ERROR_MESSAGES: dict[int, str] = {
     20003: "Authenticate",

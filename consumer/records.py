@@ -1,0 +1,108 @@
+"""Kafka records in and out of the consumer: decode and validate, build the replies."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Message
+from pydantic import ValidationError
+
+from schemas.events import DeliveryStatusChanged, SmsRequested, Status
+from sms_relay.adapters.kafka import Headers, KafkaHeaders, decode_headers, encode_headers, position
+from sms_relay.masking import mask_phone
+from sms_relay.templates import EventKind
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that can never become an SMS: it goes to the DLQ as it came."""
+
+    reason: str  # invalid_json | schema_violation
+    error: str  # field and error type; never the value
+    event_id: str | None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def origin(message: Message, headers: Headers) -> dict[str, str | int]:
+    """Where the event first entered: kept across retry tiers for `trace` and replays."""
+    topic, partition, offset = position(message)
+    return {
+        "original-topic": headers.get("original-topic", topic),
+        "original-partition": headers.get("original-partition", partition),
+        "original-offset": headers.get("original-offset", offset),
+    }
+
+
+def parse(kind: EventKind, message: Message) -> SmsRequested | Rejected:
+    raw = message.value() or b""
+    try:
+        return kind.parse(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "value"
+        reason = "invalid_json" if first["type"] == "json_invalid" else "schema_violation"
+        return Rejected(reason, f"{where}: {first['type']}", _event_id_of(raw))
+
+
+def _event_id_of(raw: bytes) -> str | None:
+    """The eventId of an invalid event, when it has a plausible one, for its status record."""
+    try:
+        value = json.loads(raw).get("eventId")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and 0 < len(value) <= 120 else None
+
+
+def retry_headers(
+    message: Message, attempts: int, not_before_ms: int, error: str | None
+) -> KafkaHeaders:
+    headers = decode_headers(message)
+    return encode_headers(
+        {
+            "attempt": attempts,
+            "not-before": not_before_ms,
+            "error": (error or "transient")[:200],
+            **origin(message, headers),
+        }
+    )
+
+
+def dlq_headers(message: Message, reason: str, attempts: int, error: str | None) -> KafkaHeaders:
+    headers = decode_headers(message)
+    return encode_headers(
+        {
+            "attempt": attempts,
+            "not-before": 0,
+            "error": (error or reason)[:200],
+            "dlq-reason": reason,
+            **origin(message, headers),
+        }
+    )
+
+
+def status_record(
+    status: Status,
+    event_id: str | None,
+    *,
+    phone: str | None,
+    attempt: int,
+    message_sid: str | None = None,
+    error_code: int | None = None,
+    reason: str | None = None,
+) -> bytes:
+    record = DeliveryStatusChanged(
+        eventId=event_id,
+        messageSid=message_sid,
+        status=status,
+        errorCode=error_code,
+        attempt=attempt,
+        source="consumer",
+        to=mask_phone(phone) if phone else None,
+        reason=reason,
+    )
+    return record.model_dump_json().encode()

@@ -1,0 +1,1 @@
+"""On-call commands: trace, dlq, suppress, produce."""

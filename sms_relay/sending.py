@@ -1,0 +1,312 @@
+"""The use case: claim → check suppression → send → settle, for a batch of events.
+
+It decides and records; the consumer loop turns the results into Kafka records and
+commits. Only a 429 is known never to have been processed by Twilio: any other
+uncertain send is reconciled against Twilio's message list before it is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+from urllib.parse import quote
+
+from schemas.events import SmsRequested, Status
+from sms_relay.adapters.twilio import FoundMessage, SentMessage
+from sms_relay.errors import (
+    ProviderError,
+    ProviderRejectedError,
+    ProviderThrottledError,
+    ProviderUnavailableError,
+)
+from sms_relay.ledger import Claim, ClaimOutcome, ClaimRequest, PostgresLedger, Settlement
+from sms_relay.masking import body_hash, mask_phone, phone_hash
+from sms_relay.metrics import ConsumerMetrics
+from sms_relay.ratelimit import RateLimiter
+from sms_relay.retry import RetryPolicy, TierPlan
+from sms_relay.templates import EventKind
+
+log = logging.getLogger(__name__)
+
+OPT_OUT_ERROR = 21610  # "Attempt to send to unsubscribed recipient"
+
+
+class SmsSender(Protocol):
+    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage: ...
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> list[FoundMessage]: ...
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    DUPLICATE = "duplicate"
+    SUPPRESSED = "suppressed"
+    FAILED = "failed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    DEAD_LETTERED = "dead_lettered"
+    BUSY = "busy"  # claimed elsewhere right now; look again later via a retry tier
+    LEASE_LOST = "lease_lost"  # another consumer took over; it reports
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: EventKind
+    event: SmsRequested
+    attempts: int  # sends made before this record (from its retry headers)
+    tier_index: int  # -1 for the main topic
+
+
+@dataclass(frozen=True)
+class Result:
+    job: Job
+    outcome: Outcome
+    attempts: int
+    report: Status | None = None  # what to publish on delivery-status, if anything
+    message_sid: str | None = None
+    error_code: int | None = None
+    error: str | None = None
+    retry_tier: tuple[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class _Attempted:
+    state: str  # accepted | failed | transient
+    attempts: int
+    sid: str | None = None
+    code: int | None = None
+    error: str | None = None
+
+
+_STATE_OF = {Status.ACCEPTED, Status.FAILED, Status.SUPPRESSED, Status.DEAD_LETTERED}
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        ledger: PostgresLedger,
+        sender: SmsSender,
+        *,
+        limiter: RateLimiter,
+        concurrency: int,
+        policy: RetryPolicy,
+        tiers: TierPlan,
+        metrics: ConsumerMetrics,
+        phone_hash_key: str,
+        public_base_url: str,
+        settle_seconds: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._ledger = ledger
+        self._sender = sender
+        self._limiter = limiter
+        self._slots = asyncio.Semaphore(concurrency)
+        self._policy = policy
+        self._tiers = tiers
+        self._metrics = metrics
+        self._hash_key = phone_hash_key
+        self._callback_base = public_base_url.rstrip("/") + "/twilio/status-callback?eventId="
+        self._settle_seconds = settle_seconds
+        self._sleep = sleep
+
+    async def process(self, jobs: Sequence[Job]) -> list[Result]:
+        """Each job's event id must be unique within `jobs`."""
+        claims = await self._ledger.claim([self._claim_request(job) for job in jobs])
+        results: list[Result] = []
+        sendable: list[tuple[Job, Claim]] = []
+        settlements: dict[str, tuple[Job, Settlement]] = {}
+        for job in jobs:
+            claim = claims[job.event.eventId]
+            if claim.outcome in (ClaimOutcome.DUPLICATE, ClaimOutcome.BUSY):
+                results.append(self._not_ours(job, claim))
+            elif claim.suppressed:
+                attempts = max(job.attempts, claim.attempts)
+                settlement = Settlement(job.event.eventId, _token(claim), "suppressed", attempts)
+                settlements[job.event.eventId] = (job, settlement)
+            else:
+                sendable.append((job, claim))
+
+        started = await self._ledger.mark_sending(
+            [
+                (job.event.eventId, _token(claim), body_hash(job.kind.render(job.event)))
+                for job, claim in sendable
+            ]
+        )
+        deliveries = []
+        for job, claim in sendable:
+            if job.event.eventId in started:
+                deliveries.append(self._deliver(job, claim, started[job.event.eventId]))
+            else:
+                results.append(Result(job, Outcome.LEASE_LOST, job.attempts))
+        for job, claim, attempted in await asyncio.gather(*deliveries):
+            settlements[job.event.eventId] = (job, self._settlement(job, claim, attempted))
+
+        written = await self._ledger.settle([s for _, s in settlements.values()])
+        for event_id, (job, settlement) in settlements.items():
+            if event_id not in written:
+                results.append(Result(job, Outcome.LEASE_LOST, settlement.attempt))
+                continue
+            if settlement.error_code == OPT_OUT_ERROR:
+                await self._ledger.suppress(
+                    phone_hash(self._hash_key, job.event.phone),
+                    mask_phone(job.event.phone),
+                    f"error_{OPT_OUT_ERROR}",
+                )
+            results.append(self._result(job, settlement))
+        for result in results:
+            self._metrics.outcomes.labels(result.outcome.value).inc()
+        return results
+
+    async def mark_reported(self, event_ids: Sequence[str]) -> None:
+        """The status records of these events are on Kafka; replays need not repeat them."""
+        await self._ledger.mark_reported(event_ids)
+
+    def _claim_request(self, job: Job) -> ClaimRequest:
+        event = job.event
+        return ClaimRequest(
+            event_id=event.eventId,
+            event_type=job.kind.name,
+            phone_hash=phone_hash(self._hash_key, event.phone),
+            phone_masked=mask_phone(event.phone),
+            consent_at=event.consentAt,
+            consent_purpose=event.consentPurpose,
+        )
+
+    def _not_ours(self, job: Job, claim: Claim) -> Result:
+        if claim.outcome is ClaimOutcome.BUSY:
+            tier = self._tiers.after(job.tier_index) or self._tiers.tiers[-1]
+            return Result(job, Outcome.BUSY, job.attempts, retry_tier=tier)
+        prior = Status(claim.prior_state) if claim.prior_state in _STATE_OF else None
+        # A crash between settling and publishing left the step unreported: report it now.
+        report = prior if prior is not None and not claim.reported else None
+        return Result(
+            job,
+            Outcome.DUPLICATE,
+            claim.attempts,
+            report=report,
+            message_sid=claim.message_sid,
+            error_code=claim.error_code,
+        )
+
+    def _settlement(self, job: Job, claim: Claim, attempted: _Attempted) -> Settlement:
+        state = attempted.state
+        if state == "transient":
+            state = "retry_scheduled" if self._tiers.after(job.tier_index) else "dead_lettered"
+        return Settlement(
+            job.event.eventId,
+            _token(claim),
+            state,
+            attempted.attempts,
+            message_sid=attempted.sid,
+            error_code=attempted.code,
+            error=attempted.error,
+        )
+
+    def _result(self, job: Job, settlement: Settlement) -> Result:
+        outcome = {
+            "accepted": Outcome.SENT,
+            "failed": Outcome.FAILED,
+            "suppressed": Outcome.SUPPRESSED,
+            "retry_scheduled": Outcome.RETRY_SCHEDULED,
+            "dead_lettered": Outcome.DEAD_LETTERED,
+        }[settlement.state]
+        report = None if outcome is Outcome.RETRY_SCHEDULED else Status(settlement.state)
+        return Result(
+            job,
+            outcome,
+            settlement.attempt,
+            report=report,
+            message_sid=settlement.message_sid,
+            error_code=settlement.error_code,
+            error=settlement.error,
+            retry_tier=self._tiers.after(job.tier_index),
+        )
+
+    async def _deliver(
+        self, job: Job, claim: Claim, since: datetime
+    ) -> tuple[Job, Claim, _Attempted]:
+        attempts = max(job.attempts, claim.attempts)
+        body = job.kind.render(job.event)
+        to = job.event.phone
+        try:
+            if claim.outcome is ClaimOutcome.IN_DOUBT:
+                # The previous holder died mid-send: the message may exist already.
+                found = await self._reconcile(to, body, since)
+                if found is not None:
+                    return job, claim, _Attempted("accepted", attempts, sid=found.sid)
+            tries = 0
+            while True:
+                tries += 1
+                attempts += 1
+                try:
+                    sent = await self._send(to, body, job.event.eventId)
+                    return job, claim, _Attempted("accepted", attempts, sid=sent.sid)
+                except ProviderRejectedError as error:
+                    return (
+                        job,
+                        claim,
+                        _Attempted("failed", attempts, code=error.code, error=str(error)),
+                    )
+                except ProviderUnavailableError as error:
+                    found = await self._reconcile(to, body, since)
+                    if found is not None:
+                        return job, claim, _Attempted("accepted", attempts, sid=found.sid)
+                    delay = self._policy.next_delay(tries, error)
+                except ProviderThrottledError as error:
+                    delay = self._policy.next_delay(tries, error)
+                if delay is None:
+                    return job, claim, _Attempted("transient", attempts, error="retries_exhausted")
+                await self._sleep(delay)
+        except ProviderError as error:  # reconciliation itself could not reach Twilio
+            return job, claim, _Attempted("transient", attempts, code=error.code, error=str(error))
+
+    async def _send(self, to: str, body: str, event_id: str) -> SentMessage:
+        async with self._slots:
+            await self._limiter.acquire()
+            self._metrics.sends_in_flight.inc()
+            started = time.perf_counter()
+            result, status = "ok", "201"
+            try:
+                return await self._sender.send(to, body, self._callback_base + quote(event_id))
+            except ProviderError as error:
+                result = type(error).__name__.removeprefix("Provider").removesuffix("Error").lower()
+                status = str(error.status or 0)
+                raise
+            finally:
+                self._metrics.sends_in_flight.dec()
+                self._metrics.twilio_latency.labels("create").observe(time.perf_counter() - started)
+                self._metrics.twilio_requests.labels("create", result, status).inc()
+
+    async def _reconcile(self, to: str, body: str, since: datetime) -> FoundMessage | None:
+        """Find a message an uncertain send may have created. Raises ProviderError."""
+        waited = (datetime.now(UTC) - since).total_seconds()
+        if waited < self._settle_seconds:
+            await self._sleep(self._settle_seconds - waited)
+        try:
+            found = await self._sender.find_sent(to, body, since)
+        except ProviderError:
+            self._metrics.in_doubt.labels("error").inc()
+            raise
+        if not found:
+            self._metrics.in_doubt.labels("not_found").inc()
+            return None
+        if len(found) > 1:
+            self._metrics.in_doubt.labels("ambiguous").inc()
+            log.error(
+                "several Twilio messages match one event; keeping the earliest",
+                extra={"to": mask_phone(to), "matches": len(found)},
+            )
+            found.sort(key=lambda m: m.created_at or since)
+        else:
+            self._metrics.in_doubt.labels("found").inc()
+        return found[0]
+
+
+def _token(claim: Claim) -> int:
+    assert claim.lease_token is not None, "only claimed events are settled"
+    return claim.lease_token

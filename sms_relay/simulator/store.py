@@ -1,0 +1,211 @@
+"""The simulator's in-memory state: messages, verifications, scripts, logs, clock and RNGs."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from .config import SimulatorConfig
+from .wire import new_sid
+
+# What a scripted create can do; see `POST /_simulator/script`.
+OUTCOMES = frozenset(
+    {
+        "ok",
+        "429",
+        "500",
+        "503",
+        "500_after_create",
+        "drop_after_create",
+        "drop_before_create",
+        "timeout",
+    }
+)
+
+
+@dataclass
+class Message:
+    """One created message, as Twilio would keep it."""
+
+    sid: str
+    seq: int
+    account_sid: str
+    to: str
+    from_: str | None
+    body: str
+    messaging_service_sid: str | None
+    status_callback: str | None
+    status: str
+    date_created: datetime
+    date_updated: datetime
+    num_segments: int
+    num_media: int
+    date_sent: datetime | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    price: str | None = None
+
+
+@dataclass
+class Verification:
+    """One Verify v2 verification; `sends` are the times its code was (re)sent."""
+
+    sid: str
+    service_sid: str
+    account_sid: str
+    to: str
+    channel: str
+    code: str
+    status: str
+    date_created: datetime
+    date_updated: datetime
+    checks: int = 0
+    sends: list[tuple[str, str, datetime]] = field(default_factory=list)
+
+
+class RateLimiter:
+    """A token bucket holding one second of `rate`; 0 means unlimited."""
+
+    def __init__(self) -> None:
+        self._tokens: float | None = None
+        self._last = 0.0
+
+    def allow(self, rate: float) -> bool:
+        if rate <= 0:
+            return True
+        now = time.monotonic()
+        capacity = max(rate, 1.0)
+        if self._tokens is None:
+            self._tokens = capacity
+        else:
+            self._tokens = min(capacity, self._tokens + (now - self._last) * rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+class Store:
+    """Everything the simulator remembers; touched only from its event loop."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        seed = self.config.seed
+        # Separate generators, so enabling callback faults does not shift create faults.
+        self.fault_rng = random.Random(seed)
+        self.callback_rng = random.Random(None if seed is None else seed + 1)
+        self.code_rng = random.Random(None if seed is None else seed + 2)
+        self.latency_rng = random.Random(None if seed is None else seed + 3)
+        self.messages: dict[str, Message] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.callbacks: list[dict[str, Any]] = []
+        self.scripts: dict[str, deque[str]] = {}
+        self.verifications: list[Verification] = []
+        self.verify_sends: dict[tuple[str, str], list[datetime]] = {}
+        self.limiter = RateLimiter()
+        self.clock_offset = timedelta(0)
+        self._seq = 0
+
+    def now(self) -> datetime:
+        """Wall-clock UTC time, shifted by `POST /_simulator/clock` (for expiry tests)."""
+        return datetime.now(UTC) + self.clock_offset
+
+    # --- scripts -------------------------------------------------------------------
+
+    def set_script(self, to: str, outcomes: list[str]) -> None:
+        if outcomes:
+            self.scripts[to] = deque(outcomes)
+        else:
+            self.scripts.pop(to, None)
+
+    def take_scripted(self, to: str) -> str | None:
+        """The next scripted outcome for `to`, or None when it has none left."""
+        queue = self.scripts.get(to)
+        if not queue:
+            return None
+        outcome = queue.popleft()
+        if not queue:
+            del self.scripts[to]
+        return outcome
+
+    # --- messages ------------------------------------------------------------------
+
+    def log_request(self, params: dict[str, str]) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "time": iso8601_ms(self.now()),
+            "params": params,
+            "to": params.get("To"),
+            "status": None,
+            "error_code": None,
+            "sid": None,
+            "created": False,
+            "outcome": None,
+            "source": None,
+        }
+        self.requests.append(entry)
+        return entry
+
+    def create_message(self, params: dict[str, str], num_segments: int, num_media: int) -> Message:
+        self._seq += 1
+        now = self.now()
+        service = params.get("MessagingServiceSid") or None
+        message = Message(
+            sid=new_sid("SM"),
+            seq=self._seq,
+            account_sid=self.config.account_sid,
+            to=params["To"],
+            from_=params.get("From") or None,
+            body=params.get("Body", ""),
+            messaging_service_sid=service,
+            status_callback=params.get("StatusCallback") or None,
+            status="accepted" if service else "queued",
+            date_created=now,
+            date_updated=now,
+            num_segments=num_segments,
+            num_media=num_media,
+        )
+        self.messages[message.sid] = message
+        return message
+
+    def request_log(self) -> list[dict[str, Any]]:
+        """The create log, each entry with the current status of the message it created."""
+        result = []
+        for entry in self.requests:
+            message = self.messages.get(entry["sid"] or "")
+            result.append({**entry, "message_status": message.status if message else None})
+        return result
+
+    # --- verifications -------------------------------------------------------------
+
+    def latest_verification(self, to: str, service_sid: str | None = None) -> Verification | None:
+        for verification in reversed(self.verifications):
+            if verification.to == to and service_sid in (None, verification.service_sid):
+                return verification
+        return None
+
+    def find_verification(self, sid: str) -> Verification | None:
+        for verification in self.verifications:
+            if verification.sid == sid:
+                return verification
+        return None
+
+    def new_code(self) -> str:
+        return f"{self.code_rng.randrange(1_000_000):06d}"
+
+
+def iso8601_ms(moment: datetime) -> str:
+    """ISO 8601 with milliseconds, for the introspection logs."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+STORE = web.AppKey("simulator_store", Store)

@@ -1,0 +1,1 @@
+"""Tests of the Twilio simulator, driven over HTTP with the real twilio SDK."""

@@ -1,0 +1,126 @@
+"""Waiting helpers and a small webhook receiver for the simulator tests."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import aiohttp
+from aiohttp import web
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+
+T = TypeVar("T")
+
+ACCOUNT_SID = "AC" + "a1" * 16
+AUTH_TOKEN = "f00d" * 8
+SERVICE_SID = "VA" + "b2" * 16
+SENDER = "+15005550006"
+
+
+def eventually(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01) -> T:
+    """Poll `predicate` until it returns something truthy; return it, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        time.sleep(interval)
+
+
+async def aeventually(
+    predicate: Callable[[], T | Awaitable[T]], timeout: float = 5.0, interval: float = 0.01
+) -> T:
+    """`eventually` for async tests: yields to the event loop while waiting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = predicate()
+        result = cast(T, await outcome) if inspect.isawaitable(outcome) else cast(T, outcome)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+class HeaderAuthAsyncTwilioHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped SDK
+    """The SDK's async HTTP client, sending credentials as a header.
+
+    twilio 9.13 passes `aiohttp.BasicAuth`, which aiohttp 3.14 deprecates (a
+    DeprecationWarning, an error under our pytest settings); the header is identical.
+    """
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Any:
+        if auth is not None:
+            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
+        return await super().request(
+            method, url, params, data, headers, None, timeout, allow_redirects
+        )
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request the receiver got: the full URL as seen by the app, headers and form."""
+
+    url: str
+    path: str
+    headers: dict[str, str]
+    form: dict[str, str]
+
+
+class WebhookReceiver:
+    """An aiohttp app on a free port that records every POST and answers scripted statuses."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.answers: deque[int] = deque()
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def with_status(self, status: str) -> list[Received]:
+        return [r for r in self.requests if r.form.get("MessageStatus") == status]
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.requests.append(
+            Received(
+                url=str(request.url),
+                path=request.path,
+                headers=dict(request.headers),
+                form={key: str(form[key]) for key in form},
+            )
+        )
+        status = self.answers.popleft() if self.answers else 200
+        return web.Response(status=status, text="<Response/>", content_type="text/xml")

@@ -1,0 +1,219 @@
+"""Faults: scripted per-recipient outcomes, seeded random rates and the messages-per-second cap."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+
+from sms_relay.simulator.client import SimulatorError
+from sms_relay.simulator.server import SimulatorServer
+
+from .conftest import MakeClient, MakeSimulator
+from .helpers import SENDER, eventually
+
+TO = "+12125550123"
+
+
+def _create(client: Any, body: str = "hello", to: str = TO) -> Any:
+    return client.messages.create(to=to, from_=SENDER, body=body)
+
+
+def test_scripted_429s_then_ok(twilio_client: Any, simulator: SimulatorServer) -> None:
+    simulator.script(TO, ["429", "429", "ok"])
+
+    codes = []
+    for _ in range(2):
+        with pytest.raises(TwilioRestException) as caught:
+            _create(twilio_client)
+        codes.append((caught.value.status, caught.value.code))
+    message = _create(twilio_client)
+
+    assert codes == [(429, 20429), (429, 20429)]
+    assert message.status == "queued"
+    log = simulator.messages()
+    assert [e["outcome"] for e in log] == ["429", "429", "ok"]
+    assert [e["source"] for e in log] == ["script", "script", "script"]
+    assert [e["created"] for e in log] == [False, False, True]
+
+
+def test_script_only_applies_to_its_number(
+    twilio_client: Any, simulator: SimulatorServer
+) -> None:
+    simulator.script(TO, ["503"])
+
+    other = _create(twilio_client, to="+12125550777")
+    with pytest.raises(TwilioRestException) as caught:
+        _create(twilio_client)
+    after = _create(twilio_client)
+
+    assert other.sid and after.sid
+    assert (caught.value.status, caught.value.code) == (503, 20503)
+
+
+def test_scripted_500_creates_nothing(twilio_client: Any, simulator: SimulatorServer) -> None:
+    simulator.script(TO, ["500"])
+
+    with pytest.raises(TwilioRestException) as caught:
+        _create(twilio_client)
+
+    assert (caught.value.status, caught.value.code) == (500, 20500)
+    assert twilio_client.messages.list(to=TO) == []
+
+
+def test_500_after_create_leaves_a_message_behind(
+    twilio_client: Any, simulator: SimulatorServer
+) -> None:
+    simulator.script(TO, ["500_after_create"])
+
+    with pytest.raises(TwilioRestException) as caught:
+        _create(twilio_client, body="in doubt")
+
+    assert (caught.value.status, caught.value.code) == (500, 20500)
+    listed = twilio_client.messages.list(to=TO)
+    assert [m.body for m in listed] == ["in doubt"]
+    entry = simulator.messages()[-1]
+    assert entry["created"] is True
+    assert entry["status"] == 500
+    assert entry["sid"] == listed[0].sid
+    eventually(lambda: twilio_client.messages(listed[0].sid).fetch().status == "delivered")
+
+
+def test_drop_after_create_closes_the_connection_but_creates(
+    twilio_client: Any, simulator: SimulatorServer
+) -> None:
+    simulator.script(TO, ["drop_after_create"])
+
+    with pytest.raises(requests.exceptions.ConnectionError):
+        _create(twilio_client, body="dropped")
+
+    listed = twilio_client.messages.list(to=TO)
+    assert [m.body for m in listed] == ["dropped"]
+    entry = simulator.messages()[-1]
+    assert (entry["outcome"], entry["status"], entry["created"]) == (
+        "drop_after_create",
+        None,
+        True,
+    )
+
+
+async def test_drop_before_create_with_the_async_client(
+    async_twilio_client: Any, simulator: SimulatorServer
+) -> None:
+    await simulator.aclient.script(TO, ["drop_before_create"])
+
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await async_twilio_client.messages.create_async(to=TO, from_=SENDER, body="x")
+
+    assert await async_twilio_client.messages.list_async(to=TO) == []
+    entries = await simulator.aclient.messages()
+    assert (entries[-1]["outcome"], entries[-1]["created"]) == ("drop_before_create", False)
+
+
+def test_timeout_holds_the_request_without_creating(
+    simulator: SimulatorServer, make_client: MakeClient
+) -> None:
+    client = make_client(simulator, http_client=TwilioHttpClient(timeout=0.3))
+    simulator.script(TO, ["timeout"])
+
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        _create(client)
+
+    assert time.monotonic() - started < 5
+    assert client.messages.list(to=TO) == []
+    assert simulator.messages()[-1]["outcome"] == "timeout"
+
+
+def test_script_rejects_unknown_outcomes(simulator: SimulatorServer) -> None:
+    with pytest.raises(SimulatorError):
+        simulator.script(TO, ["explode"])
+
+
+def test_rate_429_of_one_rejects_every_create(
+    make_simulator: MakeSimulator, make_client: MakeClient
+) -> None:
+    sim = make_simulator(rate_429=1.0)
+    client = make_client(sim)
+
+    for _ in range(3):
+        with pytest.raises(TwilioRestException) as caught:
+            _create(client)
+        assert caught.value.code == 20429
+
+    assert {e["source"] for e in sim.messages()} == {"random"}
+
+
+def test_same_seed_gives_the_same_faults(
+    make_simulator: MakeSimulator, make_client: MakeClient
+) -> None:
+    def outcomes(seed: int) -> list[str]:
+        sim = make_simulator(rate_500=0.3, rate_503=0.3, seed=seed)
+        client = make_client(sim)
+        for _ in range(20):
+            try:
+                _create(client)
+            except TwilioRestException:
+                pass
+        return [e["outcome"] for e in sim.messages()]
+
+    first, second = outcomes(7), outcomes(7)
+
+    assert first == second
+    assert {"ok", "500", "503"} <= set(first)
+
+
+def test_max_mps_answers_429_20429_above_the_rate(
+    make_simulator: MakeSimulator, make_client: MakeClient
+) -> None:
+    sim = make_simulator(max_mps=2)
+    client = make_client(sim)
+
+    results = []
+    for _ in range(6):
+        try:
+            _create(client)
+            results.append("ok")
+        except TwilioRestException as exc:
+            results.append(f"{exc.status}/{exc.code}")
+
+    assert results[:2] == ["ok", "ok"]
+    assert results.count("429/20429") >= 3
+    assert {e["source"] for e in sim.messages() if e["status"] == 429} == {"rate_limit"}
+
+
+def test_scripted_ok_bypasses_random_faults(
+    make_simulator: MakeSimulator, make_client: MakeClient
+) -> None:
+    sim = make_simulator(rate_503=1.0)
+    client = make_client(sim)
+    sim.script(TO, ["ok"])
+
+    message = _create(client)
+
+    assert message.sid
+    with pytest.raises(TwilioRestException):
+        _create(client)
+
+
+def test_configure_changes_rates_at_runtime(
+    twilio_client: Any, simulator: SimulatorServer
+) -> None:
+    simulator.configure(rate_503=1.0)
+    with pytest.raises(TwilioRestException):
+        _create(twilio_client)
+
+    settings = simulator.configure(rate_503=0.0)
+
+    assert _create(twilio_client).sid
+    assert settings["rate_503"] == 0.0
+    assert "auth_token" not in settings
+    with pytest.raises(SimulatorError):
+        simulator.configure(auth_token="x")
+    with pytest.raises(SimulatorError):
+        simulator.configure(rate_500=2)

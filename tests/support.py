@@ -1,0 +1,154 @@
+"""Helpers for tests against the real services: waiting, reading topics, env for processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, AsyncIterator
+
+from confluent_kafka import Consumer, Message, Producer
+from prometheus_client import CollectorRegistry
+
+from sms_relay.settings import Settings
+
+DEFAULT_PHONE = "+12125550123"
+
+
+async def eventually(
+    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    timeout: float = 20.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> None:
+    """Poll until `predicate` is true; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def order_event(
+    event_id: str | None = None, phone: str = DEFAULT_PHONE, order_id: str = "1001", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "eventId": event_id or f"order_{uuid.uuid4().hex[:12]}_shipped_v1",
+        "phone": phone,
+        "orderId": order_id,
+        "trackingUrl": f"https://example.com/track/{order_id}",
+        "consentAt": (datetime.now(UTC) - timedelta(days=30)).isoformat(),
+        **extra,
+    }
+
+
+def produce(settings: Settings, topic: str, values: list[bytes | dict[str, Any]]) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
+    for value in values:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        key = value.get("orderId") if isinstance(value, dict) else None
+        producer.produce(topic, value=raw, key=key)
+    assert producer.flush(30) == 0
+
+
+class TopicReader:
+    """Reads a topic from the beginning with its own group; keeps what it has seen."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.records: list[Message] = []
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka.bootstrap_servers,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.subscribe([topic])
+
+    def poll(self) -> list[Message]:
+        for message in self._consumer.consume(500, 0.2):
+            if message.error() is None:
+                self.records.append(message)
+        return self.records
+
+    def values(self) -> list[dict[str, Any]]:
+        return [json.loads(m.value() or b"null") for m in self.poll()]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@contextmanager
+def topic_reader(settings: Settings, topic: str) -> Iterator[TopicReader]:
+    reader = TopicReader(settings, topic)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+@asynccontextmanager
+async def running_consumer(
+    settings: Settings, registry: CollectorRegistry | None = None
+) -> AsyncIterator[CollectorRegistry]:
+    """The consumer's real `serve()` on this event loop, stopped gracefully on exit."""
+    from consumer.app import serve
+
+    registry = registry or CollectorRegistry()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop, registry))
+    try:
+        yield registry
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a child process needs to run with exactly these settings."""
+    twilio = settings.twilio
+    sending = settings.sending
+    env = {
+        "APP_ENV": settings.app_env.value,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "PUBLIC_BASE_URL": str(settings.public_base_url),
+        "METRICS_PORT": str(settings.metrics_port),
+        "PORT": str(settings.port),
+        "REQUIRE_TWILIO_SIGNATURE": str(settings.require_twilio_signature).lower(),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "KAFKA_CONSUMER_GROUP": settings.kafka.consumer_group,
+        "KAFKA_TOPIC_ORDER_SHIPPED": settings.kafka.topic_order_shipped,
+        "KAFKA_TOPIC_DELIVERY_STATUS": settings.kafka.topic_delivery_status,
+        "KAFKA_TOPIC_PHONE_VERIFIED": settings.kafka.topic_phone_verified,
+        "TWILIO_ACCOUNT_SID": twilio.account_sid,
+        "TWILIO_AUTH_TOKEN": twilio.auth_token.get_secret_value(),
+        "TWILIO_API_BASE_URL": str(twilio.api_base_url),
+        "TWILIO_VERIFY_BASE_URL": str(twilio.verify_base_url),
+        "SMS_RETRY_TIERS": ",".join(sending.retry_tiers),
+        "SMS_LEASE_SECONDS": str(sending.lease_seconds),
+        "SMS_SETTLE_SECONDS": str(sending.settle_seconds),
+        "SMS_MAX_ATTEMPTS": str(sending.max_attempts),
+        "SMS_BACKOFF_BASE_SECONDS": str(sending.backoff_base_seconds),
+        "SMS_MESSAGES_PER_SECOND": str(sending.messages_per_second),
+        "SMS_CONCURRENCY": str(sending.concurrency),
+        "SMS_BATCH_SIZE": str(sending.batch_size),
+    }
+    for name, value in (
+        ("TWILIO_FROM_NUMBER", twilio.from_number),
+        ("TWILIO_MESSAGING_SERVICE_SID", twilio.messaging_service_sid),
+        ("TWILIO_VERIFY_SERVICE_SID", twilio.verify_service_sid),
+    ):
+        if value:
+            env[name] = value
+    return env
