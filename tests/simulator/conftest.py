@@ -16,6 +16,7 @@ from .helpers import ACCOUNT_SID, AUTH_TOKEN, HeaderAuthAsyncTwilioHttpClient, W
 
 MakeSimulator = Callable[..., SimulatorServer]
 MakeClient = Callable[..., Any]
+MakeAsyncClient = Callable[[SimulatorServer], Any]
 
 
 @pytest.fixture
@@ -70,18 +71,31 @@ def twilio_client(simulator: SimulatorServer, make_client: MakeClient) -> Any:
 
 
 @pytest.fixture
-async def async_twilio_client(
-    simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Any]:
-    """The SDK's async client (aiohttp) pointed at the simulator."""
+async def make_async_client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeAsyncClient]:
+    """The SDK's async (aiohttp) clients pointed at a simulator; closed at teardown."""
     for name in ("TWILIO_EDGE", "TWILIO_REGION"):
         monkeypatch.delenv(name, raising=False)
-    http_client = HeaderAuthAsyncTwilioHttpClient()
-    client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http_client)
-    client.api.base_url = simulator.base_url
-    client.verify.base_url = simulator.base_url
-    yield client
-    await http_client.close()
+    http_clients: list[HeaderAuthAsyncTwilioHttpClient] = []
+
+    def make(sim: SimulatorServer) -> Any:
+        http_client = HeaderAuthAsyncTwilioHttpClient()
+        http_clients.append(http_client)
+        client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http_client)
+        client.api.base_url = sim.base_url
+        client.verify.base_url = sim.base_url
+        return client
+
+    yield make
+    for http_client in http_clients:
+        await http_client.close()
+
+
+@pytest.fixture
+async def async_twilio_client(
+    simulator: SimulatorServer, make_async_client: MakeAsyncClient
+) -> Any:
+    # Async so the client's aiohttp session is created on the test's event loop.
+    return make_async_client(simulator)
 
 
 @pytest.fixture
