@@ -89,7 +89,9 @@ class ConsumeLoop:
         except Exception as error:
             # PostgreSQL or Kafka went away mid-batch: nothing was committed, so rewind
             # and try the same records again once they answer.
-            log.warning("batch failed; rewinding", extra={"error": type(error).__name__}, exc_info=True)
+            log.warning(
+                "batch failed; rewinding", extra={"error": type(error).__name__}, exc_info=True
+            )
             self._rewind(records)
             await asyncio.sleep(1.0)
         finally:

@@ -21,7 +21,9 @@ class RetryPolicy:
         """Seconds to wait before attempt `attempt + 1`, or None to stop trying here."""
         if not error.retriable or attempt >= self.max_attempts:
             return None
-        return float(self.uniform()) * min(self.max_seconds, self.base_seconds * 2.0 ** (attempt - 1))
+        return float(self.uniform()) * min(
+            self.max_seconds, self.base_seconds * 2.0 ** (attempt - 1)
+        )
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,10 @@ def infrastructure() -> Iterator[tuple[str, str]]:
         from testcontainers.kafka import KafkaContainer
         from testcontainers.postgres import PostgresContainer
 
-        with KafkaContainer("apache/kafka:4.1.1") as kafka, PostgresContainer(
-            "postgres:16", driver="psycopg"
-        ) as postgres:
+        with (
+            KafkaContainer("apache/kafka:4.1.1") as kafka,
+            PostgresContainer("postgres:16", driver="psycopg") as postgres,
+        ):
             yield kafka.get_bootstrap_server(), postgres.get_connection_url()
     else:
         env = _local_stack_env()

@@ -152,3 +152,53 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value:
             env[name] = value
     return env
+
+
+def deliveries(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The ledger as the world sees it: eventId -> row."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings.database_url.get_secret_value())
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT * FROM deliveries")).mappings().all()
+    finally:
+        engine.dispose()
+    return {row["event_id"]: dict(row) for row in rows}
+
+
+def created_bodies(messages: list[dict[str, Any]]) -> list[str]:
+    """Bodies of the messages the simulator really created (one per real SMS)."""
+    return [str(m["params"]["Body"]) for m in messages if m.get("created")]
+
+
+class ConsumerProcess:
+    """`sms-relay consumer` as a real child process with the test's settings."""
+
+    def __init__(self, settings: Settings, log_path: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = {**os.environ, **settings_env(settings), "METRICS_PORT": "0"}
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sms_relay.cli", "consumer"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is committed or flushed."""
+        self.process.kill()
+        self.process.wait(10)
+        self._log.close()
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM and wait: the graceful path."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        code = self.process.wait(timeout)
+        self._log.close()
+        return code

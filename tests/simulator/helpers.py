@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
+import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -22,7 +22,9 @@ SERVICE_SID = "VA" + "b2" * 16
 SENDER = "+15005550006"
 
 
-def eventually(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01) -> T:
+def eventually(
+    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01
+) -> T:
     """Poll `predicate` until it returns something truthy; return it, or fail after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -35,18 +37,26 @@ def eventually(predicate: Callable[[], T], timeout: float = 5.0, interval: float
 
 
 async def aeventually(
-    predicate: Callable[[], T | Awaitable[T]], timeout: float = 5.0, interval: float = 0.01
+    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01
 ) -> T:
-    """`eventually` for async tests: yields to the event loop while waiting."""
+    """`eventually` for async tests: yields to the event loop between polls."""
     deadline = time.monotonic() + timeout
     while True:
-        outcome = predicate()
-        result = cast(T, await outcome) if inspect.isawaitable(outcome) else cast(T, outcome)
+        result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+def simulator_log(records: list[logging.LogRecord]) -> str:
+    """What the simulator logged (the SDK and urllib3 log on the client side: not counted)."""
+    return "\n".join(
+        record.getMessage()
+        for record in records
+        if record.name.startswith(("sms_relay.simulator", "aiohttp"))
+    )
 
 
 class HeaderAuthAsyncTwilioHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped SDK

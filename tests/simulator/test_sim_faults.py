@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -42,9 +43,7 @@ def test_scripted_429s_then_ok(twilio_client: Any, simulator: SimulatorServer) -
     assert [e["created"] for e in log] == [False, False, True]
 
 
-def test_script_only_applies_to_its_number(
-    twilio_client: Any, simulator: SimulatorServer
-) -> None:
+def test_script_only_applies_to_its_number(twilio_client: Any, simulator: SimulatorServer) -> None:
     simulator.script(TO, ["503"])
 
     other = _create(twilio_client, to="+12125550777")
@@ -52,7 +51,8 @@ def test_script_only_applies_to_its_number(
         _create(twilio_client)
     after = _create(twilio_client)
 
-    assert other.sid and after.sid
+    assert other.sid
+    assert after.sid
     assert (caught.value.status, caught.value.code) == (503, 20503)
 
 
@@ -156,10 +156,8 @@ def test_same_seed_gives_the_same_faults(
         sim = make_simulator(rate_500=0.3, rate_503=0.3, seed=seed)
         client = make_client(sim)
         for _ in range(20):
-            try:
+            with contextlib.suppress(TwilioRestException):
                 _create(client)
-            except TwilioRestException:
-                pass
         return [e["outcome"] for e in sim.messages()]
 
     first, second = outcomes(7), outcomes(7)
@@ -201,9 +199,7 @@ def test_scripted_ok_bypasses_random_faults(
         _create(client)
 
 
-def test_configure_changes_rates_at_runtime(
-    twilio_client: Any, simulator: SimulatorServer
-) -> None:
+def test_configure_changes_rates_at_runtime(twilio_client: Any, simulator: SimulatorServer) -> None:
     simulator.configure(rate_503=1.0)
     with pytest.raises(TwilioRestException):
         _create(twilio_client)

@@ -1,0 +1,224 @@
+"""The consumer under Twilio's faults, poison input and opt-outs (real services)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from sms_relay.masking import mask_phone, phone_hash
+from sms_relay.settings import Settings
+from sms_relay.simulator.server import SimulatorServer
+from tests.support import (
+    created_bodies,
+    deliveries,
+    eventually,
+    order_event,
+    produce,
+    running_consumer,
+    topic_reader,
+)
+
+pytestmark = pytest.mark.integration
+
+PHONE = "+12125550142"
+
+
+def statuses_of(values: list[dict[str, object]], event_id: str) -> list[object]:
+    return [v["status"] for v in values if v["eventId"] == event_id]
+
+
+async def test_throttled_twice_then_ok_is_sent_once(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    simulator.script(PHONE, ["429", "429", "ok"])
+    event = order_event(phone=PHONE)
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+
+    async with running_consumer(settings):
+        await eventually(
+            lambda: deliveries(settings).get(event["eventId"], {}).get("state") == "accepted"
+        )
+
+    row = deliveries(settings)[event["eventId"]]
+    assert row["attempts"] == 3
+    assert [m["outcome"] for m in simulator.messages()] == ["429", "429", "ok"]
+    assert len(created_bodies(simulator.messages())) == 1
+
+
+async def test_invalid_recipient_is_failed_with_its_code_and_never_retried(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    event = order_event(phone="+15005550001")  # Twilio's magic number for error 21211
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+
+    with topic_reader(settings, settings.kafka.topic_delivery_status) as statuses:
+        async with running_consumer(settings):
+            await eventually(lambda: "failed" in statuses_of(statuses.values(), event["eventId"]))
+        failed = [v for v in statuses.values() if v["status"] == "failed"]
+
+    assert failed[0]["errorCode"] == 21211
+    assert len(simulator.messages()) == 1
+    assert deliveries(settings)[event["eventId"]]["error_code"] == 21211
+
+
+async def test_server_error_after_create_does_not_send_twice(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    simulator.script(PHONE, ["500_after_create"])
+    event = order_event(phone=PHONE)
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+
+    async with running_consumer(settings):
+        await eventually(
+            lambda: deliveries(settings).get(event["eventId"], {}).get("state") == "accepted"
+        )
+
+    created = [m for m in simulator.messages() if m.get("created")]
+    assert len(created) == 1
+    assert deliveries(settings)[event["eventId"]]["message_sid"] == created[0]["sid"]
+
+
+async def test_dropped_connection_before_create_is_resent_after_reconciling(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    simulator.script(PHONE, ["drop_before_create"])
+    event = order_event(phone=PHONE)
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+
+    async with running_consumer(settings):
+        await eventually(
+            lambda: deliveries(settings).get(event["eventId"], {}).get("state") == "accepted"
+        )
+
+    assert len(created_bodies(simulator.messages())) == 1
+
+
+async def test_long_outage_travels_the_retry_tiers_to_success(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    # 3 in-process attempts fail, the first tier's 3 fail too, the second tier succeeds.
+    simulator.script(PHONE, ["503"] * 6 + ["ok"])
+    event = order_event(phone=PHONE)
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+    first_tier = settings.kafka.retry_topic(settings.sending.retry_tiers[0])
+
+    with topic_reader(settings, first_tier) as retries:
+        async with running_consumer(settings):
+            await eventually(
+                lambda: deliveries(settings).get(event["eventId"], {}).get("state") == "accepted",
+                timeout=40,
+            )
+        headers = dict(retries.poll()[0].headers() or [])
+
+    assert headers["sms-relay-attempt"] == b"3"
+    assert headers["sms-relay-original-topic"] == settings.kafka.topic_order_shipped.encode()
+    assert int(headers["sms-relay-not-before"]) > 0
+    assert deliveries(settings)[event["eventId"]]["attempts"] == 7
+    assert len(created_bodies(simulator.messages())) == 1
+
+
+async def test_outage_past_the_last_tier_dead_letters_the_event(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    simulator.script(PHONE, ["429"] * 9)
+    event = order_event(phone=PHONE)
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+
+    with (
+        topic_reader(settings, settings.kafka.dlq_topic) as dlq,
+        topic_reader(settings, settings.kafka.topic_delivery_status) as statuses,
+    ):
+        async with running_consumer(settings):
+            await eventually(lambda: len(dlq.poll()) == 1, timeout=40)
+            await eventually(
+                lambda: "dead_lettered" in statuses_of(statuses.values(), event["eventId"])
+            )
+        record = dlq.poll()[0]
+
+    headers = dict(record.headers() or [])
+    assert headers["sms-relay-dlq-reason"] == b"retries_exhausted"
+    assert json.loads(record.value() or b"") == event
+    assert deliveries(settings)[event["eventId"]]["state"] == "dead_lettered"
+    assert created_bodies(simulator.messages()) == []
+
+
+async def test_poison_records_go_to_the_dlq_while_good_ones_send(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    good = [order_event(order_id=f"20{i}") for i in range(3)]
+    poison = [
+        b"not json at all",
+        json.dumps(order_event(phone="+15558675310")).encode(),  # not a valid number
+        json.dumps(order_event(consentAt="2999-01-01T00:00:00Z")).encode(),
+        json.dumps({**order_event(), "phone": "+12125550123\n"}).encode(),
+    ]
+    produce(
+        settings,
+        settings.kafka.topic_order_shipped,
+        [good[0], *poison[:2], good[1], *poison[2:], good[2]],
+    )
+
+    with topic_reader(settings, settings.kafka.dlq_topic) as dlq:
+        async with running_consumer(settings):
+            await eventually(lambda: len(dlq.poll()) == 4)
+            await eventually(
+                lambda: sum(r["state"] == "accepted" for r in deliveries(settings).values()) == 3
+            )
+        reasons = Counter(dict(r.headers() or [])["sms-relay-dlq-reason"] for r in dlq.poll())
+        errors = [dict(r.headers() or [])["sms-relay-error"] for r in dlq.poll()]
+        values = sorted(r.value() or b"" for r in dlq.poll())
+
+    assert reasons == {b"invalid_json": 1, b"schema_violation": 3}
+    assert values == sorted(poison)  # original bytes, unchanged
+    assert all(b"5558675310" not in e and b"2125550123" not in e for e in errors)
+    assert len(created_bodies(simulator.messages())) == 3
+
+
+async def test_suppressed_number_gets_no_sms(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings.database_url.get_secret_value())
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO suppressions (phone_hash, phone_masked, reason) VALUES (:h, :m, 'stop')"
+            ),
+            {
+                "h": phone_hash(settings.phone_hash_key.get_secret_value(), PHONE),
+                "m": mask_phone(PHONE),
+            },
+        )
+    engine.dispose()
+    event = order_event(phone=PHONE)
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+
+    with topic_reader(settings, settings.kafka.topic_delivery_status) as statuses:
+        async with running_consumer(settings):
+            await eventually(
+                lambda: "suppressed" in statuses_of(statuses.values(), event["eventId"])
+            )
+
+    assert simulator.messages() == []
+    assert deliveries(settings)[event["eventId"]]["state"] == "suppressed"
+
+
+async def test_opt_out_error_suppresses_the_number_for_later_events(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    first, second = order_event(phone="+15005550004"), order_event(phone="+15005550004")
+    produce(settings, settings.kafka.topic_order_shipped, [first])
+    async with running_consumer(settings):
+        await eventually(
+            lambda: deliveries(settings).get(first["eventId"], {}).get("state") == "failed"
+        )
+        produce(settings, settings.kafka.topic_order_shipped, [second])
+        await eventually(
+            lambda: deliveries(settings).get(second["eventId"], {}).get("state") == "suppressed"
+        )
+
+    assert deliveries(settings)[first["eventId"]]["error_code"] == 21610
+    assert len(simulator.messages()) == 1

@@ -1,0 +1,72 @@
+"""Several consumer processes in one group, and one killed mid-batch (real services)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sms_relay.settings import Settings
+from sms_relay.simulator.server import SimulatorServer
+from tests.support import (
+    ConsumerProcess,
+    created_bodies,
+    deliveries,
+    eventually,
+    order_event,
+    produce,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def accepted(settings: Settings) -> int:
+    return sum(row["state"] == "accepted" for row in deliveries(settings).values())
+
+
+@pytest.mark.slow
+async def test_two_processes_with_duplicate_event_ids_send_once_each(
+    settings: Settings, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    events = [order_event(order_id=f"3{i:03}") for i in range(60)]
+    # Upstream duplicates and replays: every event three times, spread over partitions.
+    produce(settings, settings.kafka.topic_order_shipped, events * 3)
+    consumers = [ConsumerProcess(settings, str(tmp_path / f"c{i}.log")) for i in range(2)]
+    try:
+        await eventually(lambda: accepted(settings) == 60, timeout=60, what="60 accepted")
+    finally:
+        codes = [c.stop() for c in consumers]
+
+    bodies = Counter(created_bodies(simulator.messages()))
+    assert len(bodies) == 60
+    assert set(bodies.values()) == {1}
+    assert codes == [0, 0]
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+async def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(
+    settings: Settings, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    simulator.configure(latency_ms=40, rate_500_after_create=0.1)
+    events = [order_event(order_id=f"4{i:03}") for i in range(150)]
+    produce(settings, settings.kafka.topic_order_shipped, events)
+
+    first = ConsumerProcess(settings, str(tmp_path / "first.log"))
+    await eventually(
+        lambda: len(created_bodies(simulator.messages())) >= 20, timeout=60, what="sends"
+    )
+    first.kill()
+    killed_at = len(created_bodies(simulator.messages()))
+    assert killed_at < 150, "the kill must land mid-stream"
+
+    second = ConsumerProcess(settings, str(tmp_path / "second.log"))
+    try:
+        await eventually(lambda: accepted(settings) == 150, timeout=90, what="150 accepted")
+    finally:
+        second.stop()
+
+    bodies = Counter(created_bodies(simulator.messages()))
+    assert len(bodies) == 150
+    assert set(bodies.values()) == {1}, "an event was sent twice"

@@ -1,0 +1,134 @@
+"""`sms-relay simulator`: flags, settings from the environment, a real process until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from twilio.rest import Client
+
+from sms_relay.simulator.cli import build_config, configure_parser
+from sms_relay.simulator.client import SimulatorClient, SimulatorError
+from sms_relay.simulator.config import DEFAULT_ACCOUNT_SID
+
+from .helpers import ACCOUNT_SID, AUTH_TOKEN, SENDER, eventually
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    return parser.parse_args(argv)
+
+
+def test_flags_map_onto_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    args = _parse(
+        "--port=9999",
+        "--latency-ms=5",
+        "--latency-jitter-ms=2",
+        "--rate-429=0.1",
+        "--rate-500=0.05",
+        "--rate-503=0.05",
+        "--rate-500-after-create=0.01",
+        "--rate-drop-after-create=0.02",
+        "--max-mps=30",
+        "--callback-delay-ms=10",
+        "--fail-number=+15551230000=30003",
+        "--fail-number=+15551230001=30005",
+        "--duplicate-callbacks=0.1",
+        "--reorder-callbacks",
+        "--drop-callbacks=0.05",
+        "--inbound-url=http://127.0.0.1:8080/twilio/inbound",
+        "--seed=42",
+    )
+
+    config = build_config(args)
+
+    assert (args.host, args.port) == ("127.0.0.1", 9999)
+    assert (config.account_sid, config.auth_token) == (ACCOUNT_SID, AUTH_TOKEN)
+    assert config.fail_numbers == {"+15551230000": 30003, "+15551230001": 30005}
+    assert (config.rate_429, config.max_mps, config.seed) == (0.1, 30, 42)
+    assert config.reorder_callbacks is True
+    assert config.inbound_url == "http://127.0.0.1:8080/twilio/inbound"
+
+
+def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "SIMULATOR_PORT"):
+        monkeypatch.delenv(name, raising=False)
+
+    args = _parse()
+    config = build_config(args)
+
+    assert args.port == 8031
+    assert config.account_sid == DEFAULT_ACCOUNT_SID
+    assert len(config.account_sid) == 34
+    assert config.auth_token
+    assert config.fail_numbers == {}
+
+
+def test_port_comes_from_simulator_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMULATOR_PORT", "8123")
+
+    assert _parse().port == 8123
+
+
+@pytest.mark.parametrize(
+    "argv", [["--rate-429=1.5"], ["--fail-number=+1555"], ["--port=70000"], ["--max-mps=-1"]]
+)
+def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        _parse(*argv)
+
+    assert caught.value.code == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _healthy(client: SimulatorClient) -> bool:
+    try:
+        return bool(client.health()["status"] == "ok")
+    except SimulatorError:
+        return False
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_runs_as_a_process_until_signalled(stop_signal: signal.Signals) -> None:
+    port = _free_port()
+    env = {**os.environ, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
+    env.pop("TWILIO_EDGE", None)
+    env.pop("TWILIO_REGION", None)
+    command = [sys.executable, "-m", "sms_relay.simulator.cli", f"--port={port}"]
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            banner = process.stdout.readline()
+            base_url = f"http://127.0.0.1:{port}"
+            control = SimulatorClient(base_url, timeout=2)
+            eventually(lambda: _healthy(control), timeout=10)
+            twilio = Client(ACCOUNT_SID, AUTH_TOKEN)
+            twilio.api.base_url = base_url
+            try:
+                message = twilio.messages.create(to="+12125550123", from_=SENDER, body="hi")
+            finally:
+                twilio.http_client.session.close()
+            assert [e["sid"] for e in control.messages()] == [message.sid]
+        finally:
+            process.send_signal(stop_signal)
+            _, errors = process.communicate(timeout=15)
+
+    assert "simulator" in banner
+    assert "no real SMS" in banner
+    assert AUTH_TOKEN not in banner
+    assert process.returncode == 0, errors
