@@ -27,7 +27,8 @@ TEST_FROM = "+15005550006"
 def _docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False
-    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
+    docker = shutil.which("docker") or "docker"
+    probe = subprocess.run([docker, "info"], capture_output=True, timeout=10, check=False)
     return probe.returncode == 0
 
 

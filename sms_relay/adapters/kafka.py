@@ -97,7 +97,8 @@ def encode_headers(headers: Mapping[str, str | int]) -> KafkaHeaders:
 def position(message: Message) -> tuple[str, int, int]:
     """Topic, partition and offset of a fetched (non-error) record."""
     topic, partition, offset = message.topic(), message.partition(), message.offset()
-    assert topic is not None and partition is not None and offset is not None
+    if topic is None or partition is None or offset is None:
+        raise ValueError("an error event has no position")
     return topic, partition, offset
 
 

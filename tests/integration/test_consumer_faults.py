@@ -185,7 +185,8 @@ async def test_suppressed_number_gets_no_sms(
     with engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO suppressions (phone_hash, phone_masked, reason) VALUES (:h, :m, 'stop')"
+                "INSERT INTO suppressions (phone_hash, phone_masked, reason) "
+                "VALUES (:h, :m, 'stop')"
             ),
             {
                 "h": phone_hash(settings.phone_hash_key.get_secret_value(), PHONE),
