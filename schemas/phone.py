@@ -14,7 +14,7 @@ _E164 = re.compile(r"\A\+[1-9][0-9]{6,14}\Z")
 
 def check_e164(value: str) -> str:
     if not _E164.match(value):
-        raise ValueError("phone must be in E.164 format, e.g. +12125550123")
+        raise ValueError("phone must be in E.164 format: +, country code, up to 15 digits")
     try:
         parsed = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:

@@ -1,8 +1,14 @@
 """A local, Twilio-compatible HTTP server for tests, benchmarks and demos; never a mock.
 
+Twilio routes (basic auth): `/2010-04-01/Accounts/{Sid}/Messages.json` (POST create,
+GET list), `.../Messages/{Sid}.json` (GET), `/v2/Services/{Sid}/Verifications` and
+`/VerificationCheck` (POST). Control routes (no auth, local only), under `/_simulator/`:
+`health`, `messages`, `callbacks`, `verifications?to=`, `reset`, `script`, `inbound`,
+`config` (GET/POST), `clock`.
+
 Import from the modules: `config.SimulatorConfig`, `app.create_simulator_app`,
 `server.SimulatorServer`, `client.SimulatorClient` / `client.AsyncSimulatorClient`,
-`cli.configure_parser` / `cli.run`. This package module stays light so `--help` is fast.
+`cli.configure_parser` / `cli.run`. This module stays light so `--help` is fast.
 """
 
 from .config import SimulatorConfig

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 from . import control, messages, verify
 from .callbacks import DISPATCHER, CallbackDispatcher
 from .config import SimulatorConfig
-from .messages import CLOSING
+from .messages import CLOSING, DROPPED
 from .store import STORE, Store
 from .wire import API_VERSION, error_response, not_found
 
@@ -42,9 +42,8 @@ class PrivacyAccessLogger(AbstractAccessLogger):
     """Logs method, path (never the query: it may hold phone numbers), status and time."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %s %.1fms", request.method, request.path, response.status, time * 1000
-        )
+        status = "dropped" if request.get(DROPPED) else response.status
+        self.logger.info("%s %s %s %.1fms", request.method, request.path, status, time * 1000)
 
 
 @web.middleware

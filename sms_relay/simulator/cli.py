@@ -87,17 +87,17 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sms-relay simulator: invalid settings: {exc}", file=sys.stderr)
         return 1
-    print(
+    banner = (
         f"sms-relay simulator: Twilio simulator on http://{args.host}:{args.port} "
-        f"(account {config.account_sid}) - a local test double, no real SMS is sent",
-        flush=True,
+        f"(account {config.account_sid}) - a local test double, no real SMS is sent"
     )
     try:
         web.run_app(
             app,
             host=args.host,
             port=args.port,
-            print=None,
+            # Called once the port is bound, instead of aiohttp's own banner.
+            print=lambda _: print(banner, flush=True),
             access_log_class=PrivacyAccessLogger,
             shutdown_timeout=5.0,
             handle_signals=True,

@@ -31,6 +31,8 @@ from .wire import (
 log = logging.getLogger(__name__)
 
 CLOSING = web.AppKey("simulator_closing", asyncio.Event)
+# Set on requests answered by closing the connection, for the access log.
+DROPPED = web.RequestKey("simulator_dropped", bool)
 
 # Outcomes answered before any message exists.
 _EARLY = frozenset({"429", "500", "503", "drop_before_create", "timeout"})
@@ -227,6 +229,7 @@ def _finish(
 
 def _drop(request: web.Request) -> NoReturn:
     """Close the connection without an answer, as a crashed proxy or a cut network would."""
+    request[DROPPED] = True
     if request.transport is not None:
         request.transport.abort()
     raise web.HTTPServiceUnavailable()

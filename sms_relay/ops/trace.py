@@ -1,0 +1,175 @@
+"""`sms-relay trace`: the whole story of one message, by eventId or Message SID."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sms_relay.adapters.postgres import deliveries, dlq_replays, status_history
+from sms_relay.logs import scrub
+from sms_relay.ops.common import NotFoundError, emit, iso, run_with_engine, table
+from sms_relay.settings import Settings
+
+
+async def load_story(engine: AsyncEngine, ident: str) -> dict[str, Any] | None:
+    """The deliveries row, every status step and every DLQ replay of one message."""
+    async with engine.connect() as connection:
+        row = (
+            (
+                await connection.execute(
+                    select(deliveries).where(
+                        or_(deliveries.c.event_id == ident, deliveries.c.message_sid == ident)
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        event_id = row["event_id"] if row else ident
+        sid = row["message_sid"] if row else ident
+        steps = (
+            (
+                await connection.execute(
+                    select(status_history)
+                    .where(
+                        or_(
+                            status_history.c.event_id == event_id,
+                            status_history.c.message_sid == sid,
+                        )
+                    )
+                    .order_by(status_history.c.occurred_at, status_history.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        replays = (
+            (
+                await connection.execute(
+                    select(dlq_replays)
+                    .where(dlq_replays.c.event_id == event_id)
+                    .order_by(dlq_replays.c.replayed_at, dlq_replays.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    if row is None and not steps:
+        return None
+    if row is None:  # callbacks for a message the ledger never saw: show what there is
+        event_id = next((s["event_id"] for s in steps if s["event_id"]), None)
+    return {
+        "eventId": event_id,
+        "delivery": _delivery(row) if row else None,
+        "history": [
+            {
+                "status": s["status"],
+                "errorCode": s["error_code"],
+                "source": s["source"],
+                "messageSid": s["message_sid"],
+                "occurredAt": iso(s["occurred_at"]),
+                "recordedAt": iso(s["recorded_at"]),
+            }
+            for s in steps
+        ],
+        "replays": [
+            {
+                "from": f"{r['dlq_topic']}:{r['dlq_partition']}:{r['dlq_offset']}",
+                "reason": r["reason"],
+                "operator": r["operator"],
+                "replayedAt": iso(r["replayed_at"]),
+            }
+            for r in replays
+        ],
+    }
+
+
+def _delivery(row: Any) -> dict[str, Any]:
+    return {
+        "eventId": row["event_id"],
+        "eventType": row["event_type"],
+        "state": row["state"],
+        "attempts": row["attempts"],
+        "to": row["phone_masked"],
+        "messageSid": row["message_sid"],
+        "errorCode": row["error_code"],
+        # Free text from errors: scrubbed like a log line in case a provider echoed PII.
+        "lastError": scrub(row["last_error"]) if row["last_error"] else None,
+        "consentAt": iso(row["consent_at"]),
+        "consentPurpose": row["consent_purpose"],
+        "leaseOwner": row["lease_owner"],
+        "leaseUntil": iso(row["lease_until"]),
+        "sendingStartedAt": iso(row["sending_started_at"]),
+        "reported": row["reported"],
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+    }
+
+
+def render(story: dict[str, Any]) -> str:
+    lines: list[str] = []
+    delivery = story["delivery"]
+    if delivery is None:
+        lines.append(f"event      {story['eventId'] or '-'} (no delivery row: not claimed)")
+    else:
+        fields = [
+            ("event", f"{delivery['eventId']} ({delivery['eventType']})"),
+            ("state", f"{delivery['state']}  attempts={delivery['attempts']}"),
+            ("to", delivery["to"]),
+            ("message", delivery["messageSid"]),
+            ("error", _error(delivery)),
+            ("consent", f"{delivery['consentAt']}  purpose={delivery['consentPurpose'] or '-'}"),
+            ("lease", f"{delivery['leaseOwner'] or '-'} until {delivery['leaseUntil'] or '-'}"),
+            ("sending", delivery["sendingStartedAt"]),
+            ("created", delivery["createdAt"]),
+            ("updated", delivery["updatedAt"]),
+        ]
+        lines.extend(f"{name:<10} {value if value is not None else '-'}" for name, value in fields)
+    lines.append("")
+    if story["history"]:
+        lines.append("status history")
+        rows = [
+            [
+                h["occurredAt"] or "-",
+                h["status"],
+                str(h["errorCode"] or ""),
+                h["source"],
+                h["messageSid"] or "",
+            ]
+            for h in story["history"]
+        ]
+        lines.append(table(rows, ["occurred at", "status", "error", "source", "sid"]))
+    else:
+        lines.append("status history: none")
+    if story["replays"]:
+        lines.append("")
+        lines.append("dlq replays")
+        rows = [
+            [r["replayedAt"] or "-", r["from"], r["reason"] or "", r["operator"]]
+            for r in story["replays"]
+        ]
+        lines.append(table(rows, ["replayed at", "from", "reason", "operator"]))
+    return "\n".join(lines)
+
+
+def _error(delivery: dict[str, Any]) -> str | None:
+    parts = [str(delivery["errorCode"])] if delivery["errorCode"] is not None else []
+    if delivery["lastError"]:
+        parts.append(f"({delivery['lastError']})")
+    return " ".join(parts) or None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ident", metavar="ID", help="an eventId or a Twilio Message SID (SM...)")
+
+
+def handle(args: argparse.Namespace, settings: Settings) -> int:
+    ident: str = args.ident
+    story = run_with_engine(settings, lambda engine: load_story(engine, ident))
+    if story is None:
+        raise NotFoundError(f"no message with eventId or Message SID {ident!r}")
+    emit(args, story, lambda: render(story))
+    return 0

@@ -1,0 +1,79 @@
+"""Pure policies: retry delays, retry tiers, pacing, masking, settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from sms_relay.errors import (
+    ConfigurationError,
+    ProviderRejectedError,
+    ProviderThrottledError,
+    ProviderUnavailableError,
+)
+from sms_relay.masking import mask_phone, phone_hash, redact
+from sms_relay.ratelimit import RateLimiter
+from sms_relay.retry import RetryPolicy, TierPlan
+from sms_relay.settings import load_settings
+
+
+def test_backoff_doubles_up_to_the_cap_and_stops_after_the_last_attempt() -> None:
+    policy = RetryPolicy(max_attempts=5, base_seconds=0.5, max_seconds=1.5, uniform=lambda: 1.0)
+    throttled = ProviderThrottledError("429")
+    assert [policy.next_delay(n, throttled) for n in range(1, 6)] == [0.5, 1.0, 1.5, 1.5, None]
+
+
+def test_permanent_errors_are_never_retried_and_uncertain_ones_are() -> None:
+    policy = RetryPolicy(max_attempts=3, base_seconds=1, max_seconds=8, uniform=lambda: 0.5)
+    assert policy.next_delay(1, ProviderRejectedError("400", code=21211)) is None
+    assert policy.next_delay(1, ProviderUnavailableError("503")) == 0.5
+
+
+def test_tiers_run_in_order_then_run_out() -> None:
+    plan = TierPlan([("30s", 30.0), ("5m", 300.0)])
+    assert plan.after(-1) == ("30s", 30.0)
+    assert plan.after(0) == ("5m", 300.0)
+    assert plan.after(1) is None
+
+
+async def test_rate_limiter_paces_to_the_configured_rate() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(rate=4, clock=lambda: now[0], sleep=fake_sleep)
+    for _ in range(5):
+        await limiter.acquire()
+    assert now[0] == pytest.approx(1.0)  # 5 sends at 4/s: the first is free
+    assert slept == pytest.approx([0.25] * 4)
+
+
+def test_numbers_are_masked_to_their_last_four_digits() -> None:
+    assert mask_phone("+12125550123") == "+*******0123"
+    assert redact("to=+12125550123&x=%2B12125550199 token=s3cret", ["s3cret"]) == (
+        "to=+*******0123&x=%2B*******0199 token=[redacted]"
+    )
+
+
+def test_phone_hash_is_keyed() -> None:
+    assert phone_hash("a", "+12125550123") != phone_hash("b", "+12125550123")
+
+
+def test_bad_configuration_names_each_problem_without_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("REQUIRE_TWILIO_SIGNATURE", "false")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "hunter2-secret")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    assert "REQUIRE_TWILIO_SIGNATURE=false is refused" in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+def test_bad_retry_tier_is_reported_by_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMS_RETRY_TIERS", "30s,soon")
+    with pytest.raises(ConfigurationError, match="SMS_RETRY_TIERS"):
+        load_settings()
