@@ -30,16 +30,15 @@ async def load_story(engine: AsyncEngine, ident: str) -> dict[str, Any] | None:
         )
         event_id = row["event_id"] if row else ident
         sid = row["message_sid"] if row else ident
+        # Callbacks may know only the SID; a NULL SID must not match every SID-less step.
+        same = status_history.c.event_id == event_id
+        if sid is not None:
+            same = or_(same, status_history.c.message_sid == sid)
         steps = (
             (
                 await connection.execute(
                     select(status_history)
-                    .where(
-                        or_(
-                            status_history.c.event_id == event_id,
-                            status_history.c.message_sid == sid,
-                        )
-                    )
+                    .where(same)
                     .order_by(status_history.c.occurred_at, status_history.c.id)
                 )
             )

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.ledger import Claim, ClaimOutcome, ClaimRequest, PostgresLedger, Settlement
-
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration

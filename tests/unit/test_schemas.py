@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -36,7 +37,7 @@ def test_committed_json_schemas_match_the_models(name: str) -> None:
         "+15558675310",  # the article's example: not a valid number
         "12125550123",  # no plus
         "+12125550123\n",  # `$` would accept the newline
-        "+1212555012３",  # a non-ASCII digit that `\d` would accept
+        "+1212555012\uff13",  # a full-width digit that `\d` would accept
         "+0212555012",
         "+1 212 555 0123",
     ],
@@ -61,7 +62,5 @@ def test_unknown_fields_are_kept() -> None:
 
 @given(st.text(min_size=1, max_size=30))
 def test_arbitrary_phone_text_never_crashes_validation(phone: str) -> None:
-    try:
+    with contextlib.suppress(ValidationError):
         OrderShipped.model_validate(event(phone=phone))
-    except ValidationError:
-        pass
