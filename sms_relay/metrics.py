@@ -71,3 +71,95 @@ class ConsumerMetrics:
             "Retry-tier partitions paused until their next record is due",
             registry=registry,
         )
+
+
+_DELIVERY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600)
+
+
+class CallbackMetrics:
+    """The callbacks process: webhooks, outbox, projection, reconciler, Verify, HTTP."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.http_requests = Counter(
+            "sms_relay_http_requests_total",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.http_latency = Histogram(
+            "sms_relay_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.signature_failures = Counter(
+            "sms_relay_signature_failures_total",
+            "Webhooks refused for a missing or wrong X-Twilio-Signature",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.callbacks = Counter(
+            "sms_relay_callbacks_total",
+            "Status callbacks by result: published, outboxed, duplicate, published_untracked, "
+            "ignored, invalid, unavailable",
+            ["result"],
+            registry=registry,
+        )
+        self.unknown_sid = Counter(
+            "sms_relay_callbacks_unknown_sid_total",
+            "Status records for a message SID / eventId no delivery row knows",
+            registry=registry,
+        )
+        self.outbox_pending = Gauge(
+            "sms_relay_outbox_pending_records",
+            "Outbox rows not yet published to Kafka",
+            registry=registry,
+        )
+        self.outbox_relayed = Counter(
+            "sms_relay_outbox_relayed_total",
+            "Outbox rows the relay published to Kafka",
+            registry=registry,
+        )
+        self.kafka_deadline_missed = Counter(
+            "sms_relay_kafka_deadline_missed_total",
+            "Records Kafka did not acknowledge within the webhook deadline",
+            registry=registry,
+        )
+        self.projected = Counter(
+            "sms_relay_projection_records_total",
+            "delivery-status records applied to PostgreSQL, by source",
+            ["source"],
+            registry=registry,
+        )
+        self.delivery_latency = Histogram(
+            "sms_relay_accepted_to_delivered_seconds",
+            "Time from Twilio accepting a message to its delivered status",
+            buckets=_DELIVERY_BUCKETS,
+            registry=registry,
+        )
+        self.reconciler_checks = Counter(
+            "sms_relay_reconciler_checks_total",
+            "Stuck messages polled from Twilio, by result: changed, unchanged, error",
+            ["result"],
+            registry=registry,
+        )
+        self.inbound = Counter(
+            "sms_relay_inbound_messages_total",
+            "Inbound SMS by keyword action: opt_out, opt_in, help, other",
+            ["action"],
+            registry=registry,
+        )
+        self.verify = Counter(
+            "sms_relay_verify_requests_total",
+            "Verify requests by operation and result",
+            ["operation", "result"],
+            registry=registry,
+        )
+        self.orders = Counter(
+            "sms_relay_order_requests_total",
+            "POST /api/order-shipped-sms by result: queued, duplicate, invalid, unavailable",
+            ["result"],
+            registry=registry,
+        )

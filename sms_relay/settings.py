@@ -143,6 +143,28 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     sending: SendingSettings = Field(default_factory=SendingSettings)
 
+    # Callbacks service (`sms-relay callbacks`).
+    # Largest request body accepted (Twilio's forms are a few KiB); larger ones get 413.
+    callbacks_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # How long a webhook waits for the broker's ack before relying on the PostgreSQL outbox.
+    callbacks_kafka_deadline_seconds: float = Field(default=2.0, gt=0)
+    # librdkafka's message.timeout.ms of the callbacks producer: a record not acknowledged
+    # by then has failed for good, so the outbox relay may publish its row without a race.
+    callbacks_kafka_message_timeout_seconds: float = Field(default=5.0, gt=0)
+    callbacks_relay_interval_seconds: float = Field(default=1.0, gt=0)
+    # Published outbox rows are kept this long: they are the seen-token record of redeliveries.
+    callbacks_outbox_retention_seconds: float = Field(default=2 * 86400.0, gt=0)
+    # How often the missing-callbacks reconciler looks for messages stuck past
+    # SMS_STUCK_AFTER_SECONDS.
+    callbacks_reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    # Background tasks of the callbacks process; turn off to run them elsewhere.
+    callbacks_run_projection: bool = True
+    callbacks_run_reconciler: bool = True
+    # Take the client IP of the Verify rate limits from X-Forwarded-For (last hop): only
+    # behind a proxy that sets it, otherwise clients choose their own IP.
+    callbacks_trust_forwarded_for: bool = False
+    callbacks_help_text: str = "Order updates by SMS. Reply STOP to unsubscribe, START to resume."
+
     @model_validator(mode="after")
     def _production_rules(self) -> Self:
         if self.app_env is AppEnv.PRODUCTION:

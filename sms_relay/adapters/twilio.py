@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 
 from sms_relay.errors import (
@@ -22,6 +24,31 @@ from sms_relay.errors import (
 )
 from sms_relay.masking import body_hash
 from sms_relay.settings import TwilioSettings
+
+
+class HeaderAuthHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped SDK
+    """The SDK's async HTTP client, sending credentials as a header.
+
+    twilio 9.13 passes `aiohttp.BasicAuth`, which aiohttp 3.14 deprecates; the header
+    it sends is the same.
+    """
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Any:
+        if auth is not None:
+            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
+        return await super().request(
+            method, url, params, data, headers, None, timeout, allow_redirects
+        )
 
 
 def create_client(settings: TwilioSettings) -> Client:
@@ -36,7 +63,7 @@ def create_client(settings: TwilioSettings) -> Client:
     client = Client(
         settings.account_sid,
         settings.auth_token.get_secret_value(),
-        http_client=AsyncTwilioHttpClient(max_retries=None),
+        http_client=HeaderAuthHttpClient(max_retries=None),
     )
     client.api.base_url = str(settings.api_base_url).rstrip("/")
     client.verify.base_url = str(settings.verify_base_url).rstrip("/")
@@ -137,3 +164,78 @@ class TwilioSmsSender:
         return FoundMessage(
             sid=str(message.sid), status=str(message.status), created_at=message.date_created
         )
+
+
+def webhook_signature_valid(
+    auth_token: str,
+    url: str,
+    params: object,
+    signature: str,
+    signature_settings: str | None = None,
+) -> bool:
+    """Twilio's X-Twilio-Signature check, by the SDK's own RequestValidator.
+
+    `params` is the form as posted, multi-valued fields included: pass a MultiDict (it
+    has `getall`), not a dict of first values. `signature_settings` is the
+    X-Twilio-Webhooks-Signature-Settings header, which names the HMAC algorithm.
+    """
+    if not signature:
+        return False
+    algorithm = get_signature_algorithm(signature_settings)
+    return bool(RequestValidator(auth_token).validate(url, params, signature, algorithm))
+
+
+@dataclass(frozen=True)
+class FetchedMessage:
+    sid: str
+    status: str
+    error_code: int | None
+
+
+async def fetch_message(client: Client, settings: TwilioSettings, sid: str) -> FetchedMessage:
+    """A message's current status and error code (missing callbacks).
+
+    Raises ProviderRejectedError (404: no such message) or ProviderUnavailableError.
+    """
+    async with provider_call(settings.request_timeout_seconds):
+        message = await client.messages(sid).fetch_async()
+    code = message.error_code
+    return FetchedMessage(
+        sid=str(message.sid), status=str(message.status), error_code=int(code) if code else None
+    )
+
+
+class TwilioVerifier:
+    """Twilio Verify v2: send a code, check a code, through the SDK's async client."""
+
+    def __init__(self, client: Client, settings: TwilioSettings) -> None:
+        if not settings.verify_service_sid:
+            raise ConfigurationError("TWILIO_VERIFY_SERVICE_SID is required for Verify")
+        self._service = client.verify.v2.services(settings.verify_service_sid)
+        self._timeout = settings.request_timeout_seconds
+
+    async def start(self, to: str, channel: str = "sms") -> str:
+        """Send (or resend) a code; returns the verification's status.
+
+        Raises ProviderThrottledError (429, code 60203 when the number had too many sends),
+        ProviderRejectedError or ProviderUnavailableError.
+        """
+        async with provider_call(self._timeout):
+            verification = await self._service.verifications.create_async(to=to, channel=channel)
+        return str(verification.status)
+
+    async def check(self, to: str, code: str) -> bool:
+        """True when the code is right. False when it is wrong or no verification is
+        pending for `to` (Twilio's 404): the two look the same to the caller.
+
+        Raises ProviderThrottledError (429, code 60202 after too many checks),
+        ProviderRejectedError or ProviderUnavailableError.
+        """
+        try:
+            async with provider_call(self._timeout):
+                result = await self._service.verification_checks.create_async(to=to, code=code)
+        except ProviderRejectedError as error:
+            if error.status == 404:
+                return False
+            raise
+        return str(result.status) == "approved"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from .config import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SimulatorConfig
@@ -87,17 +88,23 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sms-relay simulator: invalid settings: {exc}", file=sys.stderr)
         return 1
-    banner = (
-        f"sms-relay simulator: Twilio simulator on http://{args.host}:{args.port} "
-        f"(account {config.account_sid}) - a local test double, no real SMS is sent"
-    )
+
+    def banner(running_on: str) -> None:
+        # aiohttp's own line names the bound address (the real port when --port=0).
+        found = re.search(r"https?://[^\s,]+", running_on)
+        address = found.group(0) if found else f"http://{args.host}:{args.port}"
+        print(
+            f"sms-relay simulator: Twilio simulator on {address} (account "
+            f"{config.account_sid}) - a local test double, no real SMS is sent",
+            flush=True,
+        )
+
     try:
         web.run_app(
             app,
             host=args.host,
             port=args.port,
-            # Called once the port is bound, instead of aiohttp's own banner.
-            print=lambda _: print(banner, flush=True),
+            print=banner,  # called once the port is bound
             access_log_class=PrivacyAccessLogger,
             shutdown_timeout=5.0,
             handle_signals=True,

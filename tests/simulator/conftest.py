@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from twilio.rest import Client
 
+from sms_relay.adapters.twilio import HeaderAuthHttpClient
 from sms_relay.simulator.config import SimulatorConfig
 from sms_relay.simulator.server import SimulatorServer
 
-from .helpers import ACCOUNT_SID, AUTH_TOKEN, HeaderAuthAsyncTwilioHttpClient, WebhookReceiver
+from .helpers import ACCOUNT_SID, AUTH_TOKEN, WebhookReceiver
 
 MakeSimulator = Callable[..., SimulatorServer]
 MakeClient = Callable[..., Any]
@@ -75,10 +76,10 @@ async def make_async_client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Ma
     """The SDK's async (aiohttp) clients pointed at a simulator; closed at teardown."""
     for name in ("TWILIO_EDGE", "TWILIO_REGION"):
         monkeypatch.delenv(name, raising=False)
-    http_clients: list[HeaderAuthAsyncTwilioHttpClient] = []
+    http_clients: list[HeaderAuthHttpClient] = []
 
     def make(sim: SimulatorServer) -> Any:
-        http_client = HeaderAuthAsyncTwilioHttpClient()
+        http_client = HeaderAuthHttpClient()
         http_clients.append(http_client)
         client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http_client)
         client.api.base_url = sim.base_url

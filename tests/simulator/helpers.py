@@ -8,11 +8,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import aiohttp
 from aiohttp import web
-from twilio.http.async_http_client import AsyncTwilioHttpClient
 
 T = TypeVar("T")
 
@@ -57,31 +55,6 @@ def simulator_log(records: list[logging.LogRecord]) -> str:
         for record in records
         if record.name.startswith(("sms_relay.simulator", "aiohttp"))
     )
-
-
-class HeaderAuthAsyncTwilioHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped SDK
-    """The SDK's async HTTP client, sending credentials as a header.
-
-    twilio 9.13 passes `aiohttp.BasicAuth`, which aiohttp 3.14 deprecates (a
-    DeprecationWarning, an error under our pytest settings); the header is identical.
-    """
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> Any:
-        if auth is not None:
-            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
-        return await super().request(
-            method, url, params, data, headers, None, timeout, allow_redirects
-        )
 
 
 @dataclass(frozen=True)
