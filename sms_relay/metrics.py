@@ -71,6 +71,14 @@ class ConsumerMetrics:
             "Retry-tier partitions paused until their next record is due",
             registry=registry,
         )
+        # Set by sms_relay.ops.gauges.watch_stuck_claims; the same value on every consumer
+        # process (it counts the shared ledger), so rules take max(), not sum().
+        self.stuck_sending_claims = Gauge(
+            "sms_relay_stuck_sending_claims",
+            "Deliveries left in `sending` with an expired lease for longer than "
+            "SMS_STUCK_AFTER_SECONDS: Twilio may or may not have the message",
+            registry=registry,
+        )
 
 
 _DELIVERY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600)

@@ -21,6 +21,7 @@ publish the same row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -134,7 +135,9 @@ class Outbox:
             return Durability.DUPLICATE
         if self.kafka_suspect:
             return Durability.OUTBOXED
-        future = self._producer.produce(record.topic, record.value, record.key, record.kafka_headers())
+        future = self._producer.produce(
+            record.topic, record.value, record.key, record.kafka_headers()
+        )
         try:
             async with asyncio.timeout(self._deadline):
                 await asyncio.shield(future)
@@ -282,7 +285,5 @@ class OutboxRelay:
                     last_prune = time.monotonic()
             except (*DATABASE_ERRORS, KafkaException) as error:
                 log.warning("outbox relay round failed", extra={"error": repr(error)})
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass

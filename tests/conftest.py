@@ -4,23 +4,19 @@ stack), a fresh schema and fresh topic names per test, and the Twilio simulator.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from sms_relay.adapters.kafka import ensure_topics
-from sms_relay.migrations import upgrade
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
 from sms_relay.simulator.config import SimulatorConfig
 from sms_relay.simulator.server import SimulatorServer
+from tests.support import fresh_kafka_settings, fresh_schema, local_stack_env
 
-ROOT = Path(__file__).resolve().parent.parent
 TEST_FROM = "+15005550006"
 
 
@@ -30,17 +26,6 @@ def _docker_answers() -> bool:
     docker = shutil.which("docker") or "docker"
     probe = subprocess.run([docker, "info"], capture_output=True, timeout=10, check=False)
     return probe.returncode == 0
-
-
-def _local_stack_env() -> dict[str, str]:
-    """Start Kafka and PostgreSQL from the project's own stack script; read its env file."""
-    subprocess.run([str(ROOT / "scripts" / "stack"), "up", "--infra"], check=True)
-    env: dict[str, str] = {}
-    for line in (ROOT / ".stack" / "env").read_text().splitlines():
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -60,39 +45,21 @@ def infrastructure() -> Iterator[tuple[str, str]]:
         ):
             yield kafka.get_bootstrap_server(), postgres.get_connection_url()
     else:
-        env = _local_stack_env()
+        env = local_stack_env()
         yield env["KAFKA_BOOTSTRAP_SERVERS"], env.get("TEST_DATABASE_URL", env["DATABASE_URL"])
 
 
 @pytest.fixture
 def database_url(infrastructure: tuple[str, str]) -> Iterator[str]:
     """A fresh schema with the migrations applied, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    server_url = infrastructure[1]
-    admin = create_engine(server_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in server_url else "?"
-    url = f"{server_url}{separator}options=-csearch_path%3D{schema}"
-    upgrade(url)
-    yield url
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with fresh_schema(infrastructure[1]) as url:
+        yield url
 
 
 @pytest.fixture
 def kafka_settings(infrastructure: tuple[str, str]) -> KafkaSettings:
     """Fresh topic and group names, so tests never see each other's records."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    return KafkaSettings(
-        bootstrap_servers=infrastructure[0],
-        consumer_group=f"{prefix}-sms-relay",
-        topic_order_shipped=f"{prefix}.order-shipped",
-        topic_delivery_status=f"{prefix}.delivery-status",
-        topic_phone_verified=f"{prefix}.phone-verified",
-        partitions=3,
-    )
+    return fresh_kafka_settings(infrastructure[0], partitions=3)
 
 
 @pytest.fixture

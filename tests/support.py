@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
 from prometheus_client import CollectorRegistry
 
-from sms_relay.settings import Settings
+from sms_relay.settings import KafkaSettings, Settings
 
 DEFAULT_PHONE = "+12125550123"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def local_stack_env() -> dict[str, str]:
+    """Start Kafka and PostgreSQL from the project's own stack script; read its env file."""
+    subprocess.run([str(ROOT / "scripts" / "stack"), "up", "--infra"], check=True)
+    env: dict[str, str] = {}
+    for line in (ROOT / ".stack" / "env").read_text().splitlines():
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0] if value else ""
+    return env
 
 
 async def eventually(
@@ -38,6 +53,41 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+@contextmanager
+def fresh_schema(server_url: str) -> Iterator[str]:
+    """A new schema with the migrations applied; yields a URL that uses it; drops it after."""
+    from sqlalchemy import create_engine, text
+
+    from sms_relay.migrations import upgrade
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in server_url else "?"
+    url = f"{server_url}{separator}options=-csearch_path%3D{schema}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def fresh_kafka_settings(bootstrap: str, partitions: int) -> KafkaSettings:
+    """New topic and group names, so runs never see each other's records."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        consumer_group=f"{prefix}-sms-relay",
+        topic_order_shipped=f"{prefix}.order-shipped",
+        topic_delivery_status=f"{prefix}.delivery-status",
+        topic_phone_verified=f"{prefix}.phone-verified",
+        partitions=partitions,
+    )
+
+
 def order_event(
     event_id: str | None = None, phone: str = DEFAULT_PHONE, order_id: str = "1001", **extra: Any
 ) -> dict[str, Any]:
@@ -51,7 +101,7 @@ def order_event(
     }
 
 
-def produce(settings: Settings, topic: str, values: list[bytes | dict[str, Any]]) -> None:
+def produce(settings: Settings, topic: str, values: Sequence[bytes | dict[str, Any]]) -> None:
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
     for value in values:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()

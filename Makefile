@@ -1,0 +1,43 @@
+# One entry for each habit. The real work is in scripts/ (see `scripts/stack --help`).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PY := .venv/bin/python
+
+.DEFAULT_GOAL := help
+.PHONY: help venv up up-infra down status logs reset test lint fmt bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
+
+venv: ## create .venv and install the project (again only when pyproject.toml changed)
+	@scripts/venv
+
+up: ## start Kafka, PostgreSQL, topics, migrations, simulator, callbacks and consumer
+	@scripts/stack up
+
+up-infra: ## start only Kafka and PostgreSQL (plus topics and migrations)
+	@scripts/stack up --infra
+
+down: ## stop everything `make up` started
+	@scripts/stack down
+
+status: ## what runs, where it listens, where it logs
+	@scripts/stack status
+
+logs: ## list the logs (scripts/stack logs NAME [-f] shows one)
+	@scripts/stack logs
+
+reset: ## stop and delete the local Kafka and PostgreSQL data
+	@scripts/stack reset
+
+test: ## the test suite against the local stack (ARGS="-k name" passes pytest arguments)
+	@scripts/test $(ARGS)
+
+lint: venv ## ruff check, ruff format --check, mypy --strict
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy --strict .
+
+fmt: venv ## ruff format (rewrites files)
+	$(PY) -m ruff format .
+
+bench: venv ## benchmarks against the local stack (Kafka, PostgreSQL; results in bench/)
+	@scripts/stack up --infra && . .stack/env && $(PY) -m bench $(ARGS)

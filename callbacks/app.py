@@ -1,0 +1,243 @@
+"""Composition root of the callbacks process: the aiohttp app, its resources, its tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+from confluent_kafka import KafkaException
+from prometheus_client import CollectorRegistry
+
+from callbacks import health, inbound, orders, status, verify
+from callbacks.http import route_name
+from callbacks.keys import (
+    ENGINE,
+    KAFKA_PROBE,
+    METRICS,
+    OUTBOX,
+    PRODUCER,
+    SETTINGS,
+    SUPPRESSIONS,
+    VERIFY,
+)
+from callbacks.projector import ProjectionRunner
+from callbacks.reconciler import MissingCallbacksReconciler
+from callbacks.signature import twilio_signature
+from sms_relay.adapters.kafka import AsyncProducer, create_producer
+from sms_relay.adapters.postgres import create_engine
+from sms_relay.adapters.twilio import TwilioVerifier, close_client, create_client, fetch_message
+from sms_relay.errors import ConfigurationError
+from sms_relay.logs import configure_logging
+from sms_relay.metrics import CallbackMetrics
+from sms_relay.outbox import Outbox, OutboxRelay
+from sms_relay.projection import StatusProjection
+from sms_relay.settings import Settings
+from sms_relay.suppression import PostgresSuppressions
+from sms_relay.verify import VerifyLimits, VerifyService
+
+log = logging.getLogger(__name__)
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_TWILIO_CLIENT: web.AppKey[Any] = web.AppKey("twilio_client")
+_STOP_GRACE_SECONDS = 10.0
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+    """The callbacks service; resources open on start-up and close on clean-up.
+
+    Raises ConfigurationError when signatures are required but TWILIO_AUTH_TOKEN is empty.
+    """
+    if settings.require_twilio_signature and not settings.twilio.auth_token.get_secret_value():
+        raise ConfigurationError("TWILIO_AUTH_TOKEN is required to check webhook signatures")
+    app = web.Application(
+        client_max_size=settings.callbacks_max_body_bytes,
+        middlewares=[_observe, twilio_signature],
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = CallbackMetrics(registry or CollectorRegistry())
+    app.cleanup_ctx.extend([_database, _kafka, _twilio, _background])
+    app.router.add_post("/twilio/status-callback", status.status_callback)
+    app.router.add_post("/twilio/inbound", inbound.inbound_message)
+    app.router.add_post("/api/verify/start", verify.verify_start)
+    app.router.add_post("/api/verify/check", verify.verify_check)
+    app.router.add_post("/api/order-shipped-sms", orders.order_shipped_sms)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+    return app
+
+
+class PrivacyAccessLogger(AbstractAccessLogger):
+    """Method, path (never the query string), status and time; the formatter masks numbers."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %.1fms", request.method, request.path, response.status, time * 1000
+        )
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM. Raises ConfigurationError on unusable settings."""
+    configure_logging(settings.log_level, secrets=_secrets(settings))
+    # The SDK logs every request line at INFO (query strings included): keep its warnings.
+    logging.getLogger("twilio").setLevel(logging.WARNING)
+    if not settings.require_twilio_signature:
+        log.warning(
+            "REQUIRE_TWILIO_SIGNATURE=false: webhooks are NOT authenticated; "
+            "development only (refused when APP_ENV=production)"
+        )
+    app = create_app(settings)
+    log.info("callbacks service starting", extra={"host": settings.host, "port": settings.port})
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log_class=PrivacyAccessLogger,
+        print=None,
+        shutdown_timeout=settings.sending.shutdown_grace_seconds,
+    )
+    return 0
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    code = 500
+    try:
+        response = await handler(request)
+        code = response.status
+        return response
+    except web.HTTPException as error:
+        code = error.status
+        raise
+    finally:
+        metrics = request.app[METRICS]
+        route = route_name(request)
+        method = request.method if request.method in _METHODS else "OTHER"
+        metrics.http_requests.labels(route, method, str(code)).inc()
+        metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    engine = create_engine(settings.database_url.get_secret_value())
+    app[ENGINE] = engine
+    app[SUPPRESSIONS] = PostgresSuppressions(engine, settings.phone_hash_key.get_secret_value())
+    yield
+    await engine.dispose()
+
+
+async def _kafka(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    message_timeout = settings.callbacks_kafka_message_timeout_seconds
+    raw = create_producer(settings.kafka, **{"message.timeout.ms": int(message_timeout * 1000)})
+    producer = AsyncProducer(raw)
+
+    async def kafka_answers(timeout: float) -> bool:
+        try:
+            await asyncio.to_thread(raw.list_topics, None, timeout)
+        except KafkaException:
+            return False
+        return True
+
+    app[PRODUCER] = producer
+    app[KAFKA_PROBE] = kafka_answers
+    app[OUTBOX] = Outbox(
+        app[ENGINE],
+        producer,
+        app[METRICS],
+        deadline_seconds=settings.callbacks_kafka_deadline_seconds,
+        message_timeout_seconds=message_timeout,
+    )
+    yield
+    undelivered = await asyncio.to_thread(producer.close, message_timeout + 1)
+    if undelivered:
+        log.warning("records left undelivered at shutdown", extra={"records": undelivered})
+    await app[OUTBOX].close()
+
+
+async def _twilio(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = create_client(settings.twilio) if settings.twilio.configured else None
+    app[_TWILIO_CLIENT] = client
+    verifier = None
+    if client is not None and settings.twilio.verify_service_sid:
+        verifier = TwilioVerifier(client, settings.twilio)
+    app[VERIFY] = VerifyService(
+        verifier,
+        app[OUTBOX],
+        app[METRICS],
+        limits=VerifyLimits(
+            starts_per_number=settings.verify_max_starts_per_number,
+            starts_per_ip=settings.verify_max_starts_per_ip,
+            checks_per_number=settings.verify_max_checks_per_number,
+            window_seconds=settings.verify_window_seconds,
+        ),
+        hash_key=settings.phone_hash_key.get_secret_value(),
+        topic=settings.kafka.topic_phone_verified,
+    )
+    yield
+    if client is not None:
+        await close_client(client)
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    engine, metrics, outbox = app[ENGINE], app[METRICS], app[OUTBOX]
+    message_timeout = settings.callbacks_kafka_message_timeout_seconds
+    relay = OutboxRelay(
+        engine,
+        app[PRODUCER],
+        metrics,
+        grace_seconds=max(message_timeout, settings.callbacks_kafka_deadline_seconds) + 1.0,
+        message_timeout_seconds=message_timeout,
+        retention_seconds=settings.callbacks_outbox_retention_seconds,
+        on_published=outbox.kafka_answered,
+    )
+    stop = asyncio.Event()
+    jobs: list[Coroutine[Any, Any, None]] = [
+        relay.run(settings.callbacks_relay_interval_seconds, stop)
+    ]
+    if settings.callbacks_run_projection:
+        runner = ProjectionRunner(settings.kafka, StatusProjection(engine, metrics))
+        jobs.append(runner.run(stop))
+    client = app[_TWILIO_CLIENT]
+    if settings.callbacks_run_reconciler and client is not None:
+        reconciler = MissingCallbacksReconciler(
+            engine,
+            partial(fetch_message, client, settings.twilio),
+            outbox,
+            metrics,
+            topic=settings.kafka.topic_delivery_status,
+            stuck_after_seconds=settings.sending.stuck_after_seconds,
+        )
+        jobs.append(reconciler.run(settings.callbacks_reconcile_interval_seconds, stop))
+    tasks = [asyncio.create_task(job) for job in jobs]
+    for task in tasks:
+        task.add_done_callback(_report_crash)
+    yield
+    stop.set()
+    _done, pending = await asyncio.wait(tasks, timeout=_STOP_GRACE_SECONDS)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task stopped", exc_info=task.exception())
+
+
+def _secrets(settings: Settings) -> list[str]:
+    return [
+        settings.twilio.auth_token.get_secret_value(),
+        settings.phone_hash_key.get_secret_value(),
+        settings.database_url.get_secret_value(),
+    ]

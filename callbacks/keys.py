@@ -1,0 +1,27 @@
+"""The application's dependencies, each under its own `web.AppKey` (set in `callbacks.app`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sms_relay.adapters.kafka import AsyncProducer
+from sms_relay.metrics import CallbackMetrics
+from sms_relay.outbox import Outbox
+from sms_relay.settings import Settings
+from sms_relay.suppression import PostgresSuppressions
+from sms_relay.verify import VerifyService
+
+# Answers whether the broker is reachable (a metadata request), for /readyz.
+KafkaProbe = Callable[[float], Awaitable[bool]]
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", CallbackMetrics)
+ENGINE = web.AppKey("engine", AsyncEngine)
+PRODUCER = web.AppKey("producer", AsyncProducer)
+KAFKA_PROBE: web.AppKey[KafkaProbe] = web.AppKey("kafka_probe")
+OUTBOX = web.AppKey("outbox", Outbox)
+SUPPRESSIONS = web.AppKey("suppressions", PostgresSuppressions)
+VERIFY = web.AppKey("verify", VerifyService)

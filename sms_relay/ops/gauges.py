@@ -1,0 +1,88 @@
+"""Gauges the consumer process refreshes for operations: lag per partition, stuck claims.
+
+`LagRecorder` is a librdkafka `stats_cb`: lag comes from the client's own statistics
+(high watermark minus committed offset), so measuring it costs no broker round trip.
+`watch_stuck_claims` counts deliveries orphaned in `sending` in the shared ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from prometheus_client import Gauge
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+# How often librdkafka emits statistics when the recorder is wired (milliseconds).
+STATS_INTERVAL_MS = 5000
+
+
+class LagRecorder:
+    """Sets `sms_relay_consumer_lag_records{topic, partition}` from librdkafka statistics.
+
+    Only partitions this process consumes carry a lag (librdkafka reports -1 for the
+    others); the gauge drops partitions once they move to another process.
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, stats_json: str) -> None:
+        try:
+            stats = json.loads(stats_json)
+        except ValueError:
+            return
+        current: set[tuple[str, str]] = set()
+        for topic, details in (stats.get("topics") or {}).items():
+            for partition, numbers in (details.get("partitions") or {}).items():
+                lag = numbers.get("consumer_lag", -1)
+                if partition == "-1" or not isinstance(lag, int) or lag < 0:
+                    continue
+                self._gauge.labels(topic, partition).set(lag)
+                current.add((topic, partition))
+        for labels in self._seen - current:
+            with contextlib.suppress(KeyError):
+                self._gauge.remove(*labels)
+        self._seen = current
+
+
+_STUCK = text(
+    """
+SELECT count(*) FROM deliveries
+WHERE state = 'sending' AND lease_until < clock_timestamp()
+    AND COALESCE(sending_started_at, updated_at)
+        < clock_timestamp() - make_interval(secs => :stuck_after)
+"""
+)
+
+
+async def count_stuck_claims(engine: AsyncEngine, stuck_after_seconds: float) -> int:
+    """Deliveries in `sending` whose lease expired and whose send began long ago."""
+    async with engine.connect() as connection:
+        result = await connection.execute(_STUCK, {"stuck_after": stuck_after_seconds})
+        return int(result.scalar_one())
+
+
+async def watch_stuck_claims(
+    engine: AsyncEngine,
+    gauge: Gauge,
+    stuck_after_seconds: float,
+    stop: asyncio.Event,
+    interval_seconds: float = 30.0,
+) -> None:
+    """Refresh `gauge` every `interval_seconds` until `stop` is set; a failed query keeps
+    the last value (the database alerts have their own signal)."""
+    while not stop.is_set():
+        try:
+            gauge.set(await count_stuck_claims(engine, stuck_after_seconds))
+        except SQLAlchemyError as error:
+            log.warning("stuck-claim count failed", extra={"error": type(error).__name__})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_seconds)
