@@ -21,7 +21,7 @@ class VerifyCheckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
 
     phone: E164Phone
-    code: str = Field(pattern=r"\A[0-9]{4,10}\Z")
+    code: str = Field(pattern=r"^[0-9]{4,10}$")
 
 
 _LIMITED = {

@@ -54,7 +54,6 @@ class Status(StrEnum):
     SUPPRESSED = "suppressed"
     REJECTED = "rejected"
     DEAD_LETTERED = "dead_lettered"
-    RETRY_SCHEDULED = "retry_scheduled"
 
 
 class DeliveryStatusChanged(BaseModel):

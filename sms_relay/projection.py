@@ -15,6 +15,7 @@ is kept in the history but never written to `deliveries.state`, where `sending` 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,10 +50,8 @@ def rank(status: str) -> int:
     return RANK.get(status, -1)
 
 
-def _rank_sql(column: str) -> str:
-    cases = " ".join(f"WHEN '{name}' THEN {value}" for name, value in RANK.items())
-    return f"(CASE {column} {cases} ELSE -1 END)"
-
+# RANK travels to SQL as a bound JSON parameter (`:ranks`), so it is written once.
+_RANKS_JSON = json.dumps(RANK)
 
 _RECORD = text(
     """
@@ -84,21 +83,24 @@ FROM resolved r LEFT JOIN inserted ins ON ins.idempotency_token = r.token
 """
 )
 
-# The f-string only splices in RANK's own constant names and numbers, never input.
 _DERIVE = text(
-    f"""  # noqa: S608
-WITH best AS (
-    SELECT DISTINCT ON (h.event_id) h.event_id, h.status, h.error_code, h.occurred_at
+    """
+WITH ranked AS (
+    SELECT h.*, COALESCE(CAST(CAST(:ranks AS jsonb) ->> h.status AS int), -1) AS rank
     FROM status_history h
     WHERE h.event_id = ANY(:ids) AND h.source IN ('callbacks', 'reconciler')
-        AND {_rank_sql("h.status")} >= 0
-    ORDER BY h.event_id, {_rank_sql("h.status")} DESC, h.occurred_at, h.id
+),
+best AS (
+    SELECT DISTINCT ON (event_id) event_id, status, error_code, occurred_at, rank
+    FROM ranked WHERE rank >= 0
+    ORDER BY event_id, rank DESC, occurred_at, id
 )
 UPDATE deliveries d SET state = best.status,
     error_code = COALESCE(best.error_code, d.error_code), updated_at = now()
 FROM best
-WHERE d.event_id = best.event_id AND {_rank_sql("d.state")} >= 0
-    AND {_rank_sql("best.status")} > {_rank_sql("d.state")}
+WHERE d.event_id = best.event_id
+    AND COALESCE(CAST(CAST(:ranks AS jsonb) ->> d.state AS int), -1) >= 0
+    AND best.rank > COALESCE(CAST(CAST(:ranks AS jsonb) ->> d.state AS int), -1)
 RETURNING d.event_id, d.state, best.occurred_at,
     (SELECT min(a.occurred_at) FROM status_history a
      WHERE a.event_id = d.event_id AND a.status = 'accepted') AS accepted_at
@@ -147,7 +149,9 @@ class StatusProjection:
                         opted_out.add(row["event_id"])
             moved: dict[str, str] = {}
             if touched:
-                derived = await connection.execute(_DERIVE, {"ids": sorted(touched)})
+                derived = await connection.execute(
+                    _DERIVE, {"ids": sorted(touched), "ranks": _RANKS_JSON}
+                )
                 for row in derived.mappings():
                     moved[row["event_id"]] = row["state"]
                     self._observe(row["state"], row["accepted_at"], row["occurred_at"])
