@@ -21,6 +21,7 @@ class VerifyCheckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
 
     phone: E164Phone
+    # pydantic compiles patterns with Rust's regex, where `$` is the very end of the text.
     code: str = Field(pattern=r"^[0-9]{4,10}$")
 
 

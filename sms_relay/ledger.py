@@ -94,7 +94,9 @@ claimed AS (
         lease_owner = excluded.lease_owner, lease_token = excluded.lease_token,
         lease_until = excluded.lease_until, updated_at = now()
     WHERE d.state IN ('claimed', 'sending', 'retry_scheduled')
-        AND (d.lease_until IS NULL OR d.lease_until <= clock_timestamp())
+        AND (d.lease_until IS NULL OR d.lease_until <= clock_timestamp()
+             -- our own claim from a batch that failed and was rewound: nothing of it runs
+             OR d.lease_owner = excluded.lease_owner)
     RETURNING d.event_id, d.lease_token
 )
 SELECT input.event_id, claimed.lease_token, before.state, before.attempts,

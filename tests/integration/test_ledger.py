@@ -78,3 +78,15 @@ async def test_a_scheduled_retry_can_be_claimed_at_once(engine: AsyncEngine) -> 
     resumed = (await ledger.claim([request("evt_retry1")]))["evt_retry1"]
     assert resumed.outcome is ClaimOutcome.RESUMED
     assert resumed.attempts == 3
+
+
+async def test_the_same_owner_reclaims_its_claim_after_a_rewound_batch(
+    engine: AsyncEngine,
+) -> None:
+    ledger = PostgresLedger(engine, "owner", lease_seconds=30)
+    claim = (await ledger.claim([request("evt_rewind")]))["evt_rewind"]
+    await ledger.mark_sending([("evt_rewind", claim.lease_token or 0, "h")])
+    # The batch failed before settling (database gone); the same process tries again.
+    again = (await ledger.claim([request("evt_rewind")]))["evt_rewind"]
+    assert again.outcome is ClaimOutcome.IN_DOUBT
+    assert (again.lease_token or 0) > (claim.lease_token or 0)

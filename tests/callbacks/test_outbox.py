@@ -1,0 +1,157 @@
+"""2xx only once durable: Kafka's ack, or the PostgreSQL outbox that a relay drains later."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp.test_utils import unused_port
+from pydantic import SecretStr
+
+from sms_relay.adapters.kafka import KafkaSettings
+from sms_relay.settings import Settings
+from tests.callbacks.conftest import (
+    callback_form,
+    callbacks_settings,
+    new_event_id,
+    new_sid,
+    query_rows,
+    running_callbacks,
+)
+from tests.support import eventually, topic_reader
+
+pytestmark = pytest.mark.integration
+
+
+def kafka_away(settings: Settings) -> KafkaSettings:
+    """The same topics on a port where no broker listens."""
+    return settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{unused_port()}"})
+
+
+def database_away() -> SecretStr:
+    return SecretStr(f"postgresql+psycopg://postgres@127.0.0.1:{unused_port()}/none")
+
+
+async def test_kafka_unreachable_callbacks_are_answered_2xx_and_published_once_later(
+    settings: Settings, database_url: str
+) -> None:
+    """Kafka away: every callback is answered 2xx from the outbox, none before its row is
+    committed; once a relay reaches Kafka each is on delivery-status exactly once, in order."""
+    event_id, sid = new_event_id(), new_sid()
+    account = settings.twilio.account_sid
+    steps = ["queued", "sent", "delivered", "read"]
+    path = f"/twilio/status-callback?eventId={event_id}"
+    away = callbacks_settings(settings, kafka=kafka_away(settings), callbacks_run_projection=False)
+    async with running_callbacks(away) as callbacks:
+        answers = []
+        for step in steps:
+            form = callback_form(sid, step, account_sid=account)
+            answer = await callbacks.post_signed(path, form, token=f"{sid}:{step}")
+            answers.append(answer)
+            # Durable before the answer: the row is there the moment the 2xx is.
+            rows = query_rows(
+                database_url,
+                "SELECT published_at FROM callback_outbox WHERE idempotency_token = :t",
+                t=f"{sid}:{step}",
+            )
+            assert rows == [{"published_at": None}]
+        # Twilio retries the one it thinks was lost: still one row.
+        repeat = await callbacks.post_signed(
+            path, callback_form(sid, "sent", account_sid=account), token=f"{sid}:sent"
+        )
+        assert callbacks.sample("sms_relay_kafka_deadline_missed_total") >= 1
+    assert answers == [(200, {"result": "outboxed"})] * len(steps)
+    assert repeat == (200, {"result": "duplicate"})
+
+    with topic_reader(settings, settings.kafka.topic_delivery_status) as statuses:
+        assert statuses.poll() == []  # nothing leaked out while Kafka was away
+        # Kafka is back (here: a replica that reaches it); its relay drains the outbox.
+        back = callbacks_settings(settings, callbacks_run_projection=False)
+        async with running_callbacks(back) as callbacks:
+
+            def unpublished() -> bool:
+                return not query_rows(
+                    database_url, "SELECT id FROM callback_outbox WHERE published_at IS NULL"
+                )
+
+            await eventually(unpublished, what="the outbox drained")
+            relayed = callbacks.sample("sms_relay_outbox_relayed_total")
+            # A last callback on the same key (same partition): a late copy of any earlier
+            # record would be on the topic before it.
+            barrier = callback_form(sid, "read", account_sid=account)
+            await callbacks.post_signed(path, barrier, token="barrier")
+            await eventually(
+                lambda: any(r["idempotencyToken"] == "barrier" for r in statuses.values()),
+                what="the barrier record",
+            )
+        records = statuses.values()[:-1]
+    assert [r["status"] for r in records] == steps
+    assert [r["idempotencyToken"] for r in records] == [f"{sid}:{s}" for s in steps]
+    assert {r["eventId"] for r in records} == {event_id}
+    assert relayed == len(steps)
+
+
+async def test_database_away_still_publishes_through_kafka(settings: Settings) -> None:
+    no_db = callbacks_settings(
+        settings, database_url=database_away(), callbacks_run_projection=False
+    )
+    event_id, sid = new_event_id(), new_sid()
+    with topic_reader(settings, settings.kafka.topic_delivery_status) as statuses:
+        async with running_callbacks(no_db) as callbacks:
+            status, body = await callbacks.post_signed(
+                f"/twilio/status-callback?eventId={event_id}",
+                callback_form(sid, "delivered", account_sid=settings.twilio.account_sid),
+            )
+        assert (status, body) == (200, {"result": "published_untracked"})
+        await eventually(lambda: len(statuses.values()) == 1, what="the record")
+        assert statuses.values()[0]["eventId"] == event_id
+
+
+async def test_neither_kafka_nor_database_answers_503(settings: Settings) -> None:
+    nothing = callbacks_settings(
+        settings,
+        kafka=kafka_away(settings),
+        database_url=database_away(),
+        callbacks_run_projection=False,
+    )
+    async with running_callbacks(nothing) as callbacks:
+        status, body = await callbacks.post_signed(
+            f"/twilio/status-callback?eventId={new_event_id()}",
+            callback_form(new_sid(), "delivered", account_sid=settings.twilio.account_sid),
+        )
+        assert (status, body["error"]) == (503, "unavailable")
+        ready, checks = await callbacks.get("/readyz")
+        assert ready == 503
+        assert checks["checks"] == {"kafka": "down", "database": "down"}
+        unavailable = callbacks.sample("sms_relay_callbacks_total", {"result": "unavailable"})
+    assert unavailable == 1
+
+
+async def test_duplicated_callback_is_published_once(settings: Settings) -> None:
+    app_settings = callbacks_settings(settings, callbacks_run_projection=False)
+    event_id, sid = new_event_id(), new_sid()
+    form = callback_form(sid, "delivered", account_sid=settings.twilio.account_sid)
+    path = f"/twilio/status-callback?eventId={event_id}"
+    with topic_reader(settings, settings.kafka.topic_delivery_status) as statuses:
+        async with running_callbacks(app_settings) as callbacks:
+            first = await callbacks.post_signed(path, form, token="dup-token")
+            # Twilio's retries and duplicates, some of them at the same moment.
+            again = await asyncio.gather(
+                *(callbacks.post_signed(path, form, token="dup-token") for _ in range(4))
+            )
+            # No token header: the step itself identifies the callback.
+            untokened = [await callbacks.post_signed(path, form) for _ in range(2)]
+            # A last record on the same key: any wrong copy would be on the topic before it.
+            barrier = callback_form(sid, "read", account_sid=settings.twilio.account_sid)
+            await callbacks.post_signed(path, barrier, token="barrier")
+            await eventually(
+                lambda: any(r["idempotencyToken"] == "barrier" for r in statuses.values()),
+                what="the barrier record",
+            )
+        records = statuses.values()[:-1]
+    assert first == (200, {"result": "published"})
+    assert again == [(200, {"result": "duplicate"})] * 4
+    assert [u[1]["result"] for u in untokened] == ["published", "duplicate"]
+    assert sorted(r["idempotencyToken"] for r in records) == sorted(
+        ["dup-token", f"callbacks:{sid}:delivered:None"]
+    )
