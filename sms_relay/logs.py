@@ -36,16 +36,15 @@ _LOOSE_PHONE = re.compile(r"(?:\+|%252[Bb])[1-9](?:[ .()\-]{0,2}[0-9]){6,14}(?![
 # reprs (`'Body': '...'`) and form or query strings (`Body=...&`).
 _SENSITIVE_KEYS = r"body|code|otp|password|passwd|auth_?token|authorization|secret"
 _QUOTED_VALUE = re.compile(
-    r"""(?ix)
-    (?P<key>\\?["']?\b(?:%s)\\?["']?\s*[:=]\s*)  # key, maybe quoted, maybe JSON-escaped
-    (?P<q>\\?["'])                                  # opening quote
-    (?P<value>(?:\\.|(?!(?P=q)).)*?)                # value, escapes allowed
+    rf"""(?ix)
+    (?P<key>\\?["']?\b(?:{_SENSITIVE_KEYS})\\?["']?\s*[:=]\s*)  # maybe quoted or escaped
+    (?P<q>\\?["'])                         # opening quote
+    (?P<value>(?:\\.|(?!(?P=q)).)*?)       # value, escapes allowed
     (?P=q)
     """
-    % _SENSITIVE_KEYS
 )
 _FORM_VALUE = re.compile(
-    r"""(?i)(?P<key>(?:^|[?&\s"'(,;])(?:%s)=)(?P<value>[^&\s\\"']+)""" % _SENSITIVE_KEYS
+    rf"""(?i)(?P<key>(?:^|[?&\s"'(,;])(?:{_SENSITIVE_KEYS})=)(?P<value>[^&\s\\"']+)"""
 )
 # Basic or bearer credentials (base64 of `ACxxx:token` is far longer than 20 characters).
 _BASIC_AUTH = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/._~-]{20,}=*")
@@ -82,9 +81,11 @@ def _scrub(text: str, secret_forms: tuple[str, ...]) -> str:
     text = _LOOSE_PHONE.sub(_mask_loose, text)
     text = _BASIC_AUTH.sub(lambda m: f"{m.group(1)} {_REDACTED}", text)
     text = _QUOTED_VALUE.sub(
-        lambda m: f"{m.group('key')}{m.group('q')}{_REDACTED}{m.group('q')}"
-        if m.group("value")
-        else m.group(0),
+        lambda m: (
+            f"{m.group('key')}{m.group('q')}{_REDACTED}{m.group('q')}"
+            if m.group("value")
+            else m.group(0)
+        ),
         text,
     )
     return _FORM_VALUE.sub(lambda m: f"{m.group('key')}{_REDACTED}", text)

@@ -56,12 +56,12 @@ async def eventually(
 @contextmanager
 def fresh_schema(server_url: str) -> Iterator[str]:
     """A new schema with the migrations applied; yields a URL that uses it; drops it after."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import NullPool, create_engine, text
 
     from sms_relay.migrations import upgrade
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server_url)
+    admin = create_engine(server_url, poolclass=NullPool)  # survives database restarts
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     separator = "&" if "?" in server_url else "?"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import getpass
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 from sqlalchemy import func, insert, update
@@ -102,7 +101,17 @@ def _rows(records: list[DlqRecord]) -> list[list[str]]:
     ]
 
 
-_HEADER = ["time", "part/offset", "eventId", "reason", "error", "attempt", "state", "code", "replays"]
+_HEADER = [
+    "time",
+    "part/offset",
+    "eventId",
+    "reason",
+    "error",
+    "attempt",
+    "state",
+    "code",
+    "replays",
+]
 
 
 def handle_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -110,8 +119,10 @@ def handle_list(args: argparse.Namespace, settings: Settings) -> int:
     emit(
         args,
         [r.as_dict() for r in records],
-        lambda: table(_rows(records), _HEADER)
-        + f"\n{len(records)} record(s) on {settings.kafka.dlq_topic}",
+        lambda: (
+            table(_rows(records), _HEADER)
+            + f"\n{len(records)} record(s) on {settings.kafka.dlq_topic}"
+        ),
     )
     return 0
 
@@ -183,7 +194,9 @@ async def _replay_chunk(
         reset = await connection.execute(
             update(deliveries)
             .where(deliveries.c.event_id.in_(ids), deliveries.c.state == "dead_lettered")
-            .values(state="retry_scheduled", lease_until=func.clock_timestamp(), updated_at=func.now())
+            .values(
+                state="retry_scheduled", lease_until=func.clock_timestamp(), updated_at=func.now()
+            )
             .returning(deliveries.c.event_id)
         )
         count = len(reset.all())

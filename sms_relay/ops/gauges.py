@@ -23,11 +23,15 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL_MS = 5000
 
 
+# librdkafka's fetch states of partitions this client no longer (or never did) consume.
+_NOT_FETCHING = frozenset({"none", "stopping", "stopped"})
+
+
 class LagRecorder:
     """Sets `sms_relay_consumer_lag_records{topic, partition}` from librdkafka statistics.
 
-    Only partitions this process consumes carry a lag (librdkafka reports -1 for the
-    others); the gauge drops partitions once they move to another process.
+    Only partitions this process fetches are reported; the gauge drops a partition once
+    it moves to another process (which then reports it).
     """
 
     def __init__(self, gauge: Gauge) -> None:
@@ -43,7 +47,12 @@ class LagRecorder:
         for topic, details in (stats.get("topics") or {}).items():
             for partition, numbers in (details.get("partitions") or {}).items():
                 lag = numbers.get("consumer_lag", -1)
-                if partition == "-1" or not isinstance(lag, int) or lag < 0:
+                if (
+                    partition == "-1"
+                    or numbers.get("fetch_state") in _NOT_FETCHING
+                    or not isinstance(lag, int)
+                    or lag < 0
+                ):
                     continue
                 self._gauge.labels(topic, partition).set(lag)
                 current.add((topic, partition))

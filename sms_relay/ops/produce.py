@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaError, Message
 from confluent_kafka.admin import AdminClient
@@ -120,9 +121,11 @@ def _paced(total: int, rate: float) -> Iterator[int]:
 
 def _check_topic(settings: Settings, topic: str) -> None:
     # AdminClient metadata never auto-creates a topic (a producer's request may).
-    admin = AdminClient(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "logger": KAFKA_LOGGER}
-    )
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "logger": KAFKA_LOGGER,
+    }
+    admin = AdminClient(config)
     try:
         topics = admin.list_topics(timeout=15).topics
     except Exception as error:

@@ -75,9 +75,12 @@ def handle_add(args: argparse.Namespace, settings: Settings) -> int:
     emit(
         args,
         result,
-        lambda: f"suppressed {masked} (reason {MANUAL})"
-        if result["added"]
-        else f"{masked} was already suppressed (reason {result['reason']}, since {result['since']})",
+        lambda: (
+            f"suppressed {masked} (reason {MANUAL})"
+            if result["added"]
+            else f"{masked} was already suppressed "
+            f"(reason {result['reason']}, since {result['since']})"
+        ),
     )
     return 0
 
@@ -101,7 +104,9 @@ def handle_remove(args: argparse.Namespace, settings: Settings) -> int:
                     f"{masked} is suppressed for {reason!r}, not by an operator; "
                     "--force removes it (only with the recipient's renewed consent)"
                 )
-            await connection.execute(delete(suppressions).where(suppressions.c.phone_hash == hashed))
+            await connection.execute(
+                delete(suppressions).where(suppressions.c.phone_hash == hashed)
+            )
             return str(reason)
 
     reason = run_with_engine(settings, work)
@@ -133,7 +138,11 @@ def handle_list(args: argparse.Namespace, settings: Settings) -> int:
     emit(
         args,
         rows,
-        lambda: table([[r["to"], r["reason"], r["since"] or "-"] for r in rows], ["to", "reason", "since"])
-        + f"\n{len(rows)} suppressed number(s)",
+        lambda: (
+            table(
+                [[r["to"], r["reason"], r["since"] or "-"] for r in rows], ["to", "reason", "since"]
+            )
+            + f"\n{len(rows)} suppressed number(s)"
+        ),
     )
     return 0

@@ -204,3 +204,13 @@ def insert_delivery(
                 )
     finally:
         engine.dispose()
+
+
+def execute(database_url: str, sql: str, **params: Any) -> None:
+    """Write to PostgreSQL and commit."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(sql), params)
+    finally:
+        engine.dispose()

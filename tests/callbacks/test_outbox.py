@@ -8,8 +8,7 @@ import pytest
 from aiohttp.test_utils import unused_port
 from pydantic import SecretStr
 
-from sms_relay.adapters.kafka import KafkaSettings
-from sms_relay.settings import Settings
+from sms_relay.settings import KafkaSettings, Settings
 from tests.callbacks.conftest import (
     callback_form,
     callbacks_settings,

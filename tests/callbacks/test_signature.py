@@ -77,27 +77,19 @@ async def test_valid_signature_publishes_one_record_with_the_event_id(
 
 def _tamper(callbacks: Callbacks, case: str, path: str, form: dict[str, str]) -> dict[str, object]:
     """What each kind of bad request sends: the form posted and the signature header."""
-    if case == "forged":
-        return {"form": form, "signature": "Zm9yZ2VkIHNpZ25hdHVyZSE="}
-    if case == "missing":
-        return {"form": form, "signature": ""}
-    if case == "wrong_url":
-        wrong = callbacks.sign(path.replace("eventId=", "eventId=x"), form)
-        return {"form": form, "signature": wrong}
-    if case == "wrong_host":
-        other = callbacks.sign(path, form, base="https://attacker.example")
-        return {"form": form, "signature": other}
-    if case == "changed_param":
-        signature = callbacks.sign(path, form)
-        return {"form": {**form, "MessageStatus": "failed"}, "signature": signature}
-    if case == "added_param":
-        signature = callbacks.sign(path, form)
-        return {"form": {**form, "ErrorCode": "30003"}, "signature": signature}
-    if case == "other_token":
-        token = "0" * 32
-        url = callbacks.public_base_url + path
-        return {"form": form, "signature": RequestValidator(token).compute_signature(url, form)}
-    raise AssertionError(case)
+    signed = callbacks.sign(path, form)
+    url = callbacks.public_base_url + path
+    cases: dict[str, tuple[dict[str, str], str]] = {
+        "forged": (form, "Zm9yZ2VkIHNpZ25hdHVyZSE="),
+        "missing": (form, ""),
+        "wrong_url": (form, callbacks.sign(path.replace("eventId=", "eventId=x"), form)),
+        "wrong_host": (form, callbacks.sign(path, form, base="https://attacker.example")),
+        "changed_param": ({**form, "MessageStatus": "failed"}, signed),
+        "added_param": ({**form, "ErrorCode": "30003"}, signed),
+        "other_token": (form, RequestValidator("0" * 32).compute_signature(url, form)),
+    }
+    posted, signature = cases[case]
+    return {"form": posted, "signature": signature}
 
 
 BAD_CASES = [

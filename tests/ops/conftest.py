@@ -49,4 +49,3 @@ def cli(
     for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)
     return Cli(capsys)
-

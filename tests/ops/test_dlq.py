@@ -57,7 +57,8 @@ async def test_dlq_list_shows_dead_lettered_and_rejected_records_with_filters(
 
     human = await cli.run_async("dlq", "list")
     assert human.code == 0
-    assert events[0]["eventId"] in human.out and "retries_exhausted" in human.out
+    assert events[0]["eventId"] in human.out
+    assert "retries_exhausted" in human.out
     assert "3 record(s)" in human.out
 
     async def count(*filters: str) -> int:

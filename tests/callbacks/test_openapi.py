@@ -1,0 +1,138 @@
+"""openapi.yaml and the app agree: the same routes, and the examples pass the app's validators."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from callbacks.app import create_app
+from callbacks.verify import VerifyCheckRequest, VerifyStartRequest
+from schemas.twilio import TwilioInboundMessage, TwilioStatusCallback
+from sms_relay.settings import Settings, TwilioSettings
+from sms_relay.templates import ORDER_SHIPPED
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The app's own validator of each request body in the document.
+VALIDATORS: dict[tuple[str, str], Any] = {
+    ("post", "/twilio/status-callback"): TwilioStatusCallback.model_validate,
+    ("post", "/twilio/inbound"): TwilioInboundMessage.model_validate,
+    ("post", "/api/verify/start"): VerifyStartRequest.model_validate,
+    ("post", "/api/verify/check"): VerifyCheckRequest.model_validate,
+    ("post", "/api/order-shipped-sms"): lambda body: ORDER_SHIPPED.parse(json.dumps(body).encode()),
+}
+
+
+def load_document() -> dict[str, Any]:
+    """The document is YAML in its JSON-compatible flow style, after `#` comment lines."""
+    lines = (ROOT / "openapi.yaml").read_text().splitlines()
+    body = "\n".join(line for line in lines if not line.startswith("#"))
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+def app_routes() -> set[tuple[str, str]]:
+    settings = Settings(twilio=TwilioSettings(account_sid="AC" + "0" * 32, auth_token="t"))
+    app: web.Application = create_app(settings)
+    return {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+
+
+def document_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method, path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
+
+
+def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        node: Any = document
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def check(document: dict[str, Any], schema: dict[str, Any], value: Any, where: str) -> None:
+    """The subset of JSON Schema the document uses; fails with the location."""
+    schema = resolve(document, schema)
+    kinds = {"object": dict, "string": str, "array": list, "integer": int, "boolean": bool}
+    if "type" in schema:
+        assert isinstance(value, kinds[schema["type"]]), f"{where}: not {schema['type']}"
+    if "const" in schema:
+        assert value == schema["const"], where
+    if "enum" in schema:
+        assert value in schema["enum"], where
+    if isinstance(value, str):
+        assert len(value) >= schema.get("minLength", 0), where
+        assert len(value) <= schema.get("maxLength", len(value)), where
+        assert re.search(schema.get("pattern", ""), value), f"{where}: pattern"
+    if isinstance(value, dict):
+        check_object(document, schema, value, where)
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check(document, schema.get("items", {}), item, f"{where}[{index}]")
+
+
+def check_object(
+    document: dict[str, Any], schema: dict[str, Any], value: dict[str, Any], where: str
+) -> None:
+    for name in schema.get("required", []):
+        assert name in value, f"{where}: {name} missing"
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    for name, item in value.items():
+        if name in properties:
+            check(document, properties[name], item, f"{where}.{name}")
+        else:
+            assert extra is not False, f"{where}: unexpected {name}"
+            if isinstance(extra, dict):
+                check(document, extra, item, f"{where}.{name}")
+
+
+def test_every_route_is_documented_and_every_documented_route_exists() -> None:
+    document = load_document()
+    assert document["openapi"].startswith("3.1")
+    assert document_operations(document) == app_routes()
+
+
+def test_every_reference_resolves() -> None:
+    document = load_document()
+    references = re.findall(r'"\$ref": "([^"]+)"', json.dumps(document))
+    assert references
+    for reference in references:
+        resolve(document, {"$ref": reference})
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(VALIDATORS))
+def test_request_examples_match_the_schema_and_the_app_accepts_them(method: str, path: str) -> None:
+    document = load_document()
+    body = document["paths"][path][method]["requestBody"]
+    ((_media, content),) = body["content"].items()
+    example = content["example"]
+    check(document, content["schema"], example, f"{method} {path}")
+    VALIDATORS[(method, path)](example)
+
+
+def test_response_examples_match_their_schemas() -> None:
+    document = load_document()
+    checked = 0
+    for path, item in document["paths"].items():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                for media, content in response.get("content", {}).items():
+                    if "example" in content and media == "application/json":
+                        check(document, content["schema"], content["example"], f"{path} {status}")
+                        checked += 1
+    assert checked >= 5
