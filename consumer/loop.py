@@ -42,7 +42,6 @@ class ConsumeLoop:
         self._producer = producer
         self._service = service
         self._kafka = settings.kafka
-        self._sending = settings.sending
         self._metrics = metrics
         self._kind = kind
         tiers = settings.sending.tier_delays()
@@ -50,6 +49,10 @@ class ConsumeLoop:
             self._kafka.retry_topic(name): i for i, (name, _) in enumerate(tiers)
         }
         self._paused: dict[Partition, int] = {}  # partition -> when its next record is due (ms)
+        # A batch must finish well within max.poll.interval.ms (300 s): at most ~30 s of
+        # sending at the configured rate, or the group would evict us mid-batch.
+        rate = settings.sending.messages_per_second
+        self._batch_size = max(1, min(settings.sending.batch_size, int(rate * 30)))
 
     @property
     def topics(self) -> list[str]:
@@ -61,7 +64,7 @@ class ConsumeLoop:
         while not stop.is_set():
             self._resume_due()
             batch: list[Message] = await loop.run_in_executor(
-                None, self._consumer.consume, self._sending.batch_size, 0.5
+                None, self._consumer.consume, self._batch_size, 0.5
             )
             if batch:
                 await self._run_batch(batch)
