@@ -16,20 +16,26 @@ import argparse
 import asyncio
 import json
 import os
+import resource
+import socket
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from sms_relay.adapters.kafka import ensure_topics
+from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_client
 from sms_relay.ratelimit import RateLimiter
 from sms_relay.settings import SendingSettings, Settings, TwilioSettings
-from sms_relay.simulator.config import SimulatorConfig
-from sms_relay.simulator.server import SimulatorServer
+from sms_relay.simulator.client import SimulatorClient, SimulatorError
 from tests.support import (
-    deliveries,
     fresh_kafka_settings,
     fresh_schema,
     local_stack_env,
@@ -41,6 +47,32 @@ from tests.support import (
 RESULTS = Path(__file__).parent / "results"
 
 
+@contextmanager
+def simulator_process(
+    args: argparse.Namespace, account_sid: str, auth_token: str
+) -> Iterator[SimulatorClient]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "sms_relay.cli", "simulator", "--port", str(port)]
+    command += ["--latency-ms", str(args.latency_ms), "--max-mps", str(args.mps)]
+    command += ["--callback-delay-ms", "0"]
+    env = {**os.environ, "TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    client = SimulatorClient(f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(100):
+            try:
+                client.health()
+                break
+            except SimulatorError:
+                time.sleep(0.1)
+        yield client
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def progress(label: str, done: int, total: int) -> None:
     print(f"\r{label}: {done}/{total}  ", end="", file=sys.stderr, flush=True)
 
@@ -49,7 +81,7 @@ async def bare_sdk(settings: Settings, count: int) -> float:
     """Baseline: the SDK sends under the same rate limit and concurrency, nothing else."""
     client = create_client(settings.twilio)
     sender = TwilioSmsSender(client, settings.twilio)
-    limiter = RateLimiter(settings.sending.messages_per_second)
+    limiter = RateLimiter(settings.sending.messages_per_second, settings.sending.burst)
     slots = asyncio.Semaphore(settings.sending.concurrency)
     done = 0
 
@@ -77,12 +109,16 @@ async def pipeline(settings: Settings, count: int) -> tuple[float, float]:
     """
     events = [order_event(phone=f"+1212555{i % 100:04d}", order_id=str(i)) for i in range(count)]
     produce(settings, settings.kafka.topic_order_shipped, events)
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=1)
+    accepted_count = text("SELECT count(*) FROM deliveries WHERE state = 'accepted'")
     started = time.perf_counter()
     first: float | None = None
     first_count = 0
     async with running_consumer(settings):
         while True:
-            accepted = sum(r["state"] == "accepted" for r in deliveries(settings).values())
+            # Async and cheap: the consumer under test shares this event loop.
+            async with engine.connect() as connection:
+                accepted = int((await connection.execute(accepted_count)).scalar_one())
             progress("pipeline", accepted, count)
             if accepted and first is None:
                 first, first_count = time.perf_counter(), accepted
@@ -90,6 +126,7 @@ async def pipeline(settings: Settings, count: int) -> tuple[float, float]:
                 break
             await asyncio.sleep(0.2)
     ended = time.perf_counter()
+    await engine.dispose()
     assert first is not None
     return ended - started, (ended - first) * count / max(1, count - first_count)
 
@@ -100,37 +137,34 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     if not (bootstrap and database):
         env = local_stack_env()
         bootstrap, database = env["KAFKA_BOOTSTRAP_SERVERS"], env["TEST_DATABASE_URL"]
-    config = SimulatorConfig(
-        account_sid="AC" + uuid.uuid4().hex,
-        auth_token=uuid.uuid4().hex,
-        latency_ms=args.latency_ms,
-        max_mps=args.mps,
-        callback_delay_ms=0,
-    )
+    account_sid, auth_token = "AC" + uuid.uuid4().hex, uuid.uuid4().hex
     sending = SendingSettings(
         messages_per_second=args.mps, concurrency=args.concurrency, batch_size=args.batch_size
     )
     kafka = fresh_kafka_settings(bootstrap, partitions=6)
     ensure_topics(kafka, sending.retry_tiers)
-    async with SimulatorServer(config) as simulator:
-        with fresh_schema(database) as url:
-            settings = Settings(
-                database_url=url,
-                metrics_port=0,
-                kafka=kafka,
-                sending=sending,
-                twilio=TwilioSettings(
-                    account_sid=config.account_sid,
-                    auth_token=config.auth_token,
-                    from_number="+15005550006",
-                    api_base_url=simulator.base_url,
-                ),
-            )
-            baseline = await bare_sdk(settings, args.events)
-            throttled_baseline = sum(m["outcome"] == "429" for m in simulator.messages())
-            simulator.reset()
-            measured, steady = await pipeline(settings, args.events)
-            throttled = sum(m["outcome"] == "429" for m in simulator.messages())
+    # Its own process, like the real Twilio: it must not compete for our interpreter.
+    with (
+        simulator_process(args, account_sid, auth_token) as simulator,
+        fresh_schema(database) as url,
+    ):
+        settings = Settings(
+            database_url=url,
+            metrics_port=0,
+            kafka=kafka,
+            sending=sending,
+            twilio=TwilioSettings(
+                account_sid=account_sid,
+                auth_token=auth_token,
+                from_number="+15005550006",
+                api_base_url=simulator.base_url,
+            ),
+        )
+        baseline = await bare_sdk(settings, args.events)
+        throttled_baseline = sum(m["outcome"] == "429" for m in simulator.messages())
+        simulator.reset()
+        measured, steady = await pipeline(settings, args.events)
+        throttled = sum(m["outcome"] == "429" for m in simulator.messages())
     print(file=sys.stderr)
     return {
         "events": args.events,
@@ -144,6 +178,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "pipeline_vs_limit": round(args.events / measured / args.mps, 3),
         "throttled_429_baseline": throttled_baseline,
         "throttled_429_pipeline": throttled,
+        # Whole process (consumer, producer buffers, ledger pool) after both runs.
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 

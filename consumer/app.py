@@ -37,7 +37,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     service = DeliveryService(
         PostgresLedger(engine, owner, sending.lease_seconds),
         TwilioSmsSender(client, settings.twilio),
-        limiter=RateLimiter(sending.messages_per_second),
+        limiter=RateLimiter(sending.messages_per_second, sending.burst),
         concurrency=sending.concurrency,
         policy=RetryPolicy(
             sending.max_attempts, sending.backoff_base_seconds, sending.backoff_max_seconds

@@ -113,6 +113,12 @@ class SendingSettings(BaseSettings):
             _parse_duration(tier)
         return value
 
+    @property
+    def burst(self) -> float:
+        """Sends allowed at once after a pause (half a second's worth): the pause between
+        two batches is made up without exceeding the rate over any second."""
+        return max(1.0, self.messages_per_second / 2)
+
     def tier_delays(self) -> list[tuple[str, float]]:
         return [(tier, _parse_duration(tier)) for tier in self.retry_tiers]
 

@@ -167,6 +167,7 @@ class Progress:
 
     def finish(self) -> None:
         if self.total > 0:
-            self._draw()
+            if self.done == 0:
+                self._draw()
             self._stream.write("\n")
             self._stream.flush()

@@ -27,6 +27,7 @@ async def dlq_size(cli: Cli, size: int) -> bool:
     return result.code == 0 and len(result.json()) == size
 
 
+@pytest.mark.slow
 async def test_dlq_list_shows_dead_lettered_and_rejected_records_with_filters(
     settings: Settings, simulator: SimulatorServer, cli: Cli
 ) -> None:
@@ -88,6 +89,7 @@ def test_dlq_list_of_a_missing_topic_fails_with_one_line(
     )
 
 
+@pytest.mark.slow
 async def test_replay_of_a_dead_lettered_event_sends_exactly_one_sms(
     settings: Settings, simulator: SimulatorServer, cli: Cli
 ) -> None:
@@ -143,6 +145,7 @@ async def test_replay_of_a_dead_lettered_event_sends_exactly_one_sms(
     assert state_of(settings, event["eventId"]) == "accepted"
 
 
+@pytest.mark.slow
 async def test_replay_dry_run_changes_nothing(
     settings: Settings, simulator: SimulatorServer, cli: Cli
 ) -> None:
@@ -160,6 +163,7 @@ async def test_replay_dry_run_changes_nothing(
         assert len(main_topic.poll()) == 1
 
 
+@pytest.mark.slow
 async def test_replay_still_honours_a_suppression(
     settings: Settings, simulator: SimulatorServer, cli: Cli
 ) -> None:
@@ -175,6 +179,7 @@ async def test_replay_still_honours_a_suppression(
     assert created_to(simulator, PHONE) == []
 
 
+@pytest.mark.slow
 async def test_invalid_records_are_replayed_only_when_asked(
     settings: Settings, simulator: SimulatorServer, cli: Cli
 ) -> None:

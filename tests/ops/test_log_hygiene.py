@@ -166,3 +166,65 @@ def test_configure_logging_quiets_the_twilio_sdk_request_logs() -> None:
         root.setLevel(saved[1])
         for name, level in zip(NOISY_LOGGERS, saved[2], strict=True):
             logging.getLogger(name).setLevel(level)
+
+
+DELIVERED = "+12125550131"  # consumer sends, the simulator calls back, callbacks record
+VIA_HTTP = "+12125550132"  # POST /api/order-shipped-sms
+OPTED_OUT = "+12125550133"  # inbound STOP, HELP and START
+FORGED = "+12125550134"  # a status callback with a bad signature
+CODE_FOR = "+12125550135"  # Verify start and check over the HTTP API
+BAD_INPUT = "+1555012345"  # not a valid number: refused by every endpoint
+CALLBACK_NUMBERS = [DELIVERED, VIA_HTTP, OPTED_OUT, FORGED, CODE_FOR, BAD_INPUT]
+
+
+async def test_callbacks_flows_log_no_number_body_token_or_code(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    from tests.callbacks.conftest import callbacks_settings, running_callbacks
+
+    app_settings = callbacks_settings(settings)
+    secrets = secrets_of(app_settings)
+    delivered = order_event(phone=DELIVERED, order_id="3101")
+    via_http = order_event(phone=VIA_HTTP, order_id="3102")
+    with captured_logs(secrets) as logs:
+        async with running_callbacks(app_settings) as app, running_consumer(app_settings):
+            produce(app_settings, app_settings.kafka.topic_order_shipped, [delivered])
+            status, _, _ = await app.post_json("/api/order-shipped-sms", via_http)
+            assert status == 202
+            status, _, _ = await app.post_json(
+                "/api/order-shipped-sms", {**via_http, "phone": BAD_INPUT, "eventId": "bad_1x"}
+            )
+            assert status == 400
+            await eventually(
+                lambda: state_of(app_settings, delivered["eventId"]) == "delivered"
+                and state_of(app_settings, via_http["eventId"]) == "delivered",
+                timeout=30,
+                what="both delivered",
+            )
+            inbound = app.base_url + "/twilio/inbound"
+            for word in ("STOP", "HELP", "START"):
+                answer = await simulator.aclient.send_inbound(OPTED_OUT, word, url=inbound)
+                assert answer.status == 200
+            forged = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "delivered", "To": FORGED}
+            status, _ = await app.post_signed(
+                "/twilio/status-callback?eventId=x", forged, signature="forged"
+            )
+            assert status == 403
+            assert (await app.post_json("/api/verify/start", {"phone": CODE_FOR}))[0] == 202
+            code = await simulator.aclient.verification_code(CODE_FOR)
+            assert code is not None
+            checked = await app.post_json("/api/verify/check", {"phone": CODE_FOR, "code": code})
+            assert checked[0] == 200
+            assert (await app.post_json("/api/verify/start", {"phone": BAD_INPUT}))[0] == 400
+
+    lines = logs.lines
+    assert any("callbacks" in json.loads(line)["logger"] for line in lines)
+    token = app_settings.twilio.auth_token.get_secret_value()
+    forbidden = [
+        *(form for number in CALLBACK_NUMBERS for form in phone_forms(number)),
+        "has shipped",
+        token,
+        *secrets,
+    ]
+    assert leaks(lines, forbidden) == []
+    assert not [line for line in lines if re.search(rf"(?<![0-9]){code}(?![0-9])", line)]
