@@ -31,7 +31,8 @@ from enum import StrEnum
 
 from confluent_kafka import KafkaException
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sms_relay.adapters.kafka import AsyncProducer, KafkaHeaders
@@ -40,8 +41,9 @@ from sms_relay.metrics import CallbackMetrics
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "PostgreSQL could not take it"; anything else is a bug and propagates.
-DATABASE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+# Errors that mean "PostgreSQL could not take it now" (down, unreachable, pool exhausted).
+# Anything else, a missing table included, is a bug or a missed migration and propagates.
+DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
 
 _INSERT = text(
     "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token) "

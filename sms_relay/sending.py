@@ -83,7 +83,13 @@ class _Attempted:
     error: str | None = None
 
 
-_STATE_OF = {Status.ACCEPTED, Status.FAILED, Status.SUPPRESSED, Status.DEAD_LETTERED}
+# Settled states whose records the consumer publishes, and the outcome that publishes them.
+_REPEATABLE = {
+    "accepted": Outcome.SENT,
+    "failed": Outcome.FAILED,
+    "suppressed": Outcome.SUPPRESSED,
+    "dead_lettered": Outcome.DEAD_LETTERED,
+}
 
 
 class DeliveryService:
@@ -181,17 +187,18 @@ class DeliveryService:
         if claim.outcome is ClaimOutcome.BUSY:
             tier = self._tiers.after(job.tier_index) or self._tiers.tiers[-1]
             return Result(job, Outcome.BUSY, job.attempts, retry_tier=tier)
-        prior = Status(claim.prior_state) if claim.prior_state in _STATE_OF else None
-        # A crash between settling and publishing left the step unreported: report it now.
-        report = prior if prior is not None and not claim.reported else None
-        return Result(
-            job,
-            Outcome.DUPLICATE,
-            claim.attempts,
-            report=report,
-            message_sid=claim.message_sid,
-            error_code=claim.error_code,
-        )
+        if claim.prior_state in _REPEATABLE and not claim.reported:
+            # Settled, but its records never reached Kafka (a crash or a failed publish in
+            # between): publish them now, DLQ record included.
+            return Result(
+                job,
+                _REPEATABLE[claim.prior_state],
+                claim.attempts,
+                report=Status(claim.prior_state),
+                message_sid=claim.message_sid,
+                error_code=claim.error_code,
+            )
+        return Result(job, Outcome.DUPLICATE, claim.attempts, message_sid=claim.message_sid)
 
     def _settlement(self, job: Job, claim: Claim, attempted: _Attempted) -> Settlement:
         state = attempted.state

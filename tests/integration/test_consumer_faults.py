@@ -8,6 +8,8 @@ from collections import Counter
 import pytest
 
 from sms_relay.adapters.kafka import decode_headers
+from sms_relay.adapters.postgres import create_engine
+from sms_relay.ledger import ClaimRequest, PostgresLedger, Settlement
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
@@ -179,9 +181,10 @@ async def test_poison_records_go_to_the_dlq_while_good_ones_send(
 async def test_suppressed_number_gets_no_sms(
     settings: Settings, simulator: SimulatorServer
 ) -> None:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine as create_sync_engine
+    from sqlalchemy import text
 
-    engine = create_engine(settings.database_url.get_secret_value())
+    engine = create_sync_engine(settings.database_url.get_secret_value())
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -223,3 +226,27 @@ async def test_opt_out_error_suppresses_the_number_for_later_events(
 
     assert deliveries(settings)[first["eventId"]]["error_code"] == 21610
     assert len(simulator.messages()) == 1
+
+
+async def test_settled_but_unpublished_event_is_published_on_redelivery(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    # A consumer settled the event, then died before its records reached Kafka.
+    event = order_event(phone=PHONE)
+    engine = create_engine(settings.database_url.get_secret_value())
+    ledger = PostgresLedger(engine, "crashed-consumer", lease_seconds=10)
+    request = ClaimRequest(event["eventId"], "order-shipped", "h", "+*******0142", None, None)
+    token = (await ledger.claim([request]))[event["eventId"]].lease_token or 0
+    await ledger.settle([Settlement(event["eventId"], token, "dead_lettered", 9)])
+    await engine.dispose()
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+
+    with (
+        topic_reader(settings, settings.kafka.dlq_topic) as dlq,
+        topic_reader(settings, settings.kafka.topic_delivery_status) as statuses,
+    ):
+        async with running_consumer(settings):
+            await eventually(lambda: deliveries(settings)[event["eventId"]]["reported"])
+        assert statuses_of(statuses.values(), event["eventId"]) == ["dead_lettered"]
+        assert decode_headers(dlq.poll()[0])["dlq-reason"] == "retries_exhausted"
+    assert simulator.messages() == []
