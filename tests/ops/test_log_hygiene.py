@@ -196,8 +196,10 @@ async def test_callbacks_flows_log_no_number_body_token_or_code(
             )
             assert status == 400
             await eventually(
-                lambda: state_of(app_settings, delivered["eventId"]) == "delivered"
-                and state_of(app_settings, via_http["eventId"]) == "delivered",
+                lambda: (
+                    state_of(app_settings, delivered["eventId"]) == "delivered"
+                    and state_of(app_settings, via_http["eventId"]) == "delivered"
+                ),
                 timeout=30,
                 what="both delivered",
             )
