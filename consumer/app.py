@@ -16,8 +16,9 @@ from sms_relay.adapters.kafka import AsyncProducer, create_consumer, create_prod
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_client
 from sms_relay.ledger import PostgresLedger
-from sms_relay.logs import configure_logging
+from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import ConsumerMetrics
+from sms_relay.ops.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
 from sms_relay.ratelimit import RateLimiter
 from sms_relay.retry import RetryPolicy, TierPlan
 from sms_relay.sending import DeliveryService
@@ -49,10 +50,19 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
         settle_seconds=sending.settle_seconds,
     )
     producer = AsyncProducer(create_producer(settings.kafka))
-    consumer = create_consumer(settings.kafka)
+    # Lag per partition comes from librdkafka's own statistics: no extra broker calls,
+    # and it keeps moving while a batch is stuck.
+    consumer = create_consumer(
+        settings.kafka,
+        stats_cb=LagRecorder(metrics.consumer_lag),
+        **{"statistics.interval.ms": STATS_INTERVAL_MS},
+    )
     loop = ConsumeLoop(consumer, producer, service, settings, metrics, ORDER_SHIPPED)
     log.info("consumer started", extra={"owner": owner, "topics": loop.topics})
     task = asyncio.create_task(loop.run(stop))
+    stuck = asyncio.create_task(
+        watch_stuck_claims(engine, metrics.stuck_sending_claims, sending.stuck_after_seconds, stop)
+    )
     try:
         await stop.wait()
         # Let the batch in hand finish and commit within the grace period.
@@ -61,7 +71,8 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
         log.warning("shutdown grace period over; abandoning the batch uncommitted")
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        stuck.cancel()
+        await asyncio.gather(task, stuck, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(None, consumer.close)
         producer.close()
         await close_client(client)
@@ -70,7 +81,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
 
 
 def run(settings: Settings) -> int:
-    configure_logging(settings.log_level, secrets=_secrets(settings))
+    configure_logging(settings.log_level, secrets=secrets_of(settings))
     registry = CollectorRegistry()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
@@ -83,10 +94,3 @@ def run(settings: Settings) -> int:
 
     asyncio.run(main())
     return 0
-
-
-def _secrets(settings: Settings) -> list[str]:
-    return [
-        settings.twilio.auth_token.get_secret_value(),
-        settings.phone_hash_key.get_secret_value(),
-    ]

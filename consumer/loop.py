@@ -243,13 +243,6 @@ class ConsumeLoop:
             # Partitions moved on (rebalance, fenced member): the new owner re-reads them
             # and the ledger turns the re-read into duplicates.
             log.warning("offset commit failed", extra={"error": str(error.args[0])})
-            return
-        for tp in offsets:
-            # Cached: the high watermark arrives with every fetch, no extra round trip.
-            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0:
-                lag = self._metrics.consumer_lag.labels(tp.topic, str(tp.partition))
-                lag.set(max(0, high - tp.offset))
 
     def _rewind(self, records: list[Message]) -> None:
         first: dict[Partition, int] = {}

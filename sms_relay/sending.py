@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -247,6 +248,7 @@ class DeliveryService:
                 if found is not None:
                     return job, claim, _Attempted("accepted", attempts, sid=found.sid)
             tries = 0
+            last: ProviderError
             while True:
                 tries += 1
                 attempts += 1
@@ -263,11 +265,13 @@ class DeliveryService:
                     found = await self._reconcile(to, body, since)
                     if found is not None:
                         return job, claim, _Attempted("accepted", attempts, sid=found.sid)
-                    delay = self._policy.next_delay(tries, error)
+                    last, delay = error, self._policy.next_delay(tries, error)
                 except ProviderThrottledError as error:
-                    delay = self._policy.next_delay(tries, error)
+                    last, delay = error, self._policy.next_delay(tries, error)
                 if delay is None:
-                    return job, claim, _Attempted("transient", attempts, error="retries_exhausted")
+                    # Keep Twilio's last code, so `dlq list --error-code` can find the event.
+                    exhausted = _Attempted("transient", attempts, code=last.code, error=str(last))
+                    return job, claim, exhausted
                 await self._sleep(delay)
         except ProviderError as error:  # reconciliation itself could not reach Twilio
             return job, claim, _Attempted("transient", attempts, code=error.code, error=str(error))
@@ -276,18 +280,26 @@ class DeliveryService:
         async with self._slots:
             await self._limiter.acquire()
             self._metrics.sends_in_flight.inc()
-            started = time.perf_counter()
-            result, status = "ok", "201"
             try:
-                return await self._sender.send(to, body, self._callback_base + quote(event_id))
-            except ProviderError as error:
-                result = type(error).__name__.removeprefix("Provider").removesuffix("Error").lower()
-                status = str(error.status or 0)
-                raise
+                async with self._measured("create", ok_status="201"):
+                    return await self._sender.send(to, body, self._callback_base + quote(event_id))
             finally:
                 self._metrics.sends_in_flight.dec()
-                self._metrics.twilio_latency.labels("create").observe(time.perf_counter() - started)
-                self._metrics.twilio_requests.labels("create", result, status).inc()
+
+    @asynccontextmanager
+    async def _measured(self, operation: str, ok_status: str) -> AsyncIterator[None]:
+        """Count and time one Twilio call by operation, result and HTTP status."""
+        started = time.perf_counter()
+        result, status = "ok", ok_status
+        try:
+            yield
+        except ProviderError as error:
+            result = type(error).__name__.removeprefix("Provider").removesuffix("Error").lower()
+            status = str(error.status or 0)
+            raise
+        finally:
+            self._metrics.twilio_latency.labels(operation).observe(time.perf_counter() - started)
+            self._metrics.twilio_requests.labels(operation, result, status).inc()
 
     async def _reconcile(self, to: str, body: str, since: datetime) -> FoundMessage | None:
         """Find a message an uncertain send may have created. Raises ProviderError."""
@@ -295,7 +307,8 @@ class DeliveryService:
         if waited < self._settle_seconds:
             await self._sleep(self._settle_seconds - waited)
         try:
-            found = await self._sender.find_sent(to, body, since)
+            async with self._measured("list", ok_status="200"):
+                found = await self._sender.find_sent(to, body, since)
         except ProviderError:
             self._metrics.in_doubt.labels("error").inc()
             raise

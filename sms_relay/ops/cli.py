@@ -15,7 +15,9 @@ Configure = Callable[[argparse.ArgumentParser], None]
 def _leaf(
     parent: Any, name: str, path: str, handler: Handler, configure: Configure, text: str
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
+    """A command: its first sentence (before the colon) is the line in the parent's list."""
+    summary = text.split(":", maxsplit=1)[0]
+    parser: argparse.ArgumentParser = parent.add_parser(name, help=summary, description=text)
     configure(parser)
     if not any(action.dest == "json" for action in parser._actions):
         add_json_flag(parser)
@@ -47,7 +49,7 @@ def register(commands: Any) -> None:
         "dlq list",
         dlq.handle_list,
         dlq.configure_filters,
-        "list dead-lettered records (read from the beginning; commits nothing)",
+        "list dead-lettered records: read from the beginning, commits nothing",
     )
     _leaf(
         queue,
@@ -55,7 +57,7 @@ def register(commands: Any) -> None:
         "dlq replay",
         dlq.handle_replay,
         dlq.configure_replay,
-        "produce dead-lettered records to the main topic again, through the normal path "
+        "produce dead-lettered records to the main topic again: through the normal path "
         "(dedupe, suppression and consent still hold), with an audit row per record",
     )
 
@@ -66,7 +68,7 @@ def register(commands: Any) -> None:
         "suppress add",
         suppress.handle_add,
         suppress.configure_phone,
-        "suppress a number (reason: manual)",
+        "suppress a number: stored as a keyed hash and a masked form, reason manual",
     )
     _leaf(
         numbers,
@@ -74,7 +76,7 @@ def register(commands: Any) -> None:
         "suppress remove",
         suppress.handle_remove,
         suppress.configure_remove,
-        "lift a manual suppression",
+        "lift a manual suppression: a recipient's own STOP needs --force",
     )
     _leaf(
         numbers,
@@ -82,7 +84,7 @@ def register(commands: Any) -> None:
         "suppress list",
         suppress.handle_list,
         suppress.configure_list,
-        "list suppressed numbers (masked), their reasons and since when",
+        "list suppressed numbers: masked, with their reasons and since when",
     )
 
     _leaf(
@@ -91,6 +93,6 @@ def register(commands: Any) -> None:
         "produce",
         produce.handle,
         produce.configure,
-        "produce sample order-shipped events (fictional 555-01xx numbers) or a JSON-lines "
-        "file, for demos and load",
+        "produce order-shipped events for demos and load: samples (fictional 555-01xx "
+        "numbers, consent in the past) or a JSON-lines file",
     )

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,6 +28,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 KAFKA_LOGGER = logging.getLogger("sms_relay.ops.kafka")
 KAFKA_LOGGER.addHandler(logging.NullHandler())
 KAFKA_LOGGER.propagate = False
+# How long a command waits for the broker's first answer before saying it is unreachable.
+METADATA_TIMEOUT = 15.0
 
 
 class OpsError(SmsRelayError):
@@ -67,6 +69,13 @@ def command(name: str, handler: Handler) -> Handler:
         return code
 
     return run
+
+
+def kafka_unreachable(bootstrap_servers: str, error: Exception) -> OpsError:
+    """The one line for a broker that did not answer a metadata request."""
+    detail = error.args[0] if error.args else error
+    text = detail.str() if isinstance(detail, KafkaError) else str(detail)
+    return OpsError(f"Kafka at {bootstrap_servers} did not answer: {text}")
 
 
 def _database_problem(error: DBAPIError) -> str:

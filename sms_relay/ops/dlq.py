@@ -4,8 +4,10 @@ A replay goes through the normal path: the record is produced to the main topic 
 so the consumer's dedupe, suppression and consent checks all apply. For a delivery the
 ledger holds as `dead_lettered`, the replay first sets it back to `retry_scheduled` with
 an expired lease (the only transition this command makes), in the same transaction as
-its audit row; the record is produced before that transaction commits, so a failed
-produce changes nothing.
+its audit row. The record is produced before that transaction commits: a failed produce
+changes nothing, and a failed commit leaves a record the ledger still holds as
+`dead_lettered`, which the consumer skips as a duplicate (replay it again). Until the
+commit, a consumer claiming the same event waits on the row lock.
 """
 
 from __future__ import annotations

@@ -9,13 +9,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.kafka import create_consumer, decode_headers, position
 from sms_relay.adapters.postgres import deliveries, dlq_replays
-from sms_relay.ops.common import KAFKA_LOGGER, OpsError, iso
+from sms_relay.ops.common import KAFKA_LOGGER, METADATA_TIMEOUT, OpsError, iso, kafka_unreachable
 from sms_relay.settings import KafkaSettings
 
 # Records that never became a delivery: replaying them only helps if upstream fixed them.
@@ -134,7 +140,10 @@ def read_topic(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> li
         },
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
+        try:
+            metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT)
+        except KafkaException as error:
+            raise kafka_unreachable(settings.bootstrap_servers, error) from None
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             raise OpsError(f"topic {topic} does not exist (run `sms-relay topics`)")
@@ -155,11 +164,11 @@ def read_topic(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> li
             if time.monotonic() > deadline:
                 raise OpsError(f"could not read {topic} to its end within {timeout:.0f}s")
             for message in consumer.consume(500, 0.5):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
+                problem = message.error()
+                if problem is not None:
+                    if problem.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise OpsError(f"reading {topic} failed: {error.str()}")
+                    raise OpsError(f"reading {topic} failed: {problem.str()}")
                 record = _record(message)
                 records.append(record)
                 if record.offset + 1 >= ends.get(record.partition, 0):

@@ -12,11 +12,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from sms_relay.adapters.kafka import create_producer
-from sms_relay.ops.common import KAFKA_LOGGER, OpsError, Progress, add_json_flag, emit
+from sms_relay.ops.common import (
+    KAFKA_LOGGER,
+    METADATA_TIMEOUT,
+    OpsError,
+    Progress,
+    add_json_flag,
+    emit,
+    kafka_unreachable,
+)
 from sms_relay.settings import Settings
 
 # Fictional numbers: the 555-0100..0199 block is reserved for fiction in real area codes.
@@ -127,11 +135,9 @@ def _check_topic(settings: Settings, topic: str) -> None:
     }
     admin = AdminClient(config)
     try:
-        topics = admin.list_topics(timeout=15).topics
-    except Exception as error:
-        raise OpsError(
-            f"Kafka at {settings.kafka.bootstrap_servers} did not answer: {error}"
-        ) from None
+        topics = admin.list_topics(timeout=METADATA_TIMEOUT).topics
+    except KafkaException as error:
+        raise kafka_unreachable(settings.kafka.bootstrap_servers, error) from None
     if topic not in topics:
         raise OpsError(f"topic {topic} does not exist (run `sms-relay topics`)")
 

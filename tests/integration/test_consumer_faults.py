@@ -113,6 +113,7 @@ async def test_long_outage_travels_the_retry_tiers_to_success(
                 lambda: deliveries(settings).get(event["eventId"], {}).get("state") == "accepted",
                 timeout=40,
             )
+        await eventually(lambda: len(retries.poll()) == 1, what="the retry record")
         headers = decode_headers(retries.poll()[0])
 
     assert headers["attempt"] == "3"
@@ -247,6 +248,10 @@ async def test_settled_but_unpublished_event_is_published_on_redelivery(
     ):
         async with running_consumer(settings):
             await eventually(lambda: deliveries(settings)[event["eventId"]]["reported"])
-        assert statuses_of(statuses.values(), event["eventId"]) == ["dead_lettered"]
+        await eventually(lambda: len(dlq.poll()) == 1, what="the DLQ record")
+        await eventually(
+            lambda: statuses_of(statuses.values(), event["eventId"]) == ["dead_lettered"],
+            what="the dead_lettered status",
+        )
         assert decode_headers(dlq.poll()[0])["dlq-reason"] == "retries_exhausted"
     assert simulator.messages() == []
