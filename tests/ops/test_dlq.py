@@ -35,7 +35,8 @@ async def test_dlq_list_shows_dead_lettered_and_rejected_records_with_filters(
     await dead_letter(settings, simulator, events)
     query(
         settings,
-        "UPDATE deliveries SET error_code = 20429 WHERE event_id = :e",
+        # Both were throttled (Twilio's 20429 is kept); give one another code to filter on.
+        "UPDATE deliveries SET error_code = 20003 WHERE event_id = :e",
         e=events[1]["eventId"],
     )
     produce(settings, settings.kafka.topic_order_shipped, [b'{"eventId": "poison_1", oops'])
@@ -69,6 +70,7 @@ async def test_dlq_list_shows_dead_lettered_and_rejected_records_with_filters(
 
     assert await count("--reason", "invalid_json") == 1
     assert await count("--error-code", "20429") == 1
+    assert await count("--error-code", "20003") == 1
     assert await count("--limit", "2") == 2
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
