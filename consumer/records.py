@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from schemas.events import DeliveryStatusChanged, SmsRequested, Status
+from schemas.events import DeliveryStatusChanged, SmsRequested, Status, event_id_of
 from sms_relay.adapters.kafka import Headers, KafkaHeaders, decode_headers, encode_headers, position
 from sms_relay.masking import mask_phone
 from sms_relay.templates import EventKind
@@ -46,16 +45,7 @@ def parse(kind: EventKind, message: Message) -> SmsRequested | Rejected:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "value"
         reason = "invalid_json" if first["type"] == "json_invalid" else "schema_violation"
-        return Rejected(reason, f"{where}: {first['type']}", _event_id_of(raw))
-
-
-def _event_id_of(raw: bytes) -> str | None:
-    """The eventId of an invalid event, when it has a plausible one, for its status record."""
-    try:
-        value = json.loads(raw).get("eventId")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and 0 < len(value) <= 120 else None
+        return Rejected(reason, f"{where}: {first['type']}", event_id_of(raw))
 
 
 def retry_headers(

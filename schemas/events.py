@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
@@ -13,6 +14,15 @@ from schemas.phone import E164Phone
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def event_id_of(raw: bytes) -> str | None:
+    """The eventId of a record that failed validation, when it has a plausible one."""
+    try:
+        value = json.loads(raw).get("eventId")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and 0 < len(value) <= 120 else None
 
 
 class SmsRequested(BaseModel):

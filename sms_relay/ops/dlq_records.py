@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from confluent_kafka import (
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.events import event_id_of
 from sms_relay.adapters.kafka import create_consumer, decode_headers, position
 from sms_relay.adapters.postgres import deliveries, dlq_replays
 from sms_relay.ops.common import KAFKA_LOGGER, METADATA_TIMEOUT, OpsError, iso, kafka_unreachable
@@ -99,14 +99,6 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-def _event_id(raw: bytes) -> str | None:
-    try:
-        value = json.loads(raw).get("eventId")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and 0 < len(value) <= 120 else None
-
-
 def _record(message: Message) -> DlqRecord:
     topic, partition, offset = position(message)
     kind, millis = message.timestamp()
@@ -121,7 +113,7 @@ def _record(message: Message) -> DlqRecord:
         timestamp=None
         if kind == TIMESTAMP_NOT_AVAILABLE
         else datetime.fromtimestamp(millis / 1000, UTC),
-        event_id=_event_id(value),
+        event_id=event_id_of(value),
     )
 
 
