@@ -34,7 +34,7 @@ from sms_relay.adapters.kafka import AsyncProducer, create_producer
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import TwilioVerifier, close_client, create_client, fetch_message
 from sms_relay.errors import ConfigurationError
-from sms_relay.logs import configure_logging
+from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.outbox import Outbox, OutboxRelay
 from sms_relay.projection import StatusProjection
@@ -85,9 +85,7 @@ class PrivacyAccessLogger(AbstractAccessLogger):
 
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM. Raises ConfigurationError on unusable settings."""
-    configure_logging(settings.log_level, secrets=_secrets(settings))
-    # The SDK logs every request line at INFO (query strings included): keep its warnings.
-    logging.getLogger("twilio").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, secrets=secrets_of(settings))
     if not settings.require_twilio_signature:
         log.warning(
             "REQUIRE_TWILIO_SIGNATURE=false: webhooks are NOT authenticated; "
@@ -233,11 +231,3 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task stopped", exc_info=task.exception())
-
-
-def _secrets(settings: Settings) -> list[str]:
-    return [
-        settings.twilio.auth_token.get_secret_value(),
-        settings.phone_hash_key.get_secret_value(),
-        settings.database_url.get_secret_value(),
-    ]
