@@ -158,13 +158,6 @@ class TwilioSmsSender:
             and (m.date_created is None or m.date_created >= since - skew)
         ]
 
-    async def fetch_status(self, sid: str) -> FoundMessage:
-        async with provider_call(self._settings.request_timeout_seconds):
-            message = await self._client.messages(sid).fetch_async()
-        return FoundMessage(
-            sid=str(message.sid), status=str(message.status), created_at=message.date_created
-        )
-
 
 def webhook_signature_valid(
     auth_token: str,
