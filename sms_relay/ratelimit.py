@@ -27,11 +27,13 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         async with self._lock:
-            now = self._clock()
-            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-            self._updated = now
-            if self._tokens < 1:
+            while True:
+                # Time slept past the due moment (a busy loop wakes late) is credited
+                # as tokens, so late wake-ups do not lower the rate.
+                now = self._clock()
+                self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+                self._updated = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
                 await self._sleep((1 - self._tokens) / self._rate)
-                self._updated = self._clock()
-                self._tokens = 1
-            self._tokens -= 1

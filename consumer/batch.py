@@ -1,0 +1,75 @@
+"""Decoding a polled batch: which records are due, valid, duplicated, and where to commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, Message
+
+from consumer.records import Rejected, now_ms, parse
+from sms_relay.adapters.kafka import decode_headers, position
+from sms_relay.metrics import ConsumerMetrics
+from sms_relay.sending import Job
+from sms_relay.templates import EventKind
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+
+
+@dataclass
+class Batch:
+    records: list[Message] = field(default_factory=list)  # every record fetched
+    jobs: dict[str, tuple[Job, Message]] = field(default_factory=dict)  # one per eventId
+    rejected: list[tuple[Message, Rejected]] = field(default_factory=list)
+    positions: dict[Partition, int] = field(default_factory=dict)  # what to commit
+    duplicates: int = 0  # repeats of an eventId within the batch
+    oldest_ms: int = 0
+
+
+def decode(
+    messages: list[Message],
+    kind: EventKind,
+    tier_of_topic: Mapping[str, int],
+    pause_until: Callable[[Message, int], None],
+    metrics: ConsumerMetrics,
+) -> Batch:
+    """Sort a poll's records. A retry-tier record that is not due yet pauses its partition
+    (`pause_until` seeks back to it); the records behind it come again after the resume."""
+    batch = Batch(records=[m for m in messages if not _is_error(m)])
+    batch.oldest_ms = min((m.timestamp()[1] for m in batch.records), default=now_ms())
+    blocked: set[Partition] = set()
+    for message in batch.records:
+        topic, number, offset = position(message)
+        partition = (topic, number)
+        if partition in blocked:
+            continue
+        metrics.events_consumed.labels(topic).inc()
+        headers = decode_headers(message)
+        tier_index = tier_of_topic.get(topic, -1)
+        not_before = int(headers.get("not-before", "0") or 0)
+        if tier_index >= 0 and not_before > now_ms():
+            pause_until(message, not_before)
+            blocked.add(partition)
+            continue
+        batch.positions[partition] = offset + 1
+        parsed = parse(kind, message)
+        if isinstance(parsed, Rejected):
+            batch.rejected.append((message, parsed))
+        elif parsed.eventId in batch.jobs:
+            batch.duplicates += 1
+        else:
+            attempts = int(headers.get("attempt", "0") or 0)
+            batch.jobs[parsed.eventId] = (Job(kind, parsed, attempts, tier_index), message)
+    return batch
+
+
+def _is_error(message: Message) -> bool:
+    error = message.error()
+    if error is None:
+        return False
+    if error.code() != KafkaError._PARTITION_EOF:
+        log.warning("consumer error", extra={"error": error.str()})
+    return True

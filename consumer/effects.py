@@ -1,0 +1,96 @@
+"""What a decided record becomes on Kafka: retry-tier, DLQ and delivery-status records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+
+from confluent_kafka import Message
+
+from consumer.records import Rejected, dlq_headers, now_ms, retry_headers, status_record
+from schemas.events import Status
+from sms_relay.adapters.kafka import AsyncProducer
+from sms_relay.sending import Outcome, Result
+from sms_relay.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class Effects:
+    """Produces every record a result calls for; each returns awaitables of the acks."""
+
+    def __init__(self, producer: AsyncProducer, kafka: KafkaSettings) -> None:
+        self._producer = producer
+        self._kafka = kafka
+
+    async def reject(self, message: Message, why: Rejected) -> None:
+        log.warning(
+            "event rejected",
+            extra={"eventId": why.event_id, "reason": why.reason, "error": why.error},
+        )
+        dlq = self._producer.produce(
+            self._kafka.dlq_topic,
+            message.value() or b"",
+            message.key(),
+            dlq_headers(message, why.reason, 0, why.error),
+        )
+        status = self._producer.produce(
+            self._kafka.topic_delivery_status,
+            status_record(Status.REJECTED, why.event_id, phone=None, attempt=0, reason=why.reason),
+            why.event_id,
+        )
+        await asyncio.gather(dlq, status)
+
+    def publish(self, result: Result, message: Message) -> list[Awaitable[None]]:
+        event = result.job.event
+        effects: list[Awaitable[None]] = []
+        if result.outcome in (Outcome.RETRY_SCHEDULED, Outcome.BUSY) and result.retry_tier:
+            tier, delay = result.retry_tier
+            effects.append(
+                self._producer.produce(
+                    self._kafka.retry_topic(tier),
+                    message.value() or b"",
+                    message.key(),
+                    retry_headers(
+                        message, result.attempts, now_ms() + int(delay * 1000), result.error
+                    ),
+                )
+            )
+        if result.outcome is Outcome.DEAD_LETTERED:
+            effects.append(
+                self._producer.produce(
+                    self._kafka.dlq_topic,
+                    message.value() or b"",
+                    message.key(),
+                    dlq_headers(message, "retries_exhausted", result.attempts, result.error),
+                )
+            )
+        if result.report is not None:
+            effects.append(
+                self._producer.produce(
+                    self._kafka.topic_delivery_status,
+                    status_record(
+                        result.report,
+                        event.eventId,
+                        phone=event.phone,
+                        attempt=result.attempts,
+                        message_sid=result.message_sid,
+                        error_code=result.error_code,
+                        reason=result.error,
+                    ),
+                    event.eventId,
+                )
+            )
+        log.info(
+            "event settled",
+            extra={
+                "eventId": event.eventId,
+                "outcome": result.outcome.value,
+                "messageSid": result.message_sid,
+                "attempt": result.attempts,
+                "to": event.phone,  # masked by the log formatter
+                "errorCode": result.error_code,
+            },
+        )
+        return effects
