@@ -1,12 +1,16 @@
 """The consume loop: poll a batch, decide every record, publish the effects, commit.
 
-A batch is committed only after each record's effect is durable (settled in PostgreSQL
-and acknowledged by Kafka). Two batches may be in flight, so the next one sends while the
-last sends of the previous one finish; commits still go in poll order (a batch commits
-only after its predecessor did), and a batch waits for its predecessor before claiming
-an eventId that the predecessor still holds. A failed batch fails its successors too;
-all their records are rewound and tried again, and the ledger makes that idempotent.
-When partitions are revoked, the batches in flight finish and commit first.
+A batch's offsets are committed only after each of its records' effects is durable
+(settled in PostgreSQL and acknowledged by Kafka). Two batches may be in flight, so the
+next one sends while the last sends of the previous one finish; offsets are still
+committed in poll order, and a batch waits for its predecessor before claiming an eventId
+the predecessor still holds. A failed batch fails its successors too; all their records
+are rewound and tried again, and the ledger makes that idempotent.
+
+Every call into the consumer happens on the polling thread (commits ride along with the
+next poll), because librdkafka runs rebalance callbacks inside the poll: when partitions
+are revoked, the callback waits for the batches in flight and commits them right there,
+before the partitions move on.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class ConsumeLoop:
         }
         self._paused: dict[Partition, int] = {}  # partition -> when its next record is due (ms)
         self._in_flight: deque[_InFlight] = deque()
+        self._to_commit: dict[Partition, int] = {}  # durable, not yet committed
         self._loop: asyncio.AbstractEventLoop | None = None
         # A batch must finish well within max.poll.interval.ms (300 s): at most ~30 s of
         # sending at the configured rate, or the group would evict us mid-batch.
@@ -87,14 +92,13 @@ class ConsumeLoop:
                 if len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT:
                     await asyncio.wait({self._in_flight[0].task}, timeout=0.5)
                     continue
-                messages: list[Message] = await self._loop.run_in_executor(
-                    None, self._consumer.consume, self._batch_size, 0.5
-                )
+                messages = await self._loop.run_in_executor(None, self._commit_and_poll)
                 if messages:
                     self._start(messages)
-            if self._in_flight:  # stopping: let the batches in hand finish and commit
+            if self._in_flight:  # stopping: let the batches in hand finish
                 await asyncio.wait([f.task for f in self._in_flight])
             await self._reap()
+            await self._loop.run_in_executor(None, self._commit)
         finally:
             for in_flight in self._in_flight:  # cancelled past the grace period
                 in_flight.task.cancel()
@@ -129,20 +133,29 @@ class ConsumeLoop:
             await asyncio.wait({previous})
             if previous.cancelled() or previous.exception() is not None:
                 raise PredecessorFailedError
-        await self._commit(batch.positions)
         self._metrics.batch_duration.observe(time.perf_counter() - started)
         if len(self._in_flight) <= 1:
             self._metrics.oldest_unprocessed_age.set(0)
 
     async def _reap(self) -> None:
         """Forget finished batches; after a failure, rewind it and every batch behind it."""
+        failed = self._collect_finished()
+        while failed and self._in_flight:  # the successors fail too, once they are done
+            await asyncio.wait({self._in_flight[0].task})
+            failed.extend(self._collect_finished(after_failure=True))
+        if failed:
+            self._rewind(failed)
+            await asyncio.sleep(1.0)
+
+    def _collect_finished(self, *, after_failure: bool = False) -> list[Message]:
+        """Pop the finished batches at the head: the offsets of those that succeeded join
+        the next commit; returns the records of those that failed, to be rewound."""
         failed: list[Message] = []
-        while self._in_flight and (failed or self._in_flight[0].task.done()):
+        while self._in_flight and self._in_flight[0].task.done():
             head = self._in_flight.popleft()
-            await asyncio.wait({head.task})
             error = None if head.task.cancelled() else head.task.exception()
-            if head.task.cancelled() or error is not None:
-                if not isinstance(error, PredecessorFailedError):
+            if head.task.cancelled() or error is not None or after_failure or failed:
+                if not isinstance(error, PredecessorFailedError) and not failed:
                     # PostgreSQL or Kafka went away mid-batch: nothing of it was committed.
                     log.warning(
                         "batch failed; rewinding",
@@ -150,13 +163,14 @@ class ConsumeLoop:
                         exc_info=error,
                     )
                 failed.extend(head.batch.records)
-        if failed:
-            self._rewind(failed)
-            await asyncio.sleep(1.0)
+            else:
+                self._to_commit.update(head.batch.positions)
+        return failed
 
     def _on_revoke(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
-        # Runs inside consume() on an executor thread: let the batches in flight finish
-        # and commit while this generation still owns their partitions.
+        # Runs inside consume() on the polling thread, while the event loop is free: let
+        # the batches in flight finish, then commit them while we still own their
+        # partitions. (Their tasks never call the consumer, so waiting cannot deadlock.)
         if self._in_flight and self._loop is not None:
             tasks = [f.task for f in self._in_flight]
             drained = asyncio.run_coroutine_threadsafe(asyncio.wait(tasks), self._loop)
@@ -164,6 +178,10 @@ class ConsumeLoop:
                 drained.result(timeout=self._grace)
             except TimeoutError:
                 log.warning("revoked with batches still in flight; they will not commit")
+            failed = self._collect_finished()
+            if failed:
+                self._rewind(failed)
+        self._commit()
         self._on_lost(_consumer, partitions)
 
     def _on_lost(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
@@ -187,15 +205,18 @@ class ConsumeLoop:
         self._paused[(topic, partition)] = due_ms
         self._metrics.paused_partitions.set(len(self._paused))
 
-    async def _commit(self, positions: dict[Partition, int]) -> None:
-        if not positions:
+    def _commit_and_poll(self) -> list[Message]:
+        """One trip of the polling thread: commit what is durable, then fetch."""
+        self._commit()
+        return self._consumer.consume(self._batch_size, 0.5)
+
+    def _commit(self) -> None:
+        if not self._to_commit:
             return
-        offsets = [TopicPartition(t, p, offset) for (t, p), offset in positions.items()]
-        loop = asyncio.get_running_loop()
+        offsets = [TopicPartition(t, p, offset) for (t, p), offset in self._to_commit.items()]
+        self._to_commit = {}
         try:
-            await loop.run_in_executor(
-                None, lambda: self._consumer.commit(offsets=offsets, asynchronous=False)
-            )
+            self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as error:
             # Partitions moved on (rebalance, fenced member): the new owner re-reads them
             # and the ledger turns the re-read into duplicates.

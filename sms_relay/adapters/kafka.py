@@ -52,6 +52,10 @@ def create_consumer(settings: KafkaSettings, **overrides: Any) -> Consumer:
         "logger": logging.getLogger("confluent_kafka.consumer"),
         **overrides,
     }
+    if settings.group_protocol == "consumer":
+        # Range splits every topic among the members, so each consumer gets a share of
+        # the main topic (the broker's default, uniform, may hand one only retry tiers).
+        config.setdefault("group.remote.assignor", "range")
     if settings.group_protocol == "classic":
         config.setdefault("partition.assignment.strategy", "cooperative-sticky")
         config.setdefault("session.timeout.ms", 10000)

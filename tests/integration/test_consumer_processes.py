@@ -16,6 +16,7 @@ from tests.support import (
     eventually,
     order_event,
     produce,
+    topic_reader,
 )
 
 pytestmark = pytest.mark.integration
@@ -70,3 +71,35 @@ async def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(
     bodies = Counter(created_bodies(simulator.messages()))
     assert len(bodies) == 150
     assert set(bodies.values()) == {1}, "an event was sent twice"
+
+
+@pytest.mark.slow
+async def test_a_joining_consumer_takes_partitions_without_reprocessing_work_in_flight(
+    settings: Settings, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    # 20 messages/s: the stream lasts twenty seconds, so the second process joins mid-stream.
+    sending = settings.sending.model_copy(update={"messages_per_second": 20})
+    settings = settings.model_copy(update={"sending": sending})
+    events = [order_event(order_id=f"5{i:03}") for i in range(400)]
+    produce(settings, settings.kafka.topic_order_shipped, events)
+    first_tier = settings.kafka.retry_topic(settings.sending.retry_tiers[0])
+
+    with topic_reader(settings, first_tier) as retries:
+        first = ConsumerProcess(settings, str(tmp_path / "first.log"))
+        second = None
+        try:
+            await eventually(lambda: accepted(settings) >= 30, timeout=60, what="progress")
+            second = ConsumerProcess(settings, str(tmp_path / "second.log"))
+            await eventually(lambda: accepted(settings) == 400, timeout=120, what="400 accepted")
+        finally:
+            codes = [c.stop() for c in (first, second) if c is not None]
+        # Revoked partitions were handed over only after their batches committed, so no
+        # event was found claimed by the other process (that would route it to a tier).
+        assert retries.poll() == []
+
+    bodies = Counter(created_bodies(simulator.messages()))
+    assert len(bodies) == 400
+    assert set(bodies.values()) == {1}
+    assert codes == [0, 0]
+    owners = {row["lease_owner"] for row in deliveries(settings).values()}
+    assert len(owners) == 2, "the second process took over some partitions"

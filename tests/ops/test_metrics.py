@@ -77,6 +77,10 @@ async def test_metrics_move_as_expected_after_a_flow(
                 lambda: value(scrape(url), "sms_relay_outcomes_total", outcome="rejected") == 1,
                 what="the rejection counted",
             )
+            await eventually(
+                lambda: value(scrape(url), "sms_relay_batch_duration_seconds_count") >= 1,
+                what="the batch committed",
+            )
             samples = await asyncio.to_thread(scrape, url)
 
     topic = settings.kafka.topic_order_shipped
