@@ -37,9 +37,9 @@ DROPPED = web.RequestKey("simulator_dropped", bool)
 # Outcomes answered before any message exists.
 _EARLY = frozenset({"429", "500", "503", "drop_before_create", "timeout"})
 _EARLY_ERRORS = {"429": (429, 20429), "500": (500, 20500), "503": (503, 20503)}
-_ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
-_SHORT_CODE = re.compile(r"^\d{5,6}$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ALPHANUMERIC_SENDER = re.compile(r"\A(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}\Z")
+_SHORT_CODE = re.compile(r"\A[0-9]{5,6}\Z")
+_DAY = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:

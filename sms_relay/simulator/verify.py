@@ -18,8 +18,8 @@ MAX_CHECKS = 5
 MAX_SENDS = 5
 SEND_WINDOW = timedelta(minutes=10)
 EXPIRY = timedelta(minutes=10)
-_SERVICE_SID = re.compile(r"^VA[0-9a-fA-F]{32}$")
-_CUSTOM_CODE = re.compile(r"^\d{4,10}$")
+_SERVICE_SID = re.compile(r"\AVA[0-9a-fA-F]{32}\Z")
+_CUSTOM_CODE = re.compile(r"\A[0-9]{4,10}\Z")
 
 
 async def start_verification(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 USER_AGENT = "TwilioProxy/1.1"
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_E164 = re.compile(r"\A\+[1-9][0-9]{6,14}\Z")
 
 # Twilio's test credentials' magic numbers (https://www.twilio.com/docs/iam/test-credentials).
 MAGIC_FROM_ERRORS: dict[str, int] = {
