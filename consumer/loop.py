@@ -171,6 +171,10 @@ class ConsumeLoop:
         # Runs inside consume() on the polling thread, while the event loop is free: let
         # the batches in flight finish, then commit them while we still own their
         # partitions. (Their tasks never call the consumer, so waiting cannot deadlock.)
+        log.info(
+            "partitions revoked",
+            extra={"partitions": len(partitions), "batchesInFlight": len(self._in_flight)},
+        )
         if self._in_flight and self._loop is not None:
             tasks = [f.task for f in self._in_flight]
             drained = asyncio.run_coroutine_threadsafe(asyncio.wait(tasks), self._loop)

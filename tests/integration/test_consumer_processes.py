@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -77,8 +78,12 @@ async def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(
 async def test_a_joining_consumer_takes_partitions_without_reprocessing_work_in_flight(
     settings: Settings, simulator: SimulatorServer, tmp_path: Path
 ) -> None:
-    # 20 messages/s: the stream lasts twenty seconds, so the second process joins mid-stream.
-    sending = settings.sending.model_copy(update={"messages_per_second": 20})
+    # 20 messages/s: the stream lasts twenty seconds, so the second process joins mid-stream;
+    # slow answers keep a batch in flight when the first process learns of the rebalance.
+    simulator.configure(latency_ms=500)
+    # Small batches: the first process cannot have fetched a whole partition before the
+    # second one joins.
+    sending = settings.sending.model_copy(update={"messages_per_second": 20, "batch_size": 20})
     settings = settings.model_copy(update={"sending": sending})
     events = [order_event(order_id=f"5{i:03}") for i in range(400)]
     produce(settings, settings.kafka.topic_order_shipped, events)
@@ -103,3 +108,9 @@ async def test_a_joining_consumer_takes_partitions_without_reprocessing_work_in_
     assert codes == [0, 0]
     owners = {row["lease_owner"] for row in deliveries(settings).values()}
     assert len(owners) == 2, "the second process took over some partitions"
+    revokes = [
+        json.loads(line)
+        for line in (tmp_path / "first.log").read_text().splitlines()
+        if '"partitions revoked"' in line
+    ]
+    assert any(r["batchesInFlight"] > 0 for r in revokes), "a revoke found work in flight"
