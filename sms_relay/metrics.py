@@ -5,12 +5,33 @@ Labels stay bounded: never an eventId, a SID or a number.
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sms_relay.errors import ProviderError
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class ConsumerMetrics:
+    @asynccontextmanager
+    async def twilio_call(self, operation: str, ok_status: str) -> AsyncIterator[None]:
+        """Count and time one Twilio call by operation, result and HTTP status."""
+        started = time.perf_counter()
+        result, status = "ok", ok_status
+        try:
+            yield
+        except ProviderError as error:
+            result = type(error).__name__.removeprefix("Provider").removesuffix("Error").lower()
+            status = str(error.status or 0)
+            raise
+        finally:
+            self.twilio_latency.labels(operation).observe(time.perf_counter() - started)
+            self.twilio_requests.labels(operation, result, status).inc()
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events_consumed = Counter(

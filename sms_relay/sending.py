@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 from urllib.parse import quote
 
 from schemas.events import SmsRequested, Status
-from sms_relay.adapters.twilio import FoundMessage, SentMessage
+from sms_relay.adapters.twilio import SentMessage
 from sms_relay.errors import (
     ProviderError,
     ProviderRejectedError,
@@ -30,6 +28,7 @@ from sms_relay.ledger import Claim, ClaimOutcome, ClaimRequest, PostgresLedger, 
 from sms_relay.masking import body_hash, mask_phone, phone_hash
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.ratelimit import RateLimiter
+from sms_relay.reconcile import MessageFinder, Reconciler
 from sms_relay.retry import RetryPolicy, TierPlan
 from sms_relay.templates import EventKind
 
@@ -38,10 +37,8 @@ log = logging.getLogger(__name__)
 OPT_OUT_ERROR = 21610  # "Attempt to send to unsubscribed recipient"
 
 
-class SmsSender(Protocol):
+class SmsSender(MessageFinder, Protocol):
     async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage: ...
-
-    async def find_sent(self, to: str, body: str, since: datetime) -> list[FoundMessage]: ...
 
 
 class Outcome(StrEnum):
@@ -73,6 +70,7 @@ class Result:
     error_code: int | None = None
     error: str | None = None
     retry_tier: tuple[str, float] | None = None
+    republished: bool = False  # settled earlier; only its records are published again
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ class DeliveryService:
         self._metrics = metrics
         self._hash_key = phone_hash_key
         self._callback_base = public_base_url.rstrip("/") + "/twilio/status-callback?eventId="
-        self._settle_seconds = settle_seconds
+        self._reconciler = Reconciler(sender, metrics, settle_seconds, sleep)
         self._sleep = sleep
 
     async def process(self, jobs: Sequence[Job]) -> list[Result]:
@@ -131,7 +129,7 @@ class DeliveryService:
             claim = claims[job.event.eventId]
             if claim.outcome in (ClaimOutcome.DUPLICATE, ClaimOutcome.BUSY):
                 results.append(self._not_ours(job, claim))
-            elif claim.suppressed:
+            elif claim.suppressed and claim.outcome is not ClaimOutcome.IN_DOUBT:
                 attempts = max(job.attempts, claim.attempts)
                 settlement = Settlement(job.event.eventId, _token(claim), "suppressed", attempts)
                 settlements[job.event.eventId] = (job, settlement)
@@ -166,7 +164,8 @@ class DeliveryService:
                 )
             results.append(self._result(job, settlement))
         for result in results:
-            self._metrics.outcomes.labels(result.outcome.value).inc()
+            counted = Outcome.DUPLICATE if result.republished else result.outcome
+            self._metrics.outcomes.labels(counted.value).inc()
         return results
 
     async def mark_reported(self, event_ids: Sequence[str]) -> None:
@@ -198,6 +197,7 @@ class DeliveryService:
                 report=Status(claim.prior_state),
                 message_sid=claim.message_sid,
                 error_code=claim.error_code,
+                republished=True,
             )
         return Result(job, Outcome.DUPLICATE, claim.attempts, message_sid=claim.message_sid)
 
@@ -240,91 +240,61 @@ class DeliveryService:
     ) -> tuple[Job, Claim, _Attempted]:
         attempts = max(job.attempts, claim.attempts)
         body = job.kind.render(job.event)
+        if claim.outcome is ClaimOutcome.IN_DOUBT:
+            # The previous holder died mid-send: the message may exist already.
+            try:
+                found = await self._reconciler.find(job.event.phone, body, since)
+            except ProviderError as error:
+                return job, claim, _unreachable(attempts, error)
+            if found is not None:
+                return job, claim, _Attempted("accepted", attempts, sid=found.sid)
+            if claim.suppressed:  # opted out since: what was not sent never will be
+                return job, claim, _Attempted("suppressed", attempts)
+        return job, claim, await self._send_with_retries(job, body, since, attempts)
+
+    async def _send_with_retries(
+        self, job: Job, body: str, since: datetime, attempts: int
+    ) -> _Attempted:
         to = job.event.phone
-        try:
-            if claim.outcome is ClaimOutcome.IN_DOUBT:
-                # The previous holder died mid-send: the message may exist already.
-                found = await self._reconcile(to, body, since)
-                if found is not None:
-                    return job, claim, _Attempted("accepted", attempts, sid=found.sid)
-            tries = 0
-            last: ProviderError
-            while True:
-                tries += 1
-                attempts += 1
+        tries = 0
+        last: ProviderError
+        while True:
+            tries += 1
+            attempts += 1
+            try:
+                sent = await self._send(to, body, job.event.eventId)
+                return _Attempted("accepted", attempts, sid=sent.sid)
+            except ProviderRejectedError as error:
+                return _Attempted("failed", attempts, code=error.code, error=str(error))
+            except ProviderUnavailableError as error:
                 try:
-                    sent = await self._send(to, body, job.event.eventId)
-                    return job, claim, _Attempted("accepted", attempts, sid=sent.sid)
-                except ProviderRejectedError as error:
-                    return (
-                        job,
-                        claim,
-                        _Attempted("failed", attempts, code=error.code, error=str(error)),
-                    )
-                except ProviderUnavailableError as error:
-                    found = await self._reconcile(to, body, since)
-                    if found is not None:
-                        return job, claim, _Attempted("accepted", attempts, sid=found.sid)
-                    last, delay = error, self._policy.next_delay(tries, error)
-                except ProviderThrottledError as error:
-                    last, delay = error, self._policy.next_delay(tries, error)
-                if delay is None:
-                    # Keep Twilio's last code, so `dlq list --error-code` can find the event.
-                    exhausted = _Attempted("transient", attempts, code=last.code, error=str(last))
-                    return job, claim, exhausted
-                await self._sleep(delay)
-        except ProviderError as error:  # reconciliation itself could not reach Twilio
-            return job, claim, _Attempted("transient", attempts, code=error.code, error=str(error))
+                    found = await self._reconciler.find(to, body, since)
+                except ProviderError as unreachable:
+                    return _unreachable(attempts, unreachable)
+                if found is not None:
+                    return _Attempted("accepted", attempts, sid=found.sid)
+                last, delay = error, self._policy.next_delay(tries, error)
+            except ProviderThrottledError as error:
+                last, delay = error, self._policy.next_delay(tries, error)
+            if delay is None:
+                # Keep Twilio's last code, so `dlq list --error-code` can find the event.
+                return _Attempted("transient", attempts, code=last.code, error=str(last))
+            await self._sleep(delay)
 
     async def _send(self, to: str, body: str, event_id: str) -> SentMessage:
         async with self._slots:
             await self._limiter.acquire()
             self._metrics.sends_in_flight.inc()
             try:
-                async with self._measured("create", ok_status="201"):
+                async with self._metrics.twilio_call("create", ok_status="201"):
                     return await self._sender.send(to, body, self._callback_base + quote(event_id))
             finally:
                 self._metrics.sends_in_flight.dec()
 
-    @asynccontextmanager
-    async def _measured(self, operation: str, ok_status: str) -> AsyncIterator[None]:
-        """Count and time one Twilio call by operation, result and HTTP status."""
-        started = time.perf_counter()
-        result, status = "ok", ok_status
-        try:
-            yield
-        except ProviderError as error:
-            result = type(error).__name__.removeprefix("Provider").removesuffix("Error").lower()
-            status = str(error.status or 0)
-            raise
-        finally:
-            self._metrics.twilio_latency.labels(operation).observe(time.perf_counter() - started)
-            self._metrics.twilio_requests.labels(operation, result, status).inc()
 
-    async def _reconcile(self, to: str, body: str, since: datetime) -> FoundMessage | None:
-        """Find a message an uncertain send may have created. Raises ProviderError."""
-        waited = (datetime.now(UTC) - since).total_seconds()
-        if waited < self._settle_seconds:
-            await self._sleep(self._settle_seconds - waited)
-        try:
-            async with self._measured("list", ok_status="200"):
-                found = await self._sender.find_sent(to, body, since)
-        except ProviderError:
-            self._metrics.in_doubt.labels("error").inc()
-            raise
-        if not found:
-            self._metrics.in_doubt.labels("not_found").inc()
-            return None
-        if len(found) > 1:
-            self._metrics.in_doubt.labels("ambiguous").inc()
-            log.error(
-                "several Twilio messages match one event; keeping the earliest",
-                extra={"to": mask_phone(to), "matches": len(found)},
-            )
-            found.sort(key=lambda m: m.created_at or since)
-        else:
-            self._metrics.in_doubt.labels("found").inc()
-        return found[0]
+def _unreachable(attempts: int, error: ProviderError) -> _Attempted:
+    """Reconciliation itself could not reach Twilio: try again from a retry tier."""
+    return _Attempted("transient", attempts, code=error.code, error=str(error))
 
 
 def _token(claim: Claim) -> int:

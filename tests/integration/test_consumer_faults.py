@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import pytest
+from twilio.rest import Client
 
 from sms_relay.adapters.kafka import decode_headers
 from sms_relay.adapters.postgres import create_engine
@@ -13,6 +14,8 @@ from sms_relay.ledger import ClaimRequest, PostgresLedger, Settlement
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
+from sms_relay.templates import ORDER_SHIPPED
+from tests.conftest import TEST_FROM
 from tests.support import (
     created_bodies,
     deliveries,
@@ -255,3 +258,36 @@ async def test_settled_but_unpublished_event_is_published_on_redelivery(
         )
         assert decode_headers(dlq.poll()[0])["dlq-reason"] == "retries_exhausted"
     assert simulator.messages() == []
+
+
+@pytest.mark.parametrize("reached_twilio", [False, True])
+async def test_number_suppressed_while_a_send_was_in_doubt_is_reconciled_not_resent(
+    reached_twilio: bool, settings: Settings, simulator: SimulatorServer
+) -> None:
+    # A consumer died mid-send, and the number opted out before the event came back.
+    event = order_event(phone=PHONE)
+    engine = create_engine(settings.database_url.get_secret_value())
+    dead = PostgresLedger(engine, "dead-consumer", lease_seconds=0.1)
+    request = ClaimRequest(event["eventId"], "order-shipped", "h", "+*******0142", None, None)
+    token = (await dead.claim([request]))[event["eventId"]].lease_token or 0
+    await dead.mark_sending([(event["eventId"], token, "body-hash")])
+    earlier = None
+    if reached_twilio:  # the dead consumer's request had created the message
+        client = Client(settings.twilio.account_sid, settings.twilio.auth_token.get_secret_value())
+        client.api.base_url = simulator.base_url
+        body = ORDER_SHIPPED.render(ORDER_SHIPPED.parse(json.dumps(event).encode()))
+        earlier = client.messages.create(to=PHONE, from_=TEST_FROM, body=body).sid
+    await dead.suppress(
+        phone_hash(settings.phone_hash_key.get_secret_value(), PHONE), mask_phone(PHONE), "stop"
+    )
+    await engine.dispose()
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+
+    expected = "accepted" if reached_twilio else "suppressed"
+    async with running_consumer(settings):
+        await eventually(
+            lambda: deliveries(settings)[event["eventId"]]["state"] == expected,
+            what=f"{expected} after reconciling",
+        )
+    assert deliveries(settings)[event["eventId"]]["message_sid"] == earlier
+    assert len(simulator.messages()) == (1 if reached_twilio else 0)
