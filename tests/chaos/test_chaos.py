@@ -3,6 +3,7 @@ then count. Every event must end accepted with exactly one message at the simula
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,14 @@ import pytest
 
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
+from tests.callbacks.conftest import (
+    callback_form,
+    callbacks_settings,
+    new_event_id,
+    new_sid,
+    query_rows,
+    running_callbacks,
+)
 from tests.chaos.conftest import Stack
 from tests.support import (
     ConsumerProcess,
@@ -19,6 +28,7 @@ from tests.support import (
     eventually,
     order_event,
     produce,
+    topic_reader,
 )
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.integration]
@@ -95,3 +105,56 @@ async def test_service_restart_mid_stream(
     bodies = count(simulator, 200)
     assert len(bodies) == 200
     assert max(bodies.values()) == 1
+
+
+async def test_callbacks_during_a_kafka_outage_are_published_exactly_once_after_it(
+    settings: Settings, stack: Stack
+) -> None:
+    """Issue 5's outage: every callback answered 2xx while the broker is down is on
+    delivery-status after it is back, once per idempotency token; the same process drains
+    its outbox."""
+    app_settings = callbacks_settings(settings, callbacks_run_projection=False)
+    account = settings.twilio.account_sid
+    sent: dict[str, str] = {}  # idempotency token -> eventId
+    async with running_callbacks(app_settings) as callbacks:
+        try:
+            stack.stop("kafka")
+            for _ in range(20):
+                event_id, sid = new_event_id(), new_sid()
+                path = f"/twilio/status-callback?eventId={event_id}"
+                form = callback_form(sid, "delivered", account_sid=account)
+                status, _body = await callbacks.post_signed(path, form, token=f"{sid}:d")
+                assert 200 <= status < 300
+                sent[f"{sid}:d"] = event_id
+        finally:
+            stack.start()
+        # Every row marked published: nothing is left that could be published again.
+        await eventually(
+            lambda: (
+                not query_rows(
+                    settings.database_url.get_secret_value(),
+                    "SELECT id FROM callback_outbox WHERE published_at IS NULL",
+                )
+            ),
+            timeout=120,
+            what="the outbox drained",
+        )
+    with topic_reader(settings, settings.kafka.topic_delivery_status) as statuses:
+        await eventually(
+            lambda: len(statuses.values()) >= len(sent), timeout=60, what="the records read"
+        )
+        records = statuses.values()
+
+    tokens = Counter(r["idempotencyToken"] for r in records)
+    copies = sum(n - 1 for n in tokens.values())
+    log.warning("outage tally: answered=%d published=%d copies=%d", len(sent), len(tokens), copies)
+    assert set(tokens) == set(sent), "every callback answered 2xx is on delivery-status"
+    assert {r["eventId"] for r in records} == set(sent.values())
+    # librdkafka may report a record sent while the broker came back as timed out though
+    # the broker kept it; the relay then sends it again. A copy is the same record with
+    # the same token, which every reader (the projection included) drops.
+    for token in (t for t, n in tokens.items() if n > 1):
+        assert (
+            len({json.dumps(r, sort_keys=True) for r in records if r["idempotencyToken"] == token})
+            == 1
+        )
