@@ -136,16 +136,18 @@ class DeliveryService:
             else:
                 sendable.append((job, claim))
 
+        bodies = {job.event.eventId: job.kind.render(job.event) for job, _ in sendable}
         started = await self._ledger.mark_sending(
             [
-                (job.event.eventId, _token(claim), body_hash(job.kind.render(job.event)))
+                (job.event.eventId, _token(claim), body_hash(bodies[job.event.eventId]))
                 for job, claim in sendable
             ]
         )
         deliveries = []
         for job, claim in sendable:
-            if job.event.eventId in started:
-                deliveries.append(self._deliver(job, claim, started[job.event.eventId]))
+            event_id = job.event.eventId
+            if event_id in started:
+                deliveries.append(self._deliver(job, claim, bodies[event_id], started[event_id]))
             else:
                 results.append(Result(job, Outcome.LEASE_LOST, job.attempts))
         for job, claim, attempted in await asyncio.gather(*deliveries):
@@ -236,10 +238,9 @@ class DeliveryService:
         )
 
     async def _deliver(
-        self, job: Job, claim: Claim, since: datetime
+        self, job: Job, claim: Claim, body: str, since: datetime
     ) -> tuple[Job, Claim, _Attempted]:
         attempts = max(job.attempts, claim.attempts)
-        body = job.kind.render(job.event)
         if claim.outcome is ClaimOutcome.IN_DOUBT:
             # The previous holder died mid-send: the message may exist already.
             try:
