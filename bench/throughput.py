@@ -36,6 +36,7 @@ from sms_relay.ratelimit import RateLimiter
 from sms_relay.settings import SendingSettings, Settings, TwilioSettings
 from sms_relay.simulator.client import SimulatorClient, SimulatorError
 from tests.support import (
+    delete_topics,
     fresh_kafka_settings,
     fresh_schema,
     local_stack_env,
@@ -165,6 +166,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         simulator.reset()
         measured, steady = await pipeline(settings, args.events)
         throttled = sum(m["outcome"] == "429" for m in simulator.messages())
+    delete_topics(kafka)
     print(file=sys.stderr)
     return {
         "events": args.events,

@@ -15,7 +15,7 @@ from sms_relay.adapters.kafka import ensure_topics
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
 from sms_relay.simulator.config import SimulatorConfig
 from sms_relay.simulator.server import SimulatorServer
-from tests.support import fresh_kafka_settings, fresh_schema, local_stack_env
+from tests.support import delete_topics, fresh_kafka_settings, fresh_schema, local_stack_env
 
 TEST_FROM = "+15005550006"
 
@@ -57,9 +57,12 @@ def database_url(infrastructure: tuple[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def kafka_settings(infrastructure: tuple[str, str]) -> KafkaSettings:
-    """Fresh topic and group names, so tests never see each other's records."""
-    return fresh_kafka_settings(infrastructure[0], partitions=3)
+def kafka_settings(infrastructure: tuple[str, str]) -> Iterator[KafkaSettings]:
+    """Fresh topic and group names, so tests never see each other's records; the topics
+    are deleted afterwards, so a long-lived broker does not pile up thousands of them."""
+    kafka = fresh_kafka_settings(infrastructure[0], partitions=3)
+    yield kafka
+    delete_topics(kafka)
 
 
 @pytest.fixture

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, Message, Producer
 from prometheus_client import CollectorRegistry
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from sms_relay.settings import KafkaSettings, Settings
 
 DEFAULT_PHONE = "+12125550123"
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,22 +37,39 @@ def local_stack_env() -> dict[str, str]:
 
 
 async def eventually(
-    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    predicate: Callable[[], Any],
     timeout: float = 20.0,
     interval: float = 0.1,
     what: str = "condition",
-) -> None:
-    """Poll until `predicate` is true; fail with `what` after `timeout` seconds."""
+) -> Any:
+    """Poll `predicate` (sync or async) until it returns something truthy, and return
+    that; fail with `what` after `timeout` seconds. Never a bare sleep in a test."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if asyncio.iscoroutine(result):
             result = await result
         if result:
-            return
+            return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what} (last: {result!r})"
+            )
         await asyncio.sleep(interval)
+
+
+def eventually_sync(
+    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01
+) -> T:
+    """`eventually` for tests without an event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        time.sleep(interval)
 
 
 @contextmanager
@@ -86,6 +105,19 @@ def fresh_kafka_settings(bootstrap: str, partitions: int) -> KafkaSettings:
         topic_phone_verified=f"{prefix}.phone-verified",
         partitions=partitions,
     )
+
+
+def delete_topics(kafka: KafkaSettings, timeout: float = 30) -> None:
+    """Delete every topic named by `kafka` (any retry tier): tests clean up after
+    themselves. Errors are ignored; a topic that was never created is fine."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    prefix = kafka.topic_order_shipped.split(".", 1)[0] + "."
+    names = [name for name in admin.list_topics(timeout=timeout).topics if name.startswith(prefix)]
+    for future in admin.delete_topics(names, operation_timeout=timeout).values() if names else []:
+        with contextlib.suppress(Exception):
+            future.result()
 
 
 def order_event(

@@ -63,11 +63,11 @@ async def test_repeated_sigkills_lose_nothing_and_send_nothing_twice(
     for kill in range(3):
         victim = ConsumerProcess(settings, str(tmp_path / f"victim{kill}.log"))
         target = len(created_bodies(simulator.messages())) + 40
-        await eventually(
-            lambda t=target: len(created_bodies(simulator.messages())) >= t,
-            timeout=90,
-            what=f"progress before kill {kill}",
-        )
+
+        def progressed(target: int = target) -> bool:
+            return len(created_bodies(simulator.messages())) >= target
+
+        await eventually(progressed, timeout=90, what=f"progress before kill {kill}")
         victim.kill()
     survivor = ConsumerProcess(settings, str(tmp_path / "survivor.log"))
     try:

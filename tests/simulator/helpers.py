@@ -2,50 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from aiohttp import web
-
-T = TypeVar("T")
 
 ACCOUNT_SID = "AC" + "a1" * 16
 AUTH_TOKEN = "f00d" * 8
 SERVICE_SID = "VA" + "b2" * 16
 SENDER = "+15005550006"
-
-
-def eventually(
-    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01
-) -> T:
-    """Poll `predicate` until it returns something truthy; return it, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        time.sleep(interval)
-
-
-async def aeventually(
-    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01
-) -> T:
-    """`eventually` for async tests: yields to the event loop between polls."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 def simulator_log(records: list[logging.LogRecord]) -> str:

@@ -8,15 +8,10 @@ from typing import Any
 from twilio.request_validator import RequestValidator
 
 from sms_relay.simulator.server import SimulatorServer
+from tests.support import eventually
 
 from .conftest import MakeAsyncClient, MakeSimulator
-from .helpers import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    SENDER,
-    WebhookReceiver,
-    aeventually,
-)
+from .helpers import ACCOUNT_SID, AUTH_TOKEN, SENDER, WebhookReceiver
 
 TO = "+12125550123"
 
@@ -37,7 +32,7 @@ async def test_callbacks_arrive_signed_sent_then_delivered(
 ) -> None:
     message = await _send(async_twilio_client, receiver.url("/twilio/status-callback"))
 
-    await aeventually(lambda: len(receiver.requests) >= 2)
+    await eventually(lambda: len(receiver.requests) >= 2)
 
     sent, delivered = receiver.requests
     assert [sent.form["MessageStatus"], delivered.form["MessageStatus"]] == ["sent", "delivered"]
@@ -66,7 +61,7 @@ async def test_signature_covers_the_query_string(
     url = receiver.url("/twilio/status-callback?eventId=abc")
     await _send(async_twilio_client, url)
 
-    first = await aeventually(lambda: receiver.requests[0] if receiver.requests else None)
+    first = await eventually(lambda: receiver.requests[0] if receiver.requests else None)
 
     assert first.url == url
     assert _valid(first)
@@ -82,7 +77,7 @@ async def test_a_500_answer_is_retried_with_the_same_idempotency_token(
     receiver.answers.extend([500])
     await _send(async_twilio_client, receiver.url("/status"))
 
-    await aeventually(lambda: len(receiver.requests) >= 3)
+    await eventually(lambda: len(receiver.requests) >= 3)
 
     statuses = [r.form["MessageStatus"] for r in receiver.requests]
     assert statuses == ["sent", "sent", "delivered"]
@@ -107,7 +102,7 @@ async def test_unreachable_callback_url_is_tried_three_times(
     # Nothing listens there any more: every attempt is a connection error.
     await _send(async_twilio_client, f"http://127.0.0.1:{closed_port}/status")
 
-    log = await aeventually(
+    log = await eventually(
         lambda: entries if len(entries := simulator.callbacks()) >= 6 else None, timeout=10
     )
 
@@ -125,7 +120,7 @@ async def test_fail_number_ends_undelivered_with_its_code(
     undelivered = await _send(client, receiver.url("/status"))
     failed = await _send(client, receiver.url("/status"), to="+12125550124")
 
-    await aeventually(lambda: len(receiver.requests) >= 3)
+    await eventually(lambda: len(receiver.requests) >= 3)
 
     by_sid: dict[str, list[tuple[str, str | None]]] = {}
     for r in receiver.requests:
@@ -146,7 +141,7 @@ async def test_duplicates_carry_the_same_token(
     client = make_async_client(sim)
     await _send(client, receiver.url("/status"))
 
-    await aeventually(lambda: len(receiver.requests) >= 4)
+    await eventually(lambda: len(receiver.requests) >= 4)
 
     statuses = [r.form["MessageStatus"] for r in receiver.requests]
     assert statuses == ["sent", "sent", "delivered", "delivered"]
@@ -163,7 +158,7 @@ async def test_reordered_callbacks_deliver_before_sent(
     client = make_async_client(sim)
     await _send(client, receiver.url("/status"))
 
-    await aeventually(lambda: len(receiver.requests) >= 2)
+    await eventually(lambda: len(receiver.requests) >= 2)
 
     assert [r.form["MessageStatus"] for r in receiver.requests] == ["delivered", "sent"]
 
@@ -177,7 +172,7 @@ async def test_dropped_callbacks_are_logged_but_never_sent(
     client = make_async_client(sim)
     message = await _send(client, receiver.url("/status"))
 
-    log = await aeventually(lambda: entries if len(entries := sim.callbacks()) >= 2 else None)
+    log = await eventually(lambda: entries if len(entries := sim.callbacks()) >= 2 else None)
     fetched = await client.messages(message.sid).fetch_async()
 
     assert [(e["message_status"], e["dropped"]) for e in log] == [
@@ -202,6 +197,6 @@ async def test_reset_forgets_messages_and_stops_pending_callbacks(
     assert await sim.aclient.messages() == []
     # A later message's last callback comes after the forgotten one's would have.
     later = await _send(client, receiver.url("/status"))
-    await aeventually(lambda: receiver.with_status("delivered"))
+    await eventually(lambda: receiver.with_status("delivered"))
     assert {r.form["MessageSid"] for r in receiver.requests} == {later.sid}
     assert forgotten.sid not in {e["message_sid"] for e in await sim.aclient.callbacks()}

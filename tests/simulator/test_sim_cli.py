@@ -15,8 +15,9 @@ from twilio.rest import Client
 from sms_relay.simulator.cli import build_config, configure_parser
 from sms_relay.simulator.client import SimulatorClient, SimulatorError
 from sms_relay.simulator.config import DEFAULT_ACCOUNT_SID
+from tests.support import eventually_sync
 
-from .helpers import ACCOUNT_SID, AUTH_TOKEN, SENDER, eventually
+from .helpers import ACCOUNT_SID, AUTH_TOKEN, SENDER
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -116,7 +117,7 @@ def test_runs_as_a_process_until_signalled(stop_signal: signal.Signals) -> None:
             banner = process.stdout.readline()
             base_url = f"http://127.0.0.1:{port}"
             control = SimulatorClient(base_url, timeout=2)
-            eventually(lambda: _healthy(control), timeout=10)
+            eventually_sync(lambda: _healthy(control), timeout=10)
             twilio = Client(ACCOUNT_SID, AUTH_TOKEN)
             twilio.api.base_url = base_url
             try:

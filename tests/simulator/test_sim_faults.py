@@ -14,9 +14,10 @@ from twilio.http.http_client import TwilioHttpClient
 
 from sms_relay.simulator.client import SimulatorError
 from sms_relay.simulator.server import SimulatorServer
+from tests.support import eventually_sync
 
 from .conftest import MakeClient, MakeSimulator
-from .helpers import SENDER, eventually
+from .helpers import SENDER
 
 TO = "+12125550123"
 
@@ -81,7 +82,7 @@ def test_500_after_create_leaves_a_message_behind(
     assert entry["created"] is True
     assert entry["status"] == 500
     assert entry["sid"] == listed[0].sid
-    eventually(lambda: twilio_client.messages(listed[0].sid).fetch().status == "delivered")
+    eventually_sync(lambda: twilio_client.messages(listed[0].sid).fetch().status == "delivered")
 
 
 def test_drop_after_create_closes_the_connection_but_creates(

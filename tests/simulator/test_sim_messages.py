@@ -11,9 +11,10 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from sms_relay.simulator.server import SimulatorServer
+from tests.support import eventually_sync
 
 from .conftest import MakeClient
-from .helpers import ACCOUNT_SID, SENDER, eventually, simulator_log
+from .helpers import ACCOUNT_SID, SENDER, simulator_log
 
 TO = "+12125550123"
 
@@ -45,7 +46,7 @@ def test_create_answers_a_twilio_shaped_message(twilio_client: Any) -> None:
 def test_fetch_shows_the_status_progressing_to_delivered(twilio_client: Any) -> None:
     created = twilio_client.messages.create(to=TO, from_=SENDER, body="hello")
 
-    fetched = eventually(lambda: _delivered(twilio_client, created.sid))
+    fetched = eventually_sync(lambda: _delivered(twilio_client, created.sid))
 
     assert fetched.sid == created.sid
     assert fetched.date_sent is not None
@@ -189,7 +190,7 @@ def test_messaging_service_messages_start_accepted(twilio_client: Any) -> None:
     assert message.status == "accepted"
     assert message.messaging_service_sid == service
     assert message.from_ is None
-    delivered = eventually(lambda: _delivered(twilio_client, message.sid))
+    delivered = eventually_sync(lambda: _delivered(twilio_client, message.sid))
     assert delivered.from_ == SENDER
 
 
@@ -200,10 +201,10 @@ def test_logs_never_show_numbers_or_bodies(
 
     message = twilio_client.messages.create(to=TO, from_=SENDER, body="secret body text")
     twilio_client.messages.list(to=TO)
-    eventually(lambda: simulator.messages()[0]["message_status"] == "delivered")
+    eventually_sync(lambda: simulator.messages()[0]["message_status"] == "delivered")
 
     # The access log line is written just after the answer: wait for it.
-    simulator_lines = eventually(
+    simulator_lines = eventually_sync(
         lambda: text if "GET /2010-04-01" in (text := simulator_log(caplog.records)) else None
     )
     assert "/Messages.json" in simulator_lines

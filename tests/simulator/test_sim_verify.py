@@ -10,9 +10,10 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from sms_relay.simulator.server import SimulatorServer
+from tests.support import eventually_sync
 
 from .conftest import MakeClient
-from .helpers import ACCOUNT_SID, SERVICE_SID, eventually, simulator_log
+from .helpers import ACCOUNT_SID, SERVICE_SID, simulator_log
 
 TO = "+12125550123"
 
@@ -152,7 +153,7 @@ def test_codes_and_numbers_never_reach_the_logs(
     _check(twilio_client, code)
 
     # The access log line is written just after the answer: wait for it.
-    simulator_lines = eventually(
+    simulator_lines = eventually_sync(
         lambda: text if "/VerificationCheck" in (text := simulator_log(caplog.records)) else None
     )
     assert "/VerificationCheck" in simulator_lines
