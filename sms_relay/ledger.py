@@ -110,7 +110,9 @@ LEFT JOIN before USING (event_id)
 
 _MARK_SENDING = text(
     """
-UPDATE deliveries d SET state = 'sending', body_hash = v.body_hash,
+UPDATE deliveries d SET state = 'sending',
+    sent_body_hashes = CASE WHEN v.body_hash = ANY(d.sent_body_hashes) THEN d.sent_body_hashes
+                       ELSE array_append(d.sent_body_hashes, v.body_hash) END,
     sending_started_at = COALESCE(d.sending_started_at, clock_timestamp()), updated_at = now()
 FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS bigint[]), CAST(:hashes AS text[]))
     AS v(event_id, token, body_hash)

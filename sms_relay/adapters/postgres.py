@@ -17,7 +17,7 @@ from sqlalchemy import (
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
@@ -38,7 +38,6 @@ deliveries = Table(
     Column("state", Text, nullable=False),
     Column("phone_hash", Text, nullable=False),
     Column("phone_masked", Text, nullable=False),
-    Column("body_hash", Text),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("message_sid", Text, unique=True),
     Column("error_code", Integer),
@@ -49,11 +48,17 @@ deliveries = Table(
     Column("lease_token", BigInteger),
     Column("lease_until", DateTime(timezone=True)),
     Column("sending_started_at", DateTime(timezone=True)),
-    # The status record for the current state reached Kafka; replays need not repeat it.
+    # A send may have created a message not yet matched: reconcile before any resend.
+    Column("doubt_since", DateTime(timezone=True)),
+    # Hashes of every body actually sent (reconciliation matches these).
+    Column("sent_body_hashes", ARRAY(Text), nullable=False, server_default="{}"),
+    # The consumer's own settled step; `reported` says its status record reached Kafka.
+    Column("settled_state", Text),
     Column("reported", Boolean, nullable=False, server_default="false"),
     _now(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_deliveries_state_lease", "state", "lease_until"),
+    Index("ix_deliveries_in_doubt", "doubt_since", postgresql_where="doubt_since IS NOT NULL"),
 )
 
 status_history = Table(
