@@ -15,13 +15,14 @@ from consumer.loop import ConsumeLoop
 from sms_relay.adapters.kafka import AsyncProducer, create_consumer, create_producer
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_client
+from sms_relay.errors import SmsRelayError
 from sms_relay.ledger import PostgresLedger
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.ops.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
 from sms_relay.ratelimit import RateLimiter
 from sms_relay.retry import RetryPolicy, TierPlan
-from sms_relay.sending import DeliveryService
+from sms_relay.sending import DeliveryService, InDoubtResend
 from sms_relay.settings import Settings
 from sms_relay.templates import ORDER_SHIPPED
 
@@ -48,6 +49,9 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
         phone_hash_key=settings.phone_hash_key.get_secret_value(),
         public_base_url=str(settings.public_base_url),
         settle_seconds=sending.settle_seconds,
+        horizon_seconds=sending.reconcile_horizon_seconds,
+        request_timeout_seconds=settings.twilio.request_timeout_seconds,
+        in_doubt_resend=InDoubtResend(sending.in_doubt_resend),
     )
     producer = AsyncProducer(create_producer(settings.kafka))
     # Lag per partition comes from librdkafka's own statistics: no extra broker calls,
@@ -60,19 +64,26 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     loop = ConsumeLoop(consumer, producer, service, settings, metrics, ORDER_SHIPPED)
     log.info("consumer started", extra={"owner": owner, "topics": loop.topics})
     task = asyncio.create_task(loop.run(stop))
+    heartbeat = asyncio.create_task(service.leases.heartbeat(stop))
     stuck = asyncio.create_task(
-        watch_stuck_claims(engine, metrics.stuck_sending_claims, sending.stuck_after_seconds, stop)
+        watch_stuck_claims(engine, metrics, sending.stuck_after_seconds, stop)
     )
     try:
-        await stop.wait()
+        await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED")
+        if task.done():
+            # The loop died by itself: leave non-zero, so an orchestrator restarts us and
+            # an alert sees it (the metrics endpoint alone would look healthy).
+            task.result()
+            raise RuntimeError("the consume loop stopped without being asked to")
         # Let the batch in hand finish and commit within the grace period.
         await asyncio.wait_for(task, sending.shutdown_grace_seconds)
     except TimeoutError:
         log.warning("shutdown grace period over; abandoning the batch uncommitted")
     finally:
+        stop.set()
         task.cancel()
         stuck.cancel()
-        await asyncio.gather(task, stuck, return_exceptions=True)
+        await asyncio.gather(task, stuck, heartbeat, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(None, consumer.close)
         producer.close()
         await close_client(client)
@@ -92,5 +103,11 @@ def run(settings: Settings) -> int:
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
         await serve(settings, stop, registry)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SmsRelayError:
+        raise  # one line on stderr, from the CLI
+    except Exception:
+        log.critical("the consumer stopped on an unexpected error", exc_info=True)
+        return 1
     return 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message
 
 from consumer.records import Rejected, now_ms, parse
+from schemas.events import event_id_of
 from sms_relay.adapters.kafka import decode_headers, position
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.sending import Job
@@ -49,7 +50,15 @@ def decode(
         metrics.events_consumed.labels(topic).inc()
         headers = decode_headers(message)
         tier_index = tier_of_topic.get(topic, -1)
-        not_before = int(headers.get("not-before", "0") or 0)
+        not_before, attempts = _int_header(headers, "not-before"), _int_header(headers, "attempt")
+        if not_before is None or attempts is None:
+            # Never let one bad header stop the loop: it goes to the DLQ with a reason.
+            batch.positions[partition] = offset + 1
+            bad = "not-before" if not_before is None else "attempt"
+            error = f"sms-relay-{bad}: not an integer"
+            why = Rejected("invalid_header", error, event_id_of(message.value() or b""))
+            batch.rejected.append((message, why))
+            continue
         if tier_index >= 0 and not_before > now_ms():
             pause_until(message, not_before)
             blocked.add(partition)
@@ -61,9 +70,14 @@ def decode(
         elif parsed.eventId in batch.jobs:
             batch.duplicates += 1
         else:
-            attempts = int(headers.get("attempt", "0") or 0)
             batch.jobs[parsed.eventId] = (Job(kind, parsed, attempts, tier_index), message)
     return batch
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    """A numeric header of ours (0 when absent), or None when it is not a number."""
+    value = headers.get(name, "").strip() or "0"
+    return int(value) if value.isascii() and value.lstrip("-").isdigit() else None
 
 
 def _is_error(message: Message) -> bool:

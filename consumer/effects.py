@@ -45,7 +45,7 @@ class Effects:
     def publish(self, result: Result, message: Message) -> list[Awaitable[None]]:
         event = result.job.event
         effects: list[Awaitable[None]] = []
-        if result.outcome in (Outcome.RETRY_SCHEDULED, Outcome.BUSY) and result.retry_tier:
+        if result.outcome is Outcome.RETRY_SCHEDULED and result.retry_tier:
             tier, delay = result.retry_tier
             effects.append(
                 self._producer.produce(
@@ -63,7 +63,7 @@ class Effects:
                     self._kafka.dlq_topic,
                     message.value() or b"",
                     message.key(),
-                    dlq_headers(message, "retries_exhausted", result.attempts, result.error),
+                    dlq_headers(message, result.dlq_reason, result.attempts, result.error),
                 )
             )
         if result.report is not None:

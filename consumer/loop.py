@@ -11,15 +11,21 @@ Every call into the consumer happens on the polling thread (commits ride along w
 next poll), because librdkafka runs rebalance callbacks inside the poll: when partitions
 are revoked, the callback waits for the batches in flight and commits them right there,
 before the partitions move on.
+
+A record whose event must wait (held by another live lease, our own lease ran short, or
+in doubt and not listed by Twilio yet) is held back: its offset stays uncommitted, the
+records behind it go on, and it is offered again when its wait is over. Waiting never
+climbs the retry tiers, never stalls the partition and never spins.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -29,7 +35,7 @@ from consumer.effects import Effects
 from consumer.records import now_ms
 from sms_relay.adapters.kafka import AsyncProducer, position
 from sms_relay.metrics import ConsumerMetrics
-from sms_relay.sending import DeliveryService, Outcome
+from sms_relay.sending import WAITING, DeliveryService, Job, Outcome, Result
 from sms_relay.settings import Settings
 from sms_relay.templates import EventKind
 
@@ -46,6 +52,24 @@ class PredecessorFailedError(Exception):
 class _InFlight:
     batch: Batch
     task: asyncio.Task[None]
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A record kept back until `due` (monotonic): its event must wait."""
+
+    due: float
+    job: Job
+    message: Message
+
+    @property
+    def partition(self) -> Partition:
+        topic, partition, _ = position(self.message)
+        return topic, partition
+
+    @property
+    def offset(self) -> int:
+        return position(self.message)[2]
 
 
 class ConsumeLoop:
@@ -71,7 +95,10 @@ class ConsumeLoop:
         }
         self._paused: dict[Partition, int] = {}  # partition -> when its next record is due (ms)
         self._in_flight: deque[_InFlight] = deque()
-        self._to_commit: dict[Partition, int] = {}  # durable, not yet committed
+        self._durable: dict[Partition, int] = {}  # next offset whose predecessors are done
+        self._committed: dict[Partition, int] = {}
+        self._held: dict[tuple[Partition, int], _Held] = {}  # (partition, offset) -> record
+        self._offering: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         # A batch must finish well within max.poll.interval.ms (300 s): at most ~30 s of
         # sending at the configured rate, or the group would evict us mid-batch.
@@ -88,6 +115,7 @@ class ConsumeLoop:
         try:
             while not stop.is_set():
                 self._resume_due()
+                self._offer_due()
                 await self._reap()
                 if len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT:
                     await asyncio.wait({self._in_flight[0].task}, timeout=0.5)
@@ -102,6 +130,8 @@ class ConsumeLoop:
         finally:
             for in_flight in self._in_flight:  # cancelled past the grace period
                 in_flight.task.cancel()
+            for task in list(self._offering):  # their records are read again by the next owner
+                task.cancel()
 
     def _start(self, messages: list[Message]) -> None:
         batch = decode(messages, self._kind, self._tier_of_topic, self._pause_until, self._metrics)
@@ -122,13 +152,8 @@ class ConsumeLoop:
         self._metrics.outcomes.labels(Outcome.DUPLICATE.value).inc(batch.duplicates)
         self._metrics.outcomes.labels("rejected").inc(len(batch.rejected))
         effects: list[Awaitable[None]] = [self._effects.reject(m, r) for m, r in batch.rejected]
-        reported = []
-        for result in results:
-            effects.extend(self._effects.publish(result, batch.jobs[result.job.event.eventId][1]))
-            if result.report is not None:
-                reported.append(result.job.event.eventId)
-        await asyncio.gather(*effects)
-        await self._service.mark_reported(reported)
+        messages = {event_id: message for event_id, (_, message) in batch.jobs.items()}
+        await self._publish(results, messages, effects)
         if previous is not None:
             await asyncio.wait({previous})
             if previous.cancelled() or previous.exception() is not None:
@@ -136,6 +161,69 @@ class ConsumeLoop:
         self._metrics.batch_duration.observe(time.perf_counter() - started)
         if len(self._in_flight) <= 1:
             self._metrics.oldest_unprocessed_age.set(0)
+
+    async def _publish(
+        self,
+        results: list[Result],
+        messages: dict[str, Message],
+        effects: list[Awaitable[None]],
+    ) -> None:
+        """Hold back the records that must wait; publish the others' records, then mark
+        their steps reported. Holds are taken before any await, so a commit never passes
+        a held record."""
+        reported = []
+        for result in results:
+            message = messages[result.job.event.eventId]
+            if result.outcome in WAITING:
+                self._hold(result, message)
+                continue
+            effects.extend(self._effects.publish(result, message))
+            if result.report is not None:
+                reported.append((result.job.event.eventId, result.report))
+        await asyncio.gather(*effects)
+        await self._service.mark_reported(reported)
+
+    def _hold(self, result: Result, message: Message) -> None:
+        held = _Held(time.monotonic() + result.wait_seconds, result.job, message)
+        self._held[(held.partition, held.offset)] = held
+
+    def _offer_due(self) -> None:
+        """Offer the held records whose wait is over again, as one batch of their own.
+        Their offsets are held, so they need no place in the ordered chain."""
+        now = time.monotonic()
+        # list() first: the polling thread may drop held records meanwhile (revoke).
+        due = [h for h in list(self._held.values()) if h.due <= now]
+        if not due:
+            return
+        unique: dict[str, _Held] = {}
+        for held in due:
+            key = held.job.event.eventId
+            if key in unique:  # two held records of one event: the later one waits on
+                continue
+            unique[key] = held
+            # Pushed back meanwhile; released (or held again) when the offer ends.
+            self._held[(held.partition, held.offset)] = _Held(float("inf"), held.job, held.message)
+        task = asyncio.create_task(self._offer(list(unique.values())))
+        self._offering.add(task)
+        task.add_done_callback(self._offering.discard)
+
+    async def _offer(self, records: list[_Held]) -> None:
+        keys = {h.job.event.eventId: (h.partition, h.offset) for h in records}
+        try:
+            results = await self._service.process([h.job for h in records])
+            messages = {h.job.event.eventId: h.message for h in records}
+            for key in keys.values():
+                self._held.pop(key, None)  # released; `_publish` holds again what waits
+            await self._publish(results, messages, [])
+        except Exception as error:  # the database or Kafka away: the offsets stay held
+            log.warning(
+                "held records could not be offered; trying again",
+                extra={"error": type(error).__name__},
+            )
+            retry = time.monotonic() + 1.0 + random.random()
+            for h in records:
+                key = (h.partition, h.offset)
+                self._held[key] = _Held(retry, h.job, h.message)
 
     async def _reap(self) -> None:
         """Forget finished batches; after a failure, rewind it and every batch behind it."""
@@ -164,7 +252,7 @@ class ConsumeLoop:
                     )
                 failed.extend(head.batch.records)
             else:
-                self._to_commit.update(head.batch.positions)
+                self._durable.update(head.batch.positions)
         return failed
 
     def _on_revoke(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
@@ -189,9 +277,18 @@ class ConsumeLoop:
         self._on_lost(_consumer, partitions)
 
     def _on_lost(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
-        for tp in partitions:
-            self._paused.pop((tp.topic, tp.partition), None)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for partition in gone:
+            self._paused.pop(partition, None)
+            self._durable.pop(partition, None)
+            self._committed.pop(partition, None)
+        # The new owner reads the held records again from the last commit.
+        self._drop_held(lambda partition, _offset: partition in gone)
         self._metrics.paused_partitions.set(len(self._paused))
+
+    def _drop_held(self, which: Callable[[Partition, int], bool]) -> None:
+        for key in [k for k in list(self._held) if which(*k)]:
+            self._held.pop(key, None)
 
     def _resume_due(self) -> None:
         due = [p for p, when in self._paused.items() if when <= now_ms()]
@@ -215,12 +312,23 @@ class ConsumeLoop:
         return self._consumer.consume(self._batch_size, 0.5)
 
     def _commit(self) -> None:
-        if not self._to_commit:
+        """Commit what is durable, never past a held record."""
+        first_held: dict[Partition, int] = {}
+        # Runs on the polling thread: list()/dict() take snapshots the event loop's
+        # tasks cannot change under us.
+        for partition, offset in list(self._held):
+            first_held[partition] = min(offset, first_held.get(partition, offset))
+        targets = {}
+        for partition, offset in dict(self._durable).items():
+            target = min(offset, first_held.get(partition, offset))
+            if target > self._committed.get(partition, -1):
+                targets[partition] = target
+        if not targets:
             return
-        offsets = [TopicPartition(t, p, offset) for (t, p), offset in self._to_commit.items()]
-        self._to_commit = {}
+        offsets = [TopicPartition(t, p, offset) for (t, p), offset in targets.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._committed.update(targets)
         except KafkaException as error:
             # Partitions moved on (rebalance, fenced member): the new owner re-reads them
             # and the ledger turns the re-read into duplicates.
@@ -231,6 +339,8 @@ class ConsumeLoop:
         for message in records:
             topic, partition, offset = position(message)
             first[(topic, partition)] = min(offset, first.get((topic, partition), offset))
+        # Held records at or after a rewound offset are read again: forget them.
+        self._drop_held(lambda partition, offset: offset >= first.get(partition, offset + 1))
         for (topic, partition), offset in first.items():
             try:
                 self._consumer.seek(TopicPartition(topic, partition, offset))

@@ -5,6 +5,9 @@
     ├── LeaseLostError              another consumer took the claim; stop touching it
     └── ProviderError               Twilio said no, or could not be asked
         ├── ProviderRejectedError   a 4xx other than 429: permanent, carries Twilio's code
+        │   └── ProviderAccountError  ... but our account's or settings' fault (401/403,
+        │                             sender, geo permissions: `sms_relay.twilio_codes`):
+        │                             transient across retry tiers, and alerted at once
         ├── ProviderThrottledError  429: Twilio did not process it; safe to resend
         └── ProviderUnavailableError  5xx, timeout, dropped connection: may have been
                                       processed, so reconcile before any resend
@@ -37,6 +40,15 @@ class ProviderError(SmsRelayError):
 
 class ProviderRejectedError(ProviderError):
     retriable = False
+
+
+class ProviderAccountError(ProviderRejectedError):
+    """Twilio refused because of our credentials, sender or account settings: nothing
+    was sent, and a fix in the console makes the same request succeed."""
+
+
+class LeaseTooShortError(SmsRelayError):
+    """The lease would not outlive the next Twilio call: stop before making it."""
 
 
 class ProviderThrottledError(ProviderError):

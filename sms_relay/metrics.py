@@ -66,8 +66,34 @@ class ConsumerMetrics:
         self.in_doubt = Counter(
             "sms_relay_in_doubt_total",
             "Sends whose outcome was unknown, by how reconciliation resolved them: "
-            "found, not_found, ambiguous, error",
+            "found, not_yet (nothing listed inside the horizon), not_found (nothing "
+            "listed after it), ambiguous, error",
             ["resolution"],
+            registry=registry,
+        )
+        self.in_doubt_resends = Counter(
+            "sms_relay_in_doubt_resends_total",
+            "Sends made although an earlier one was in doubt, because Twilio listed no "
+            "match after the reconciliation horizon (SMS_IN_DOUBT_RESEND=after_horizon)",
+            registry=registry,
+        )
+        self.account_errors = Counter(
+            "sms_relay_twilio_account_errors_total",
+            "Creates Twilio refused for our account's or settings' fault (credentials, "
+            "sender, geo permissions), by Twilio error code: fix the console, then replay",
+            ["code"],
+            registry=registry,
+        )
+        self.lease_renewals = Counter(
+            "sms_relay_lease_renewals_total",
+            "Claims renewed by the lease heartbeat: renewed, lost (taken over), error",
+            ["result"],
+            registry=registry,
+        )
+        self.lease_handoffs = Counter(
+            "sms_relay_lease_handoffs_total",
+            "Twilio calls not made because the lease would not outlive them; the event "
+            "is handed on in doubt",
             registry=registry,
         )
         self.consumer_lag = Gauge(
@@ -98,6 +124,12 @@ class ConsumerMetrics:
             "sms_relay_stuck_sending_claims",
             "Deliveries left in `sending` with an expired lease for longer than "
             "SMS_STUCK_AFTER_SECONDS: Twilio may or may not have the message",
+            registry=registry,
+        )
+        self.unresolved_doubts = Gauge(
+            "sms_relay_unresolved_doubts",
+            "Deliveries whose earlier send may have created a message that reconciliation "
+            "has not matched yet (the ledger's doubt_since is set)",
             registry=registry,
         )
 

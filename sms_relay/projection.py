@@ -7,15 +7,15 @@ delivery's state is *derived* from its history: the highest-ranked Twilio status
 `sent` never overwrites `delivered`, the first final status stays, and a callback that
 arrives before the consumer recorded `accepted` is applied when `accepted` comes.
 
-Only rows at `accepted` or past it move: `claimed`, `sending`, `retry_scheduled`,
-`suppressed` and `dead_lettered` belong to the consumer's ledger. Twilio's own `sending`
-is kept in the history but never written to `deliveries.state`, where `sending` means
-"a send of ours is in flight" to the ledger.
+The derivation is the ledger's (`sms_relay.ledger.derive_twilio_states`: the ledger owns
+every write to `deliveries`). Only rows at `accepted` or past it move: `claimed`,
+`sending`, `retry_scheduled`, `suppressed` and `dead_lettered` belong to the consumer.
+Twilio's own `sending` is kept in the history but never written to `deliveries.state`,
+where `sending` means "a send of ours is in flight" to the ledger.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,33 +25,21 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import DeliveryStatusChanged, Status
+from sms_relay.ledger import derive_twilio_states
 from sms_relay.metrics import CallbackMetrics
+from sms_relay.states import TWILIO_RANK
 
 log = logging.getLogger(__name__)
 
 OPT_OUT_ERROR = 21610  # "Attempt to send to unsubscribed recipient"
 
-# Twilio's statuses as they may appear in `deliveries.state`, by rank.
-RANK: dict[str, int] = {
-    "accepted": 0,
-    "queued": 1,
-    "sent": 3,
-    "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "canceled": 4,
-    "read": 5,
-}
 TWILIO_SOURCES = ("callbacks", "reconciler")
 
 
 def rank(status: str) -> int:
     """-1 for states the projection never writes (the ledger's own, Twilio's `sending`)."""
-    return RANK.get(status, -1)
+    return TWILIO_RANK.get(status, -1)
 
-
-# RANK travels to SQL as a bound JSON parameter (`:ranks`), so it is written once.
-_RANKS_JSON = json.dumps(RANK)
 
 _RECORD = text(
     """
@@ -80,30 +68,6 @@ inserted AS (
 )
 SELECT r.token, r.event_id, r.known, r.error_code, (ins.idempotency_token IS NOT NULL) AS new
 FROM resolved r LEFT JOIN inserted ins ON ins.idempotency_token = r.token
-"""
-)
-
-_DERIVE = text(
-    """
-WITH ranked AS (
-    SELECT h.*, COALESCE(CAST(CAST(:ranks AS jsonb) ->> h.status AS int), -1) AS rank
-    FROM status_history h
-    WHERE h.event_id = ANY(:ids) AND h.source IN ('callbacks', 'reconciler')
-),
-best AS (
-    SELECT DISTINCT ON (event_id) event_id, status, error_code, occurred_at, rank
-    FROM ranked WHERE rank >= 0
-    ORDER BY event_id, rank DESC, occurred_at, id
-)
-UPDATE deliveries d SET state = best.status,
-    error_code = COALESCE(best.error_code, d.error_code), updated_at = now()
-FROM best
-WHERE d.event_id = best.event_id
-    AND COALESCE(CAST(CAST(:ranks AS jsonb) ->> d.state AS int), -1) >= 0
-    AND best.rank > COALESCE(CAST(CAST(:ranks AS jsonb) ->> d.state AS int), -1)
-RETURNING d.event_id, d.state, best.occurred_at,
-    (SELECT min(a.occurred_at) FROM status_history a
-     WHERE a.event_id = d.event_id AND a.status = 'accepted') AS accepted_at
 """
 )
 
@@ -149,12 +113,9 @@ class StatusProjection:
                         opted_out.add(row["event_id"])
             moved: dict[str, str] = {}
             if touched:
-                derived = await connection.execute(
-                    _DERIVE, {"ids": sorted(touched), "ranks": _RANKS_JSON}
-                )
-                for row in derived.mappings():
-                    moved[row["event_id"]] = row["state"]
-                    self._observe(row["state"], row["accepted_at"], row["occurred_at"])
+                for step in await derive_twilio_states(connection, sorted(touched)):
+                    moved[step.event_id] = step.state
+                    self._observe(step.state, step.accepted_at, step.occurred_at)
             if opted_out:
                 params = {"ids": sorted(opted_out), "reason": f"error_{OPT_OUT_ERROR}"}
                 await connection.execute(_SUPPRESS, params)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -92,9 +92,16 @@ class SendingSettings(BaseSettings):
     backoff_base_seconds: float = Field(default=0.5, ge=0)
     backoff_max_seconds: float = Field(default=8.0, ge=0)
     retry_tiers: Annotated[tuple[str, ...], NoDecode] = ("30s", "5m", "30m")
-    lease_seconds: float = Field(default=60.0, gt=0)
-    # How long after an uncertain send Twilio's list is trusted to show the message.
+    # A claim's lease; a heartbeat renews it while its work runs, so it only bounds how
+    # long a dead or frozen process keeps its events (it must hold one Twilio call).
+    lease_seconds: float = Field(default=15.0, gt=0)
+    # After an uncertain send: wait this long before listing Twilio's messages ...
     settle_seconds: float = Field(default=5.0, ge=0)
+    # ... and trust a list without a match only this long after the uncertain attempt
+    # (before it, the event is asked about again from a retry tier).
+    reconcile_horizon_seconds: float = Field(default=25.0, ge=0)
+    # No match after the horizon: send again (after_horizon) or dead-letter (never).
+    in_doubt_resend: Literal["after_horizon", "never"] = "after_horizon"
     batch_size: int = Field(default=200, ge=1)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
     stuck_after_seconds: float = Field(default=900.0, gt=0)
@@ -170,6 +177,19 @@ class Settings(BaseSettings):
     # behind a proxy that sets it, otherwise clients choose their own IP.
     callbacks_trust_forwarded_for: bool = False
     callbacks_help_text: str = "Order updates by SMS. Reply STOP to unsubscribe, START to resume."
+
+    @model_validator(mode="after")
+    def _lease_holds_a_call(self) -> Self:
+        from sms_relay.leases import longest_call_fits
+
+        if not longest_call_fits(self.sending.lease_seconds, self.twilio.request_timeout_seconds):
+            raise ValueError(
+                f"SMS_LEASE_SECONDS={self.sending.lease_seconds:g} cannot hold one Twilio call "
+                f"of TWILIO_REQUEST_TIMEOUT_SECONDS={self.twilio.request_timeout_seconds:g} "
+                "(a call never starts with less than its deadline + 1 s left, and the lease "
+                "is renewed every fifth of its length): raise the lease or lower the timeout"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_rules(self) -> Self:

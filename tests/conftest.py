@@ -87,6 +87,7 @@ def settings(
         retry_tiers=("1s", "2s"),
         lease_seconds=10,
         settle_seconds=0.3,
+        reconcile_horizon_seconds=1.0,
         backoff_base_seconds=0.05,
         backoff_max_seconds=0.2,
         messages_per_second=200,

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -17,6 +17,7 @@ from twilio.rest import Client
 
 from sms_relay.errors import (
     ConfigurationError,
+    ProviderAccountError,
     ProviderError,
     ProviderRejectedError,
     ProviderThrottledError,
@@ -24,6 +25,7 @@ from sms_relay.errors import (
 )
 from sms_relay.masking import body_hash
 from sms_relay.settings import TwilioSettings
+from sms_relay.twilio_codes import Fault, fault_of
 
 
 class HeaderAuthHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped SDK
@@ -83,6 +85,10 @@ def _translate(error: BaseException) -> ProviderError:
             return ProviderUnavailableError(
                 f"twilio {error.status}", code=error.code, status=error.status
             )
+        if fault_of(error.status, error.code) is Fault.ACCOUNT:
+            return ProviderAccountError(
+                f"twilio {error.status}", code=error.code, status=error.status
+            )
         return ProviderRejectedError(f"twilio {error.status}", code=error.code, status=error.status)
     if isinstance(error, TimeoutError):
         return ProviderUnavailableError("twilio timeout")
@@ -107,10 +113,22 @@ class SentMessage:
 
 
 @dataclass(frozen=True)
-class FoundMessage:
+class ListedMessage:
+    """One message of a list page, as reconciliation needs it (the body only hashed)."""
+
     sid: str
-    status: str
+    body_hash: str | None
     created_at: datetime | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ListedPage:
+    messages: list[ListedMessage]
+    next_page: str | None  # the next page's URL, None on the last
+
+
+LIST_PAGE_SIZE = 100
 
 
 class TwilioSmsSender:
@@ -137,26 +155,30 @@ class TwilioSmsSender:
             )
         return SentMessage(sid=str(message.sid), status=str(message.status))
 
-    async def find_sent(self, to: str, body: str, since: datetime) -> list[FoundMessage]:
-        """Messages to `to` from our sender with this body, created at or after `since`.
+    async def list_page(self, to: str, page: str | None) -> ListedPage:
+        """One page of the messages to `to` (from our sender when it is a number), newest
+        first; `page` is the URL of the next page, None for the first.
 
-        Twilio filters by whole days (DateSent), so the time and body are matched here.
-        Raises ProviderError when Twilio cannot be asked.
+        Never filtered by DateSent: a message still in the sender's queue has no
+        `date_sent`, and those are the ones most likely in doubt. Raises ProviderError.
         """
-        wanted = body_hash(body)
-        skew = timedelta(seconds=5)
-        sender = {"from_": self._settings.from_number} if self._settings.from_number else {}
-        async with provider_call(self._settings.request_timeout_seconds * 3):
-            messages = await self._client.messages.list_async(
-                to=to, date_sent_after=(since - timedelta(days=1)), page_size=100, **sender
+        messages = self._client.messages
+        async with provider_call(self._settings.request_timeout_seconds):
+            if page is None:
+                sender = {"from_": self._settings.from_number} if self._settings.from_number else {}
+                result = await messages.page_async(to=to, page_size=LIST_PAGE_SIZE, **sender)
+            else:
+                result = await messages.get_page_async(page)
+        listed = [
+            ListedMessage(
+                sid=str(m.sid),
+                body_hash=body_hash(m.body) if m.body is not None else None,
+                created_at=m.date_created,
+                sent_at=m.date_sent,
             )
-        return [
-            FoundMessage(sid=str(m.sid), status=str(m.status), created_at=m.date_created)
-            for m in messages
-            if m.body is not None
-            and body_hash(m.body) == wanted
-            and (m.date_created is None or m.date_created >= since - skew)
+            for m in result
         ]
+        return ListedPage(listed, result.next_page_url)
 
 
 def webhook_signature_valid(

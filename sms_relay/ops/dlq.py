@@ -17,11 +17,12 @@ import getpass
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
-from sqlalchemy import func, insert, update
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.kafka import create_producer, encode_headers
-from sms_relay.adapters.postgres import deliveries, dlq_replays
+from sms_relay.adapters.postgres import dlq_replays
+from sms_relay.ledger import reopen_dead_lettered
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
     OpsError,
@@ -193,15 +194,7 @@ async def _replay_chunk(
     """One transaction per chunk: reset, audit, produce, then commit. Returns rows reset."""
     ids = sorted({r.event_id for r in chunk if r.event_id})
     async with engine.begin() as connection:
-        reset = await connection.execute(
-            update(deliveries)
-            .where(deliveries.c.event_id.in_(ids), deliveries.c.state == "dead_lettered")
-            .values(
-                state="retry_scheduled", lease_until=func.clock_timestamp(), updated_at=func.now()
-            )
-            .returning(deliveries.c.event_id)
-        )
-        count = len(reset.all())
+        count = len(await reopen_dead_lettered(connection, ids))
         await connection.execute(
             insert(dlq_replays),
             [

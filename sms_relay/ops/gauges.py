@@ -17,6 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sms_relay.metrics import ConsumerMetrics
+
 log = logging.getLogger(__name__)
 
 # How often librdkafka emits statistics when the recorder is wired (milliseconds).
@@ -72,6 +74,9 @@ WHERE state = 'sending' AND lease_until < clock_timestamp()
 )
 
 
+_UNRESOLVED = text("SELECT count(*) FROM deliveries WHERE doubt_since IS NOT NULL")
+
+
 async def count_stuck_claims(engine: AsyncEngine, stuck_after_seconds: float) -> int:
     """Deliveries in `sending` whose lease expired and whose send began long ago."""
     async with engine.connect() as connection:
@@ -79,18 +84,27 @@ async def count_stuck_claims(engine: AsyncEngine, stuck_after_seconds: float) ->
         return int(result.scalar_one())
 
 
+async def count_unresolved_doubts(engine: AsyncEngine) -> int:
+    """Deliveries whose earlier send may have created a message not matched yet."""
+    async with engine.connect() as connection:
+        return int((await connection.execute(_UNRESOLVED)).scalar_one())
+
+
 async def watch_stuck_claims(
     engine: AsyncEngine,
-    gauge: Gauge,
+    metrics: ConsumerMetrics,
     stuck_after_seconds: float,
     stop: asyncio.Event,
     interval_seconds: float = 30.0,
 ) -> None:
-    """Refresh `gauge` every `interval_seconds` until `stop` is set; a failed query keeps
-    the last value (the database alerts have their own signal)."""
+    """Refresh the stuck-claim and unresolved-doubt gauges every `interval_seconds` until
+    `stop` is set; a failed query keeps the last values (the database alerts have their
+    own signal)."""
     while not stop.is_set():
         try:
-            gauge.set(await count_stuck_claims(engine, stuck_after_seconds))
+            count = await count_stuck_claims(engine, stuck_after_seconds)
+            metrics.stuck_sending_claims.set(count)
+            metrics.unresolved_doubts.set(await count_unresolved_doubts(engine))
         except SQLAlchemyError as error:
             log.warning("stuck-claim count failed", extra={"error": type(error).__name__})
         with contextlib.suppress(TimeoutError):

@@ -13,6 +13,7 @@ from sms_relay.adapters.postgres import create_engine
 from sms_relay.ledger import ClaimRequest, PostgresLedger, Settlement
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.settings import Settings
+from sms_relay.states import DeliveryState
 from sms_relay.simulator.server import SimulatorServer
 from sms_relay.templates import ORDER_SHIPPED
 from tests.conftest import TEST_FROM
@@ -241,7 +242,8 @@ async def test_settled_but_unpublished_event_is_published_on_redelivery(
     ledger = PostgresLedger(engine, "crashed-consumer", lease_seconds=10)
     request = ClaimRequest(event["eventId"], "order-shipped", "h", "+*******0142", None, None)
     token = (await ledger.claim([request]))[event["eventId"]].lease_token or 0
-    await ledger.settle([Settlement(event["eventId"], token, "dead_lettered", 9)])
+    await ledger.mark_sending([(event["eventId"], token, "body-hash")])
+    await ledger.settle([Settlement(event["eventId"], token, DeliveryState.DEAD_LETTERED, 9)])
     await engine.dispose()
     produce(settings, settings.kafka.topic_order_shipped, [event])
 

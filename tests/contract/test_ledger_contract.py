@@ -1,0 +1,209 @@
+"""One contract, two ledgers: PostgreSQL (the product) and memory (the simulation's).
+
+Every test here runs against both, so the deterministic simulation's fake cannot drift
+from what PostgreSQL does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sms_relay.adapters.postgres import create_engine
+from sms_relay.ledger import ClaimOutcome, ClaimRequest, Ledger, PostgresLedger, Settlement
+from sms_relay.memory_ledger import InMemoryLedger, MemoryDatabase
+from sms_relay.states import DeliveryState
+
+S = DeliveryState
+MakeLedger = Callable[[str, float], Ledger]
+
+
+@pytest.fixture(params=["postgres", "memory"])
+async def make_ledger(request: pytest.FixtureRequest) -> AsyncIterator[MakeLedger]:
+    if request.param == "memory":
+        database = MemoryDatabase(clock=lambda: datetime.now(UTC))
+        yield lambda owner, lease: InMemoryLedger(database, owner, lease)
+        return
+    engine = create_engine(request.getfixturevalue("database_url"))
+    yield lambda owner, lease: PostgresLedger(engine, owner, lease)
+    await engine.dispose()
+
+
+def ask(event_id: str, phone_hash: str = "hash") -> ClaimRequest:
+    return ClaimRequest(event_id, "order-shipped", phone_hash, "+*******0123", None, None)
+
+
+async def claim_one(ledger: Ledger, event_id: str, phone_hash: str = "hash") -> tuple[int, object]:
+    claim = (await ledger.claim([ask(event_id, phone_hash)]))[event_id]
+    return claim.lease_token or 0, claim
+
+
+async def test_a_new_event_is_claimed_once_and_a_second_claimer_is_told_how_long_to_wait(
+    make_ledger: MakeLedger,
+) -> None:
+    first, second = make_ledger("first", 30), make_ledger("second", 30)
+    claim = (await first.claim([ask("evt_000001")]))["evt_000001"]
+    assert claim.outcome is ClaimOutcome.NEW
+    assert claim.lease_token is not None
+    busy = (await second.claim([ask("evt_000001")]))["evt_000001"]
+    assert busy.outcome is ClaimOutcome.BUSY
+    assert busy.lease_token is None
+    assert 25 < busy.busy_for <= 30
+
+
+async def test_a_send_left_behind_is_taken_over_in_doubt_from_the_end_of_its_lease(
+    make_ledger: MakeLedger,
+) -> None:
+    dead, heir = make_ledger("dead", 0.3), make_ledger("heir", 30)
+    token = (await dead.claim([ask("evt_000002")]))["evt_000002"].lease_token or 0
+    started = await dead.mark_sending([("evt_000002", token, "body-1")])
+    assert set(started) == {"evt_000002"}
+    lease_end = datetime.now(UTC) + timedelta(seconds=0.3)
+    await asyncio.sleep(0.5)
+
+    taken = (await heir.claim([ask("evt_000002")]))["evt_000002"]
+    assert taken.outcome is ClaimOutcome.IN_DOUBT
+    assert taken.prior_state is S.SENDING
+    assert taken.window_start == started["evt_000002"]
+    assert taken.sent_body_hashes == ("body-1",)
+    assert taken.doubt_since is not None
+    assert abs((taken.doubt_since - lease_end).total_seconds()) < 0.2
+
+    late = Settlement("evt_000002", token, S.ACCEPTED, 1, message_sid="SM1")
+    assert (await dead.settle([late])).written == frozenset(), "a fenced writer must not write"
+    mine = Settlement("evt_000002", taken.lease_token or 0, S.ACCEPTED, 1, message_sid="SM2")
+    assert (await heir.settle([mine])).written == {"evt_000002"}
+    again = (await dead.claim([ask("evt_000002")]))["evt_000002"]
+    assert again.outcome is ClaimOutcome.DUPLICATE
+    assert again.message_sid == "SM2"
+    assert again.settled_state is S.ACCEPTED
+    assert again.reported is False
+
+
+async def test_concurrent_claims_of_one_event_admit_exactly_one(make_ledger: MakeLedger) -> None:
+    ledgers = [make_ledger(f"owner{i}", 30) for i in range(8)]
+    claims = await asyncio.gather(*(ledger.claim([ask("evt_race01")]) for ledger in ledgers))
+    outcomes = [c["evt_race01"].outcome for c in claims]
+    assert outcomes.count(ClaimOutcome.NEW) == 1
+    assert set(outcomes) == {ClaimOutcome.NEW, ClaimOutcome.BUSY}
+
+
+async def test_a_scheduled_retry_hands_the_event_on_at_once(make_ledger: MakeLedger) -> None:
+    ledger, other = make_ledger("owner", 30), make_ledger("other", 30)
+    token = (await ledger.claim([ask("evt_retry1")]))["evt_retry1"].lease_token or 0
+    await ledger.mark_sending([("evt_retry1", token, "h")])
+    await ledger.settle([Settlement("evt_retry1", token, S.RETRY_SCHEDULED, 3)])
+    resumed = (await other.claim([ask("evt_retry1")]))["evt_retry1"]
+    assert resumed.outcome is ClaimOutcome.RESUMED
+    assert resumed.attempts == 3
+
+
+async def test_a_doubt_survives_a_scheduled_retry_and_every_later_claim_sees_it(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger, other = make_ledger("owner", 30), make_ledger("other", 30)
+    token = (await ledger.claim([ask("evt_doubt1")]))["evt_doubt1"].lease_token or 0
+    await ledger.mark_sending([("evt_doubt1", token, "h")])
+    doubt = datetime.now(UTC).replace(microsecond=0)
+    scheduled = Settlement("evt_doubt1", token, S.RETRY_SCHEDULED, 1, doubt_since=doubt)
+    await ledger.settle([scheduled])
+    again = (await other.claim([ask("evt_doubt1")]))["evt_doubt1"]
+    assert again.outcome is ClaimOutcome.IN_DOUBT
+    assert again.doubt_since == doubt
+    # Resolved: later claims no longer reconcile.
+    token = again.lease_token or 0
+    await other.mark_sending([("evt_doubt1", token, "h")])
+    await other.settle([Settlement("evt_doubt1", token, S.RETRY_SCHEDULED, 1)])
+    resolved = (await ledger.claim([ask("evt_doubt1")]))["evt_doubt1"]
+    assert resolved.outcome is ClaimOutcome.RESUMED
+    assert resolved.doubt_since is None
+
+
+async def test_the_same_owner_reclaims_its_claim_after_a_rewound_batch(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger("owner", 30)
+    claim = (await ledger.claim([ask("evt_rewind")]))["evt_rewind"]
+    await ledger.mark_sending([("evt_rewind", claim.lease_token or 0, "h")])
+    # The batch failed before settling (database gone); the same process tries again.
+    again = (await ledger.claim([ask("evt_rewind")]))["evt_rewind"]
+    assert again.outcome is ClaimOutcome.IN_DOUBT
+    assert (again.lease_token or 0) > (claim.lease_token or 0)
+
+
+async def test_every_body_sent_is_remembered_for_reconciliation(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger("owner", 30)
+    token = (await ledger.claim([ask("evt_bodies")]))["evt_bodies"].lease_token or 0
+    await ledger.mark_sending([("evt_bodies", token, "old-template")])
+    await ledger.settle([Settlement("evt_bodies", token, S.RETRY_SCHEDULED, 1)])
+    token = (await ledger.claim([ask("evt_bodies")]))["evt_bodies"].lease_token or 0
+    await ledger.mark_sending([("evt_bodies", token, "new-template")])
+    await ledger.mark_sending([("evt_bodies", token, "new-template")])
+    await ledger.settle([Settlement("evt_bodies", token, S.RETRY_SCHEDULED, 2)])
+    claim = (await ledger.claim([ask("evt_bodies")]))["evt_bodies"]
+    assert claim.sent_body_hashes == ("old-template", "new-template")
+
+
+async def test_a_sid_another_event_owns_is_refused_for_that_row_only(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger("owner", 30)
+    claims = await ledger.claim([ask("evt_sid_a"), ask("evt_sid_b"), ask("evt_sid_c")])
+    tokens = {e: c.lease_token or 0 for e, c in claims.items()}
+    await ledger.mark_sending([(e, t, "h") for e, t in tokens.items()])
+    first = Settlement("evt_sid_a", tokens["evt_sid_a"], S.ACCEPTED, 1, message_sid="SMshared")
+    assert (await ledger.settle([first])).written == {"evt_sid_a"}
+    assert await ledger.owned_sids(["SMshared", "SMother"], "evt_sid_b") == {"SMshared"}
+    assert await ledger.owned_sids(["SMshared"], "evt_sid_a") == set()
+
+    result = await ledger.settle(
+        [
+            Settlement("evt_sid_b", tokens["evt_sid_b"], S.ACCEPTED, 1, message_sid="SMshared"),
+            Settlement("evt_sid_c", tokens["evt_sid_c"], S.ACCEPTED, 1, message_sid="SMown"),
+        ]
+    )
+    assert result.written == {"evt_sid_c"}, "one row's conflict never stalls the others"
+    assert result.sid_taken == {"evt_sid_b"}
+    # Still held: it can be settled as not found.
+    retry = Settlement("evt_sid_b", tokens["evt_sid_b"], S.RETRY_SCHEDULED, 1)
+    assert (await ledger.settle([retry])).written == {"evt_sid_b"}
+
+
+async def test_renewal_extends_a_held_lease_and_tells_when_it_was_taken(
+    make_ledger: MakeLedger,
+) -> None:
+    holder, other = make_ledger("holder", 0.4), make_ledger("other", 30)
+    token = (await holder.claim([ask("evt_renew")]))["evt_renew"].lease_token or 0
+    for _ in range(4):  # well past the unrenewed lease
+        await asyncio.sleep(0.2)
+        assert await holder.renew({"evt_renew": token}) == {"evt_renew"}
+    assert (await other.claim([ask("evt_renew")]))["evt_renew"].outcome is ClaimOutcome.BUSY
+    await asyncio.sleep(0.6)
+    taken = (await other.claim([ask("evt_renew")]))["evt_renew"]
+    assert taken.outcome is ClaimOutcome.RESUMED
+    assert await holder.renew({"evt_renew": token}) == set(), "fenced"
+
+
+async def test_reported_is_kept_per_settled_step(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger("owner", 30)
+    token = (await ledger.claim([ask("evt_report")]))["evt_report"].lease_token or 0
+    await ledger.mark_sending([("evt_report", token, "h")])
+    await ledger.settle([Settlement("evt_report", token, S.FAILED, 1, error_code=21211)])
+    await ledger.mark_reported([("evt_report", S.ACCEPTED)])  # not the step it settled
+    claim = (await ledger.claim([ask("evt_report")]))["evt_report"]
+    assert (claim.settled_state, claim.reported) == (S.FAILED, False)
+    await ledger.mark_reported([("evt_report", S.FAILED)])
+    claim = (await ledger.claim([ask("evt_report")]))["evt_report"]
+    assert (claim.outcome, claim.reported) == (ClaimOutcome.DUPLICATE, True)
+
+
+async def test_a_suppressed_number_shows_in_the_claim(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger("owner", 30)
+    await ledger.suppress("stopped-hash", "+*******0199", "stop")
+    await ledger.suppress("stopped-hash", "+*******0199", "again")  # idempotent
+    claims = await ledger.claim([ask("evt_supp_1", "stopped-hash"), ask("evt_supp_2")])
+    assert claims["evt_supp_1"].suppressed is True
+    assert claims["evt_supp_2"].suppressed is False
