@@ -245,8 +245,9 @@ async def _list_fault(request: web.Request) -> web.Response | None:
         ),
     )
     source = "script" if scripted else ("random" if outcome != "ok" else None)
-    entry = {"time": iso8601_ms(store.now()), "to": to or None, "outcome": outcome}
-    store.list_requests.append({**entry, "source": source})
+    store.list_requests.append(
+        {"time": iso8601_ms(store.now()), "to": to or None, "outcome": outcome, "source": source}
+    )
     if outcome == "ok":
         return None
     if outcome == "timeout":
