@@ -3,7 +3,7 @@
 Twilio routes (basic auth): `/2010-04-01/Accounts/{Sid}/Messages.json` (POST create,
 GET list), `.../Messages/{Sid}.json` (GET), `/v2/Services/{Sid}/Verifications` and
 `/VerificationCheck` (POST). Control routes (no auth, local only), under `/_simulator/`:
-`health`, `messages`, `callbacks`, `verifications?to=`, `reset`, `script`, `inbound`,
+`health`, `messages`, `lists`, `callbacks`, `verifications?to=`, `reset`, `script`, `inbound`,
 `config` (GET/POST), `clock`.
 
 Import from the modules: `config.SimulatorConfig`, `app.create_simulator_app`,

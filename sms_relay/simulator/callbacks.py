@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from .config import MAX_RETRY_COUNT, SimulatorConfig, parse_retry_policy
 from .store import Message, Store, iso8601_ms
 from .wire import (
     API_VERSION,
@@ -30,6 +33,50 @@ _TOKEN_NAMESPACE = uuid.UUID("6f1c3f0e-3b8a-4c57-9a57-5a7d1c0b7e11")
 
 
 @dataclass(frozen=True)
+class Connection:
+    """Twilio's webhook connection settings: retries (`rc`) on which failures (`rp`: ct,
+    rt, 4xx, 5xx), connect (`ct`), read (`rt`) and total (`tt`) timeouts in seconds."""
+
+    retries: int
+    policy: frozenset[str]
+    connect_s: float
+    read_s: float
+    total_s: float
+
+
+# Twilio's accepted range (ms) of each timeout override; a value outside it is ignored.
+_TIMEOUT_RANGES = {"ct": (100, 10000), "rt": (100, 15000), "tt": (100, 15000)}
+
+
+def connection(config: SimulatorConfig, url: str) -> tuple[str, Connection]:
+    """The URL to request (its fragment removed) and its connection settings: the
+    configured defaults, overridden by the fragment (`#rc=3&rp=ct,5xx&rt=2000`) the way
+    Twilio's webhook connection overrides are. Unknown or out-of-range values are ignored."""
+    base, _, fragment = url.partition("#")
+    overrides = dict(parse_qsl(fragment))
+    timeouts = {
+        "ct": config.callback_connect_timeout_ms,
+        "rt": config.callback_timeout_ms,
+        "tt": config.callback_total_timeout_ms,
+    }
+    for key, (low, high) in _TIMEOUT_RANGES.items():
+        value = overrides.get(key, "")
+        if value.isdigit() and low <= int(value) <= high:
+            timeouts[key] = int(value)
+    retries = config.callback_retry_count
+    if overrides.get("rc", "").isdigit() and int(overrides["rc"]) <= MAX_RETRY_COUNT:
+        retries = int(overrides["rc"])
+    policy = parse_retry_policy(overrides.get("rp", "")) or parse_retry_policy(
+        config.callback_retry_policy
+    )
+    assert policy is not None  # the config was validated
+    settings = Connection(
+        retries, policy, timeouts["ct"] / 1000, timeouts["rt"] / 1000, timeouts["tt"] / 1000
+    )
+    return base, settings
+
+
+@dataclass(frozen=True)
 class CallbackEvent:
     """One status change to report; its token is the same on every retry and duplicate."""
 
@@ -38,6 +85,7 @@ class CallbackEvent:
     token: str
     message_sid: str
     status: str
+    connection: Connection
 
 
 @dataclass(frozen=True)
@@ -71,8 +119,12 @@ class CallbackDispatcher:
 
     async def post_signed(self, url: str, params: dict[str, str], token: str) -> WebhookAnswer:
         """POST a signed form once (inbound SMS); raise aiohttp.ClientError or TimeoutError."""
+        url, settings = connection(self._store.config, url)
         async with self._session.post(
-            url, data=params, headers=self._headers(url, params, token), timeout=self._timeout()
+            url,
+            data=params,
+            headers=self._headers(url, params, token),
+            timeout=_timeout(settings, settings.total_s),
         ) as response:
             body = await response.text()
             return WebhookAnswer(response.status, body, response.content_type)
@@ -85,6 +137,9 @@ class CallbackDispatcher:
 
     async def _lifecycle(self, message: Message) -> None:
         config = self._store.config
+        # Queued (no date_sent) until the sender's queue lets it go; no callback for `sending`.
+        await asyncio.sleep(max(0.0, message.release_at - time.monotonic()))
+        self._advance(message, "sending", None)
         code = config.fail_numbers.get(message.to)
         if code is None:
             steps: list[tuple[str, int | None]] = [("sent", None), ("delivered", None)]
@@ -151,7 +206,8 @@ class CallbackDispatcher:
         if message.status in {"delivered", "undelivered"}:
             params["RawDlrDoneDate"] = message.date_updated.strftime("%y%m%d%H%M")
         token = str(uuid.uuid5(_TOKEN_NAMESPACE, f"{message.sid}:{message.status}"))
-        return CallbackEvent(message.status_callback, params, token, message.sid, message.status)
+        url, settings = connection(self._store.config, message.status_callback)
+        return CallbackEvent(url, params, token, message.sid, message.status, settings)
 
     async def _deliver_after(
         self, previous: asyncio.Task[None] | None, event: CallbackEvent, *, duplicate: bool
@@ -162,20 +218,38 @@ class CallbackDispatcher:
         await self._deliver(event, duplicate=duplicate)
 
     async def _deliver(self, event: CallbackEvent, *, duplicate: bool) -> None:
-        config = self._store.config
+        """POST the event; retry only the failures its connection's policy names, as Twilio
+        does (by default one retry, on a connect failure or connect timeout)."""
+        settings = event.connection
         headers = self._headers(event.url, event.params, event.token)
-        for attempt in range(1, config.callback_attempts + 1):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.total_s
+        for attempt in range(1, settings.retries + 2):
             status: int | None = None
             error: str | None = None
+            failure: str | None = None
             try:
                 async with self._session.post(
-                    event.url, data=event.params, headers=headers, timeout=self._timeout()
+                    event.url,
+                    data=event.params,
+                    headers=headers,
+                    timeout=_timeout(settings, deadline - loop.time()),
                 ) as response:
                     await response.read()
                     status = response.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = type(exc).__name__
-            self._record(event, attempt=attempt, duplicate=duplicate, status=status, error=error)
+                failure = _failure_class(exc)
+            else:
+                failure = "5xx" if status >= 500 else "4xx" if status >= 400 else None
+            self._record(
+                event,
+                attempt=attempt,
+                duplicate=duplicate,
+                status=status,
+                error=error,
+                failure=failure,
+            )
             log.debug(
                 "status callback %s for %s, attempt %d: %s",
                 event.status,
@@ -183,10 +257,12 @@ class CallbackDispatcher:
                 attempt,
                 status if status is not None else error,
             )
-            if status is not None and status < 500:
+            if failure is None or failure not in settings.policy or attempt > settings.retries:
                 return
-            if attempt < config.callback_attempts:
-                await asyncio.sleep(config.callback_retry_backoff_ms / 1000 * 2 ** (attempt - 1))
+            backoff = self._store.config.callback_retry_backoff_ms / 1000 * 2 ** (attempt - 1)
+            if loop.time() + backoff >= deadline:
+                return  # the total time (`tt`) is used up
+            await asyncio.sleep(backoff)
 
     def _record(
         self,
@@ -196,6 +272,7 @@ class CallbackDispatcher:
         duplicate: bool,
         status: int | None,
         error: str | None,
+        failure: str | None = None,
     ) -> None:
         self._store.callbacks.append(
             {
@@ -210,6 +287,8 @@ class CallbackDispatcher:
                 "dropped": error == "dropped",
                 "status": status,
                 "error": error,
+                # Twilio's retry policy class of a failed attempt: ct, rt, 4xx or 5xx.
+                "failure": failure,
             }
         )
 
@@ -220,8 +299,18 @@ class CallbackDispatcher:
             "User-Agent": USER_AGENT,
         }
 
-    def _timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=self._store.config.callback_timeout_ms / 1000)
+
+def _timeout(settings: Connection, remaining_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=max(remaining_s, 0.001), sock_connect=settings.connect_s, sock_read=settings.read_s
+    )
+
+
+def _failure_class(exc: BaseException) -> str:
+    """`ct` when no connection was made (refused, unreachable, connect timeout), else `rt`."""
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return "ct"
+    return "rt"
 
 
 DISPATCHER = web.AppKey("simulator_dispatcher", CallbackDispatcher)

@@ -7,7 +7,13 @@ import os
 import re
 import sys
 
-from .config import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SimulatorConfig
+from .config import (
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_AUTH_TOKEN,
+    MAX_RETRY_COUNT,
+    SimulatorConfig,
+    parse_retry_policy,
+)
 
 DEFAULT_PORT = 8031
 
@@ -25,6 +31,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--rate-500", type=_rate, default=0.0, help="share of creates answered 500")
     add("--rate-503", type=_rate, default=0.0, help="share of creates answered 503")
     add(
+        "--rate-timeout",
+        type=_rate,
+        default=0.0,
+        help="share of creates held --timeout-hold-s, then closed, creating nothing",
+    )
+    add(
         "--rate-500-after-create",
         type=_rate,
         default=0.0,
@@ -36,8 +48,65 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="share of creates that create the message, then close the connection",
     )
+    add(
+        "--rate-timeout-after-create",
+        type=_rate,
+        default=0.0,
+        help="share of creates that create the message, then hang --timeout-hold-s and close",
+    )
+    add("--rate-list-500", type=_rate, default=0.0, help="share of list calls answered 500")
+    add("--rate-list-503", type=_rate, default=0.0, help="share of list calls answered 503")
+    add(
+        "--rate-list-timeout",
+        type=_rate,
+        default=0.0,
+        help="share of list calls held --timeout-hold-s, then closed",
+    )
+    add(
+        "--timeout-hold-s",
+        type=_non_negative,
+        default=30.0,
+        help="how long a timeout fault holds the request (default: %(default)s)",
+    )
     add("--max-mps", type=_non_negative, default=0.0, help="creates per second (0: unlimited)")
+    add(
+        "--queue-hold-ms",
+        type=_non_negative,
+        default=0.0,
+        help="time every created message stays queued, without date_sent (Twilio's queue)",
+    )
+    add(
+        "--sender-mps",
+        type=_non_negative,
+        default=0.0,
+        help="segments each sender sends per second, the rest queue (long code: 1; 0: no limit)",
+    )
+    add(
+        "--list-lag-ms",
+        type=_non_negative,
+        default=0.0,
+        help="a created message shows in list results only this long after creation",
+    )
     add("--callback-delay-ms", type=_non_negative, default=50.0, help="between status steps")
+    add(
+        "--callback-retry-count",
+        type=_retry_count,
+        default=1,
+        help="retries of a failed status callback, Twilio's rc (default: %(default)s)",
+    )
+    add(
+        "--callback-retry-policy",
+        type=_retry_policy,
+        default="ct",
+        help="failures retried, Twilio's rp: ct,rt,4xx,5xx or all (default: %(default)s); "
+        "--callback-retry-count=2 --callback-retry-policy=ct,rt,5xx retries 5xx as before",
+    )
+    add(
+        "--callback-timeout-ms",
+        type=_positive,
+        default=15000.0,
+        help="read timeout of a status callback, Twilio's rt (default: %(default)s)",
+    )
     add(
         "--fail-number",
         action="append",
@@ -63,10 +132,22 @@ def build_config(args: argparse.Namespace) -> SimulatorConfig:
         rate_429=args.rate_429,
         rate_500=args.rate_500,
         rate_503=args.rate_503,
+        rate_timeout=args.rate_timeout,
         rate_500_after_create=args.rate_500_after_create,
         rate_drop_after_create=args.rate_drop_after_create,
+        rate_timeout_after_create=args.rate_timeout_after_create,
+        rate_list_500=args.rate_list_500,
+        rate_list_503=args.rate_list_503,
+        rate_list_timeout=args.rate_list_timeout,
+        timeout_hold_s=args.timeout_hold_s,
         max_mps=args.max_mps,
+        queue_hold_ms=args.queue_hold_ms,
+        sender_mps=args.sender_mps,
+        list_lag_ms=args.list_lag_ms,
         callback_delay_ms=args.callback_delay_ms,
+        callback_retry_count=args.callback_retry_count,
+        callback_retry_policy=args.callback_retry_policy,
+        callback_timeout_ms=args.callback_timeout_ms,
         fail_numbers=dict(args.fail_number),
         duplicate_callbacks=args.duplicate_callbacks,
         reorder_callbacks=args.reorder_callbacks,
@@ -142,6 +223,25 @@ def _rate(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {value}")
     return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _retry_count(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_RETRY_COUNT:
+        raise argparse.ArgumentTypeError(f"a retry count is 0 to {MAX_RETRY_COUNT}: {text!r}")
+    return int(text)
+
+
+def _retry_policy(text: str) -> str:
+    if parse_retry_policy(text) is None:
+        raise argparse.ArgumentTypeError(f"expected a list of ct, rt, 4xx, 5xx, all: {text!r}")
+    return text
 
 
 def _fail_number(text: str) -> tuple[str, int]:

@@ -83,13 +83,22 @@ class SimulatorClient:
         _expect_ok(status, data)
         return list(data["callbacks"])
 
+    def lists(self) -> list[dict[str, Any]]:
+        """Every list call, oldest first: its `To` filter, outcome and source."""
+        status, data = self._call("GET", "/_simulator/lists")
+        _expect_ok(status, data)
+        return list(data["lists"])
+
     def reset(self) -> None:
         """Forget messages, logs, scripts and verifications; stop pending callbacks."""
         _expect_ok(*self._call("POST", "/_simulator/reset", {}))
 
-    def script(self, to: str, outcomes: list[str]) -> None:
-        """Answer the next creates to `to` with `outcomes` (ok, 429, 500, 503, ...)."""
-        _expect_ok(*self._call("POST", "/_simulator/script", {"to": to, "outcomes": outcomes}))
+    def script(self, to: str, outcomes: list[str], on: str = "create") -> None:
+        """Answer the next creates to `to` with `outcomes` (store.OUTCOMES: ok, 429, 500,
+        ..., timeout_after_create), or with on="list" the next lists filtered by `To`
+        (store.LIST_OUTCOMES: ok, 429, 500, 503, timeout)."""
+        payload = {"to": to, "outcomes": outcomes, "on": on}
+        _expect_ok(*self._call("POST", "/_simulator/script", payload))
 
     def verification_code(self, to: str) -> str | None:
         """The code of the latest verification sent to `to`, or None."""
@@ -147,11 +156,16 @@ class AsyncSimulatorClient:
         _expect_ok(status, data)
         return list(data["callbacks"])
 
+    async def lists(self) -> list[dict[str, Any]]:
+        status, data = await self._call("GET", "/_simulator/lists")
+        _expect_ok(status, data)
+        return list(data["lists"])
+
     async def reset(self) -> None:
         _expect_ok(*await self._call("POST", "/_simulator/reset", {}))
 
-    async def script(self, to: str, outcomes: list[str]) -> None:
-        payload = {"to": to, "outcomes": outcomes}
+    async def script(self, to: str, outcomes: list[str], on: str = "create") -> None:
+        payload = {"to": to, "outcomes": outcomes, "on": on}
         _expect_ok(*await self._call("POST", "/_simulator/script", payload))
 
     async def verification_code(self, to: str) -> str | None:

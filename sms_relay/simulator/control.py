@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from .callbacks import DISPATCHER
-from .store import OUTCOMES, STORE, iso8601_ms
+from .store import SCRIPTABLE, STORE, iso8601_ms
 from .wire import API_VERSION, DEFAULT_INBOUND_TO, new_sid, num_segments
 
 
@@ -19,6 +19,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_simulator/health", health)
     app.router.add_get("/_simulator/messages", messages)
     app.router.add_get("/_simulator/callbacks", callbacks)
+    app.router.add_get("/_simulator/lists", lists)
     app.router.add_get("/_simulator/verifications", verification)
     app.router.add_post("/_simulator/reset", reset)
     app.router.add_post("/_simulator/script", script)
@@ -41,6 +42,10 @@ async def messages(request: web.Request) -> web.Response:
 
 async def callbacks(request: web.Request) -> web.Response:
     return web.json_response({"callbacks": request.app[STORE].callbacks})
+
+
+async def lists(request: web.Request) -> web.Response:
+    return web.json_response({"lists": request.app[STORE].list_requests})
 
 
 async def verification(request: web.Request) -> web.Response:
@@ -73,12 +78,16 @@ async def script(request: web.Request) -> web.Response:
     data = await _json(request)
     to = data.get("to")
     outcomes = data.get("outcomes")
+    on = data.get("on", "create")
     if not isinstance(to, str) or not to:
         return _bad("'to' must be a phone number")
-    if not isinstance(outcomes, list) or not all(o in OUTCOMES for o in outcomes):
-        return _bad(f"'outcomes' must be a list of {sorted(OUTCOMES)}")
-    request.app[STORE].set_script(to, [str(o) for o in outcomes])
-    return web.json_response({"to": to, "outcomes": outcomes})
+    if on not in SCRIPTABLE:
+        return _bad(f"'on' must be one of {sorted(SCRIPTABLE)}")
+    allowed = SCRIPTABLE[on]
+    if not isinstance(outcomes, list) or not all(o in allowed for o in outcomes):
+        return _bad(f"'outcomes' of a {on} must be a list of {sorted(allowed)}")
+    request.app[STORE].set_script(to, [str(o) for o in outcomes], on)
+    return web.json_response({"to": to, "outcomes": outcomes, "on": on})
 
 
 async def inbound(request: web.Request) -> web.Response:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import re
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from .callbacks import DISPATCHER
-from .store import OUTCOMES, STORE, Message, Store
+from .store import OUTCOMES, STORE, Message, Store, iso8601_ms
 from .wire import (
     API_VERSION,
     MAGIC_FROM_ERRORS,
@@ -39,7 +40,13 @@ _EARLY = frozenset({"429", "500", "503", "drop_before_create", "timeout"})
 _EARLY_ERRORS = {"429": (429, 20429), "500": (500, 20500), "503": (503, 20503)}
 _ALPHANUMERIC_SENDER = re.compile(r"\A(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}\Z")
 _SHORT_CODE = re.compile(r"\A[0-9]{5,6}\Z")
-_DAY = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+# Twilio documents DateSent as a GMT day, YYYY-MM-DD; the SDK sends YYYY-MM-DDTHH:MM:SSZ.
+_DATE_SENT = re.compile(
+    r"\A(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?\Z"
+)
+_DATE_SENT_FILTERS = {"DateSent": "==", "DateSent<": "<=", "DateSent>": ">="}
+_LIST_ERRORS = {"429": (429, 20429), "500": (500, 20500), "503": (503, 20503)}
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:
@@ -73,8 +80,10 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     log.debug("created %s to %s", message.sid, mask_number(message.to))
     if fault == "500_after_create":
         return _finish(entry, fault, error_response(500, 20500), 20500)
-    if fault == "drop_after_create":
+    if fault in {"drop_after_create", "timeout_after_create"}:
         entry["outcome"] = fault
+        if fault == "timeout_after_create":
+            await _hold(request)
         _drop(request)
     return _finish(entry, "ok", web.json_response(message_json(message), status=201), None)
 
@@ -90,12 +99,21 @@ async def fetch_message(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     store = request.app[STORE]
     query = request.query
+    fault = await _list_fault(request)
+    if fault is not None:
+        return fault
+    now = store.now()
     try:
         page_size = min(max(int(query.get("PageSize", "50")), 1), 1000)
         page = max(int(query.get("Page", "0")), 0)
-        wanted = [m for m in store.messages.values() if _matches(m, query)]
+        sent_filters = _date_sent_filters(query)
     except ValueError as exc:
         return error_response(400, 20001, str(exc))
+    wanted = [
+        m
+        for m in store.messages.values()
+        if store.listed(m, now) and _matches(m, query, sent_filters)
+    ]
     wanted.sort(key=lambda m: (m.date_created, m.seq), reverse=True)
     start = page * page_size
     token = query.get("PageToken", "")
@@ -104,9 +122,7 @@ async def list_messages(request: web.Request) -> web.Response:
         if after:
             start = after[0] + 1
     chunk = wanted[start : start + page_size]
-    filters = {
-        k: query[k] for k in ("To", "From", "DateSent", "DateSent<", "DateSent>") if k in query
-    }
+    filters = {k: query[k] for k in ("To", "From", *_DATE_SENT_FILTERS) if k in query}
     path = request.path
 
     def page_uri(number: int, page_token: str | None = None) -> str:
@@ -191,28 +207,61 @@ def _problems(params: dict[str, str]) -> Iterator[tuple[int, str]]:
 
 def _random_fault(store: Store) -> str:
     config = store.config
-    draw = store.fault_rng.random()
-    for outcome, rate in (
-        ("429", config.rate_429),
-        ("500", config.rate_500),
-        ("503", config.rate_503),
-        ("500_after_create", config.rate_500_after_create),
-        ("drop_after_create", config.rate_drop_after_create),
-    ):
+    return _draw(
+        store.fault_rng.random(),
+        (
+            ("429", config.rate_429),
+            ("500", config.rate_500),
+            ("503", config.rate_503),
+            ("timeout", config.rate_timeout),
+            ("500_after_create", config.rate_500_after_create),
+            ("drop_after_create", config.rate_drop_after_create),
+            ("timeout_after_create", config.rate_timeout_after_create),
+        ),
+    )
+
+
+def _draw(draw: float, outcomes: tuple[tuple[str, float], ...]) -> str:
+    """The outcome whose share of [0, 1) holds `draw`; "ok" past them all."""
+    for outcome, rate in outcomes:
         if draw < rate:
             return outcome
         draw -= rate
     return "ok"
 
 
+async def _list_fault(request: web.Request) -> web.Response | None:
+    """Log a list call; answer its scripted or random fault, or None to list normally."""
+    store = request.app[STORE]
+    config = store.config
+    to = request.query.get("To", "")
+    scripted = store.take_scripted(to, on="list") if to else None
+    outcome = scripted or _draw(
+        store.list_rng.random(),
+        (
+            ("500", config.rate_list_500),
+            ("503", config.rate_list_503),
+            ("timeout", config.rate_list_timeout),
+        ),
+    )
+    source = "script" if scripted else ("random" if outcome != "ok" else None)
+    store.list_requests.append(
+        {"time": iso8601_ms(store.now()), "to": to or None, "outcome": outcome, "source": source}
+    )
+    if outcome == "ok":
+        return None
+    if outcome == "timeout":
+        await _hold(request)
+        _drop(request)
+    status, code = _LIST_ERRORS[outcome]
+    return error_response(status, code)
+
+
 async def _answer_early(request: web.Request, entry: dict[str, Any], outcome: str) -> web.Response:
     assert outcome in OUTCOMES
     entry["outcome"] = outcome
     if outcome == "timeout":
-        closing = request.app[CLOSING]
-        hold = request.app[STORE].config.timeout_hold_s
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(closing.wait(), hold)
+        await _hold(request)
         _drop(request)
     if outcome == "drop_before_create":
         _drop(request)
@@ -227,6 +276,14 @@ def _finish(
     return response
 
 
+async def _hold(request: web.Request) -> None:
+    """Keep the request open for `timeout_hold_s`, past the client's timeout (or shutdown)."""
+    closing = request.app[CLOSING]
+    hold = request.app[STORE].config.timeout_hold_s
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closing.wait(), hold)
+
+
 def _drop(request: web.Request) -> NoReturn:
     """Close the connection without an answer, as a crashed proxy or a cut network would."""
     request[DROPPED] = True
@@ -235,29 +292,40 @@ def _drop(request: web.Request) -> NoReturn:
     raise web.HTTPServiceUnavailable()
 
 
-def _matches(message: Message, query: Mapping[str, str]) -> bool:
-    """Twilio's list filters; raise ValueError on a malformed date."""
+def _matches(message: Message, query: Mapping[str, str], sent: list[tuple[str, date]]) -> bool:
+    """Twilio's list filters. DateSent compares whole GMT days and never matches a message
+    without a date_sent (one still queued)."""
     if "To" in query and message.to != query["To"]:
         return False
     if "From" in query and message.from_ != query["From"]:
         return False
-    # Not yet sent: fall back to the creation time, so an in-doubt lookup finds it.
-    sent = (message.date_sent or message.date_created).replace(microsecond=0)
-    checks = (("DateSent", "=="), ("DateSent<", "<="), ("DateSent>", ">="))
-    return all(key not in query or _compare(sent, op, query[key]) for key, op in checks)
+    if not sent:
+        return True
+    if message.date_sent is None:
+        return False
+    day = message.date_sent.astimezone(UTC).date()
+    return all(_COMPARE[op](day, value) for op, value in sent)
 
 
-def _compare(sent: datetime, op: str, raw: str) -> bool:
-    value = raw.strip()
-    if _DAY.match(value) or op == "==":
-        day = date.fromisoformat(value[:10])
-        if op == "==":
-            return sent.date() == day
-        return sent.date() <= day if op == "<=" else sent.date() >= day
+_COMPARE = {"==": operator.eq, "<=": operator.le, ">=": operator.ge}
+
+
+def _date_sent_filters(query: Mapping[str, str]) -> list[tuple[str, date]]:
+    """The DateSent filters as (operator, GMT day); raise ValueError on a malformed date."""
+    return [(op, _gmt_day(query[key])) for key, op in _DATE_SENT_FILTERS.items() if key in query]
+
+
+def _gmt_day(raw: str) -> date:
+    """The GMT day of `YYYY-MM-DD` or an ISO 8601 date-time (no offset means GMT)."""
+    found = _DATE_SENT.match(raw.strip())
+    if found is None:
+        raise ValueError("Invalid date value.")
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if found.group(0) == found.group("day"):
+            return date.fromisoformat(found.group("day"))
+        moment = datetime.fromisoformat(found.group(0).replace(" ", "T").replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"Invalid date: {raw}") from None
+        raise ValueError("Invalid date value.") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=sent.tzinfo)
-    return sent <= moment if op == "<=" else sent >= moment
+        return moment.date()
+    return moment.astimezone(UTC).date()

@@ -25,8 +25,13 @@ OUTCOMES = frozenset(
         "drop_after_create",
         "drop_before_create",
         "timeout",
+        "timeout_after_create",
     }
 )
+# What a scripted list call (`"on": "list"`, keyed by its `To` filter) can do.
+LIST_OUTCOMES = frozenset({"ok", "429", "500", "503", "timeout"})
+# The API calls a script can target, with their outcomes.
+SCRIPTABLE = {"create": OUTCOMES, "list": LIST_OUTCOMES}
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Message:
     num_segments: int
     num_media: int
     date_sent: datetime | None = None
+    # Monotonic time at which the sender's queue lets the message go (status `sending`).
+    release_at: float = 0.0
     error_code: int | None = None
     error_message: str | None = None
     price: str | None = None
@@ -106,10 +113,14 @@ class Store:
         self.callback_rng = random.Random(None if seed is None else seed + 1)
         self.code_rng = random.Random(None if seed is None else seed + 2)
         self.latency_rng = random.Random(None if seed is None else seed + 3)
+        self.list_rng = random.Random(None if seed is None else seed + 4)
         self.messages: dict[str, Message] = {}
         self.requests: list[dict[str, Any]] = []
+        self.list_requests: list[dict[str, Any]] = []
         self.callbacks: list[dict[str, Any]] = []
-        self.scripts: dict[str, deque[str]] = {}
+        self.scripts: dict[tuple[str, str], deque[str]] = {}
+        # Sender -> monotonic time its queue is free again (`sender_mps`).
+        self.sender_free: dict[str, float] = {}
         self.verifications: list[Verification] = []
         self.verify_sends: dict[tuple[str, str], list[datetime]] = {}
         self.limiter = RateLimiter()
@@ -122,20 +133,20 @@ class Store:
 
     # --- scripts -------------------------------------------------------------------
 
-    def set_script(self, to: str, outcomes: list[str]) -> None:
+    def set_script(self, to: str, outcomes: list[str], on: str = "create") -> None:
         if outcomes:
-            self.scripts[to] = deque(outcomes)
+            self.scripts[(on, to)] = deque(outcomes)
         else:
-            self.scripts.pop(to, None)
+            self.scripts.pop((on, to), None)
 
-    def take_scripted(self, to: str) -> str | None:
-        """The next scripted outcome for `to`, or None when it has none left."""
-        queue = self.scripts.get(to)
+    def take_scripted(self, to: str, on: str = "create") -> str | None:
+        """The next scripted outcome of an `on` call for `to`, or None when none is left."""
+        queue = self.scripts.get((on, to))
         if not queue:
             return None
         outcome = queue.popleft()
         if not queue:
-            del self.scripts[to]
+            del self.scripts[(on, to)]
         return outcome
 
     # --- messages ------------------------------------------------------------------
@@ -174,8 +185,25 @@ class Store:
             num_segments=num_segments,
             num_media=num_media,
         )
+        message.release_at = self._enqueue(message)
         self.messages[message.sid] = message
         return message
+
+    def _enqueue(self, message: Message) -> float:
+        """When the sender's queue lets `message` go: after `queue_hold_ms`, and after the
+        segments queued before it at `sender_mps` (Twilio queues per sender)."""
+        now = time.monotonic()
+        release = now + self.config.queue_hold_ms / 1000
+        rate = self.config.sender_mps
+        if rate > 0:
+            sender = message.from_ or message.messaging_service_sid or ""
+            release = max(release, self.sender_free.get(sender, now))
+            self.sender_free[sender] = release + message.num_segments / rate
+        return release
+
+    def listed(self, message: Message, now: datetime) -> bool:
+        """Whether list results show `message` yet (`list_lag_ms` after its creation)."""
+        return now - message.date_created >= timedelta(milliseconds=self.config.list_lag_ms)
 
     def request_log(self) -> list[dict[str, Any]]:
         """The create log, each entry with the current status of the message it created."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -34,11 +35,13 @@ class Received:
 
 
 class WebhookReceiver:
-    """An aiohttp app on a free port that records every POST and answers scripted statuses."""
+    """An aiohttp app on a free port that records every POST and answers scripted statuses,
+    each after a scripted delay (to make the sender's read timeout expire)."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.answers: deque[int] = deque()
+        self.delays: deque[float] = deque()
         self.base_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -72,4 +75,6 @@ class WebhookReceiver:
             )
         )
         status = self.answers.popleft() if self.answers else 200
+        if self.delays:
+            await asyncio.sleep(self.delays.popleft())
         return web.Response(status=status, text="<Response/>", content_type="text/xml")

@@ -71,11 +71,69 @@ async def test_signature_covers_the_query_string(
     assert not validator.validate(url.split("?")[0], first.form, signature)
 
 
-async def test_a_500_answer_is_retried_with_the_same_idempotency_token(
+def _closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    # Nothing listens there any more: every attempt is a connection error.
+    return f"http://127.0.0.1:{closed_port}/status"
+
+
+def _attempts(log: list[dict[str, Any]], status: str = "sent") -> list[tuple[Any, ...]]:
+    return [(e["attempt"], e["status"], e["failure"]) for e in log if e["message_status"] == status]
+
+
+async def test_a_500_answer_is_final_by_default(
     async_twilio_client: Any, receiver: WebhookReceiver, simulator: SimulatorServer
 ) -> None:
     receiver.answers.extend([500])
     await _send(async_twilio_client, receiver.url("/status"))
+
+    await eventually(lambda: receiver.with_status("delivered"))
+
+    assert [r.form["MessageStatus"] for r in receiver.requests] == ["sent", "delivered"]
+    log = await simulator.aclient.callbacks()
+    assert _attempts(log) == [(1, 500, "5xx")]
+    assert _attempts(log, "delivered") == [(1, 200, None)]
+
+
+async def test_an_unreachable_url_is_retried_once_by_default(
+    async_twilio_client: Any, simulator: SimulatorServer
+) -> None:
+    await _send(async_twilio_client, _closed_port_url())
+
+    log = await eventually(
+        lambda: entries if len(entries := simulator.callbacks()) >= 4 else None, timeout=10
+    )
+
+    assert _attempts(log) == [(1, None, "ct"), (2, None, "ct")]
+    assert _attempts(log, "delivered") == [(1, None, "ct"), (2, None, "ct")]
+    assert all(e["error"] for e in log)
+
+
+async def test_a_read_timeout_is_final_by_default(
+    make_simulator: MakeSimulator, make_async_client: MakeAsyncClient, receiver: WebhookReceiver
+) -> None:
+    sim = make_simulator(callback_timeout_ms=200)
+    client = make_async_client(sim)
+    receiver.delays.extend([1.0])
+    await _send(client, receiver.url("/status"))
+
+    log = await eventually(
+        lambda: entries if len(entries := sim.callbacks()) >= 2 else None, timeout=10
+    )
+
+    assert _attempts(log) == [(1, None, "rt")]
+    assert _attempts(log, "delivered") == [(1, 200, None)]
+
+
+async def test_old_behaviour_retries_5xx_with_the_same_idempotency_token(
+    make_simulator: MakeSimulator, make_async_client: MakeAsyncClient, receiver: WebhookReceiver
+) -> None:
+    sim = make_simulator(callback_retry_count=2, callback_retry_policy="ct,rt,5xx")
+    client = make_async_client(sim)
+    receiver.answers.extend([500])
+    await _send(client, receiver.url("/status"))
 
     await eventually(lambda: len(receiver.requests) >= 3)
 
@@ -85,7 +143,7 @@ async def test_a_500_answer_is_retried_with_the_same_idempotency_token(
     token = "I-Twilio-Idempotency-Token"
     assert first.headers[token] == retry.headers[token]
     assert first.headers["X-Twilio-Signature"] == retry.headers["X-Twilio-Signature"]
-    log = await simulator.aclient.callbacks()
+    log = await sim.aclient.callbacks()
     assert [(e["message_status"], e["attempt"], e["status"]) for e in log] == [
         ("sent", 1, 500),
         ("sent", 2, 200),
@@ -93,21 +151,61 @@ async def test_a_500_answer_is_retried_with_the_same_idempotency_token(
     ]
 
 
-async def test_unreachable_callback_url_is_tried_three_times(
-    async_twilio_client: Any, simulator: SimulatorServer
+async def test_old_behaviour_tries_an_unreachable_url_three_times(
+    make_simulator: MakeSimulator, make_async_client: MakeAsyncClient
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    # Nothing listens there any more: every attempt is a connection error.
-    await _send(async_twilio_client, f"http://127.0.0.1:{closed_port}/status")
+    sim = make_simulator(callback_retry_count=2, callback_retry_policy="ct,rt,5xx")
+    client = make_async_client(sim)
+    await _send(client, _closed_port_url())
 
     log = await eventually(
-        lambda: entries if len(entries := simulator.callbacks()) >= 6 else None, timeout=10
+        lambda: entries if len(entries := sim.callbacks()) >= 6 else None, timeout=10
     )
 
     assert [e["attempt"] for e in log if e["message_status"] == "sent"] == [1, 2, 3]
-    assert all(e["status"] is None and e["error"] for e in log)
+
+
+async def test_url_fragment_overrides_retries_and_is_not_sent(
+    async_twilio_client: Any, receiver: WebhookReceiver, simulator: SimulatorServer
+) -> None:
+    # Twilio's webhook connection overrides: retry 5xx and read timeouts, up to 3 times.
+    url = receiver.url("/status?eventId=abc")
+    receiver.answers.extend([503, 500])
+    receiver.delays.extend([0, 0, 1.0])
+    await _send(async_twilio_client, url + "#rc=3&rp=5xx,rt&rt=200")
+
+    await eventually(lambda: receiver.with_status("delivered"), timeout=10)
+
+    log = await simulator.aclient.callbacks()
+    assert _attempts(log) == [(1, 503, "5xx"), (2, 500, "5xx"), (3, None, "rt"), (4, 200, None)]
+    assert {r.url for r in receiver.requests} == {url}
+    assert all(_valid(r) for r in receiver.requests)
+    assert {e["url"] for e in log} == {url}
+
+
+async def test_url_fragment_can_turn_retries_off_and_bounds_the_total_time(
+    async_twilio_client: Any, receiver: WebhookReceiver, simulator: SimulatorServer
+) -> None:
+    await _send(async_twilio_client, _closed_port_url() + "#rc=0")
+    receiver.delays.extend([1.0] * 6)
+    await _send(async_twilio_client, receiver.url("/slow#rc=5&rp=rt&rt=200&tt=700"))
+
+    def settled() -> list[dict[str, Any]] | None:
+        log = simulator.callbacks()
+        slow = [e for e in log if e["url"].endswith("/slow")]
+        return log if len(log) >= 2 and len(slow) >= 2 and slow[-1]["status"] == 200 else None
+
+    log = await eventually(settled, timeout=20)
+
+    unreachable = [e for e in log if not e["url"].endswith("/slow")]
+    assert [(e["message_status"], e["attempt"]) for e in unreachable] == [
+        ("sent", 1),
+        ("delivered", 1),
+    ]
+    slow_sent = [e for e in log if e["url"].endswith("/slow") and e["message_status"] == "sent"]
+    # 700 ms of 200 ms read timeouts and backoff: fewer attempts than the 6 rc=5 allows.
+    assert 2 <= len(slow_sent) < 6
+    assert all(e["failure"] == "rt" for e in slow_sent)
 
 
 async def test_fail_number_ends_undelivered_with_its_code(

@@ -47,6 +47,18 @@ def test_flags_map_onto_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
         "--drop-callbacks=0.05",
         "--inbound-url=http://127.0.0.1:8080/twilio/inbound",
         "--seed=42",
+        "--rate-timeout=0.01",
+        "--rate-timeout-after-create=0.03",
+        "--rate-list-500=0.1",
+        "--rate-list-503=0.2",
+        "--rate-list-timeout=0.05",
+        "--timeout-hold-s=12",
+        "--queue-hold-ms=1500",
+        "--sender-mps=1",
+        "--list-lag-ms=2000",
+        "--callback-retry-count=2",
+        "--callback-retry-policy=ct,rt,5xx",
+        "--callback-timeout-ms=3000",
     )
 
     config = build_config(args)
@@ -57,6 +69,16 @@ def test_flags_map_onto_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (config.rate_429, config.max_mps, config.seed) == (0.1, 30, 42)
     assert config.reorder_callbacks is True
     assert config.inbound_url == "http://127.0.0.1:8080/twilio/inbound"
+    assert (config.rate_timeout, config.rate_timeout_after_create) == (0.01, 0.03)
+    assert (config.rate_list_500, config.rate_list_503, config.rate_list_timeout) == (
+        0.1,
+        0.2,
+        0.05,
+    )
+    assert (config.queue_hold_ms, config.sender_mps, config.list_lag_ms) == (1500, 1, 2000)
+    assert (config.timeout_hold_s, config.callback_timeout_ms) == (12, 3000)
+    assert (config.callback_retry_count, config.callback_retry_policy) == (2, "ct,rt,5xx")
+    config.validate()
 
 
 def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,6 +93,9 @@ def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(config.account_sid) == 34
     assert config.auth_token
     assert config.fail_numbers == {}
+    # Twilio's webhook defaults: one retry, on connection failures only.
+    assert (config.callback_retry_count, config.callback_retry_policy) == (1, "ct")
+    assert (config.queue_hold_ms, config.sender_mps, config.list_lag_ms) == (0, 0, 0)
 
 
 def test_port_comes_from_simulator_port(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +105,18 @@ def test_port_comes_from_simulator_port(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.parametrize(
-    "argv", [["--rate-429=1.5"], ["--fail-number=+1555"], ["--port=70000"], ["--max-mps=-1"]]
+    "argv",
+    [
+        ["--rate-429=1.5"],
+        ["--fail-number=+1555"],
+        ["--port=70000"],
+        ["--max-mps=-1"],
+        ["--queue-hold-ms=-1"],
+        ["--rate-list-500=2"],
+        ["--callback-retry-count=6"],
+        ["--callback-retry-policy=sometimes"],
+        ["--callback-timeout-ms=0"],
+    ],
 )
 def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:

@@ -81,6 +81,29 @@ async def test_server_runs_as_an_async_context_manager() -> None:
         assert sim.health()["account_sid"].startswith("ACsimulator")
 
 
+def test_realism_knobs_change_at_runtime(simulator: SimulatorServer) -> None:
+    settings = simulator.configure(
+        queue_hold_ms=250,
+        sender_mps=1,
+        list_lag_ms=500,
+        rate_timeout_after_create=0.1,
+        rate_list_503=0.2,
+        callback_retry_count=2,
+        callback_retry_policy="ct,rt,5xx",
+    )
+
+    assert (settings["queue_hold_ms"], settings["sender_mps"], settings["list_lag_ms"]) == (
+        250,
+        1,
+        500,
+    )
+    assert (settings["rate_timeout_after_create"], settings["rate_list_503"]) == (0.1, 0.2)
+    assert (settings["callback_retry_count"], settings["callback_retry_policy"]) == (
+        2,
+        "ct,rt,5xx",
+    )
+
+
 def test_bad_settings_are_refused_at_start() -> None:
     with pytest.raises(SimulatorError, match="rate_429"):
         SimulatorServer(SimulatorConfig(ACCOUNT_SID, AUTH_TOKEN, rate_429=1.5)).start()
@@ -96,6 +119,13 @@ def test_a_taken_port_is_refused(simulator: SimulatorServer) -> None:
     [
         ("/_simulator/script", {"to": FROM}),
         ("/_simulator/script", {"to": "", "outcomes": ["ok"]}),
+        ("/_simulator/script", {"to": FROM, "outcomes": ["drop_after_create"], "on": "list"}),
+        ("/_simulator/script", {"to": FROM, "outcomes": ["ok"], "on": "verify"}),
+        ("/_simulator/config", {"callback_retry_policy": "often"}),
+        ("/_simulator/config", {"callback_retry_count": 1.5}),
+        ("/_simulator/config", {"rate_list_500": 0.6, "rate_list_503": 0.6}),
+        ("/_simulator/config", {"rate_timeout": 0.6, "rate_timeout_after_create": 0.6}),
+        ("/_simulator/config", {"list_lag_ms": -1}),
         ("/_simulator/config", {"no_such_setting": 1}),
         ("/_simulator/clock", {"advance_seconds": -5}),
         ("/_simulator/inbound", {"body": "no sender"}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -9,14 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 
 from sms_relay.simulator.client import SimulatorError
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import eventually_sync
 
-from .conftest import MakeClient, MakeSimulator
+from .conftest import MakeAsyncClient, MakeClient, MakeSimulator
 from .helpers import SENDER
 
 TO = "+12125550123"
@@ -218,3 +219,129 @@ def test_configure_changes_rates_at_runtime(twilio_client: Any, simulator: Simul
         simulator.configure(auth_token="x")
     with pytest.raises(SimulatorError):
         simulator.configure(rate_500=2)
+
+
+def test_timeout_after_create_creates_the_message_while_the_client_times_out(
+    simulator: SimulatorServer, make_client: MakeClient
+) -> None:
+    client = make_client(simulator, http_client=TwilioHttpClient(timeout=0.3))
+    simulator.script(TO, ["timeout_after_create"])
+
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        _create(client, body="in doubt")
+
+    assert time.monotonic() - started < 5
+    listed = client.messages.list(to=TO)
+    assert [m.body for m in listed] == ["in doubt"]
+    entry = simulator.messages()[-1]
+    assert (entry["outcome"], entry["created"], entry["sid"]) == (
+        "timeout_after_create",
+        True,
+        listed[0].sid,
+    )
+    eventually_sync(lambda: client.messages(listed[0].sid).fetch().status == "delivered")
+
+
+async def test_random_timeout_after_create_closes_without_an_answer_after_the_hold(
+    make_simulator: MakeSimulator, make_async_client: MakeAsyncClient
+) -> None:
+    sim = make_simulator(rate_timeout_after_create=1.0, timeout_hold_s=0.5)
+    client = make_async_client(sim)
+
+    # A client that waits longer than the hold sees the connection close, no answer.
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await client.messages.create_async(to=TO, from_=SENDER, body="in doubt")
+    # One that gives up first (as our adapter does) times out.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.messages.create_async(to=TO, from_=SENDER, body="in doubt")
+
+    entries = await sim.aclient.messages()
+    assert [(e["outcome"], e["source"], e["created"]) for e in entries] == [
+        ("timeout_after_create", "random", True)
+    ] * 2
+    assert len(await client.messages.list_async(to=TO)) == 2
+
+
+async def test_random_timeout_before_create_creates_nothing(
+    make_simulator: MakeSimulator, make_async_client: MakeAsyncClient
+) -> None:
+    sim = make_simulator(rate_timeout=1.0, timeout_hold_s=0.3)
+    client = make_async_client(sim)
+
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await client.messages.create_async(to=TO, from_=SENDER, body="x")
+
+    assert await client.messages.list_async(to=TO) == []
+    entries = await sim.aclient.messages()
+    assert [(e["outcome"], e["created"]) for e in entries] == [("timeout", False)]
+
+
+def _list_status(client: Any, to: str = TO) -> int:
+    """The HTTP status of a list call (the SDK raises a bare TwilioException on failure)."""
+    try:
+        client.messages.list(to=to)
+    except TwilioException as exc:
+        return int(exc.args[1].status_code)
+    return 200
+
+
+def test_scripted_list_failures_then_ok(twilio_client: Any, simulator: SimulatorServer) -> None:
+    _create(twilio_client)
+    simulator.script(TO, ["503", "500", "429", "ok"], on="list")
+
+    statuses = [_list_status(twilio_client) for _ in range(5)]
+
+    assert statuses == [503, 500, 429, 200, 200]
+    # A script is per recipient, and a create to it is not affected by a list script.
+    simulator.script(TO, ["500"], on="list")
+    assert _list_status(twilio_client, to="+12125550777") == 200
+    assert _create(twilio_client).sid
+    log = simulator.lists()
+    assert [(e["outcome"], e["source"]) for e in log[:5]] == [
+        ("503", "script"),
+        ("500", "script"),
+        ("429", "script"),
+        ("ok", "script"),
+        ("ok", None),
+    ]
+
+
+async def test_random_list_failures_with_the_async_client(
+    make_simulator: MakeSimulator, make_async_client: MakeAsyncClient
+) -> None:
+    sim = make_simulator(rate_list_500=1.0)
+    client = make_async_client(sim)
+    created = await client.messages.create_async(to=TO, from_=SENDER, body="x")
+
+    with pytest.raises(TwilioException) as caught:
+        await client.messages.list_async(to=TO)
+
+    assert caught.value.args[1].status_code == 500
+    assert (await client.messages(created.sid).fetch_async()).sid == created.sid
+    await sim.aclient.configure(rate_list_500=0.0)
+    assert [m.sid for m in await client.messages.list_async(to=TO)] == [created.sid]
+    assert [e["source"] for e in await sim.aclient.lists()] == ["random", None]
+
+
+def test_scripted_list_timeout_holds_the_list_call(
+    simulator: SimulatorServer, make_client: MakeClient
+) -> None:
+    client = make_client(simulator, http_client=TwilioHttpClient(timeout=0.3))
+    simulator.script(TO, ["timeout"], on="list")
+
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        client.messages.list(to=TO)
+
+    assert simulator.lists()[-1]["outcome"] == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "on"), [(["500_after_create"], "list"), (["ok"], "fetch"), (["hang"], "create")]
+)
+def test_script_rejects_outcomes_its_call_cannot_have(
+    simulator: SimulatorServer, outcomes: list[str], on: str
+) -> None:
+    with pytest.raises(SimulatorError):
+        simulator.script(TO, outcomes, on=on)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import eventually_sync
@@ -92,19 +93,64 @@ def test_list_filters_by_sender_and_limit(twilio_client: Any) -> None:
     assert len(limited) == 2
 
 
-def test_list_filters_by_date_sent(twilio_client: Any) -> None:
-    twilio_client.messages.create(to=TO, from_=SENDER, body="today")
-    today = datetime.now(UTC).date()
-    a_minute_ago = datetime.now(UTC) - timedelta(minutes=1)
+def _sent(client: Any, sid: str) -> Any:
+    """The message once it has a date_sent, else None."""
+    message = client.messages(sid).fetch()
+    return message if message.date_sent is not None else None
 
-    assert len(twilio_client.messages.list(to=TO, date_sent=today)) == 1
-    assert len(twilio_client.messages.list(to=TO, date_sent=today - timedelta(days=1))) == 0
-    assert len(twilio_client.messages.list(to=TO, date_sent_after=a_minute_ago)) == 1
-    assert len(twilio_client.messages.list(to=TO, date_sent_before=a_minute_ago)) == 0
-    later = datetime.now(UTC) + timedelta(hours=1)
-    assert len(twilio_client.messages.list(to=TO, date_sent_after=later)) == 0
-    assert len(twilio_client.messages.list(to=TO, date_sent_before=later)) == 1
-    assert len(twilio_client.messages.list(to=TO, date_sent_before=date(2000, 1, 1))) == 0
+
+def test_date_sent_filters_compare_whole_gmt_days(twilio_client: Any) -> None:
+    created = twilio_client.messages.create(to=TO, from_=SENDER, body="today")
+    sent = eventually_sync(lambda: _sent(twilio_client, created.sid)).date_sent
+    today = sent.date()
+    a_day = timedelta(days=1)
+
+    def count(**filters: Any) -> int:
+        return len(twilio_client.messages.list(to=TO, **filters))
+
+    assert count(date_sent=today) == 1
+    assert count(date_sent=today - a_day) == 0
+    assert count(date_sent_after=today) == 1
+    assert count(date_sent_after=today + a_day) == 0
+    assert count(date_sent_before=today) == 1
+    assert count(date_sent_before=today - a_day) == 0
+    assert count(date_sent_before=date(2000, 1, 1)) == 0
+    # The SDK sends date-times (YYYY-MM-DDTHH:MM:SSZ); Twilio documents whole days, so a
+    # time later than the message still matches "sent on or after" its day.
+    assert count(date_sent_after=sent + timedelta(seconds=1)) == 1
+    assert count(date_sent_before=sent - timedelta(seconds=1)) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["{day}", "{day}T00:00:00Z", "{day}T23:59:59.500+00:00", "{day}T12:00:00+0000", "{day} 08:30"],
+)
+def test_date_sent_accepts_days_and_iso_date_times(twilio_client: Any, value: str) -> None:
+    created = twilio_client.messages.create(to=TO, from_=SENDER, body="x")
+    day = eventually_sync(lambda: _sent(twilio_client, created.sid)).date_sent.date()
+
+    listed = twilio_client.messages.list(to=TO, date_sent=value.format(day=day.isoformat()))
+
+    assert [m.sid for m in listed] == [created.sid]
+
+
+def test_date_sent_offsets_convert_to_gmt(twilio_client: Any) -> None:
+    created = twilio_client.messages.create(to=TO, from_=SENDER, body="x")
+    day = eventually_sync(lambda: _sent(twilio_client, created.sid)).date_sent.date()
+    # 23:00 at UTC-05:00 is 04:00 GMT the next day.
+    previous_evening = f"{(day - timedelta(days=1)).isoformat()}T23:00:00-05:00"
+
+    assert len(twilio_client.messages.list(to=TO, date_sent=previous_evening)) == 1
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2024-13-01", ">=2024-01-01", "2024-01-01T25:00"])
+def test_malformed_date_sent_is_400_20001(twilio_client: Any, value: str) -> None:
+    # The SDK raises a bare TwilioException carrying the response for a failed list page.
+    with pytest.raises(TwilioException) as caught:
+        twilio_client.messages.list(to=TO, date_sent=value)
+
+    response = caught.value.args[1]
+    assert (response.status_code, json.loads(response.text)["code"]) == (400, 20001)
 
 
 async def test_async_client_creates_fetches_and_pages(async_twilio_client: Any) -> None:
