@@ -278,13 +278,8 @@ class DeliveryService:
 
     async def mark_reported(self, steps: Sequence[tuple[str, Status]]) -> None:
         """These status records are on Kafka; replays need not repeat them."""
-        await self._ledger.mark_reported(
-            [
-                (event_id, S(status.value))
-                for event_id, status in steps
-                if status in CONSUMER_SETTLED
-            ]
-        )
+        settled = [(event_id, S(status.value)) for event_id, status in steps]
+        await self._ledger.mark_reported([step for step in settled if step[1] in CONSUMER_SETTLED])
 
     def _claim_request(self, job: Job) -> ClaimRequest:
         event = job.event

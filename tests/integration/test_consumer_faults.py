@@ -13,8 +13,8 @@ from sms_relay.adapters.postgres import create_engine
 from sms_relay.ledger import ClaimRequest, PostgresLedger, Settlement
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.settings import Settings
-from sms_relay.states import DeliveryState
 from sms_relay.simulator.server import SimulatorServer
+from sms_relay.states import DeliveryState
 from sms_relay.templates import ORDER_SHIPPED
 from tests.conftest import TEST_FROM
 from tests.support import (

@@ -182,16 +182,20 @@ async def test_stuck_sending_claims_are_counted_and_published(settings: Settings
     try:
         assert await count_stuck_claims(engine, 900) == 1
         registry = CollectorRegistry()
-        gauge = ConsumerMetrics(registry).stuck_sending_claims
+        metrics = ConsumerMetrics(registry)
 
         def stuck() -> float | None:
             return registry.get_sample_value("sms_relay_stuck_sending_claims")
 
+        def doubts() -> float | None:
+            return registry.get_sample_value("sms_relay_unresolved_doubts")
+
         stop = asyncio.Event()
-        watcher = asyncio.create_task(watch_stuck_claims(engine, gauge, 900, stop, 0.05))
-        await eventually(lambda: stuck() == 1, what="the gauge set")
+        watcher = asyncio.create_task(watch_stuck_claims(engine, metrics, 900, stop, 0.05))
+        await eventually(lambda: stuck() == 1 and doubts() == 0, what="the gauges set")
         query(settings, "UPDATE deliveries SET state = 'accepted' WHERE event_id = 'stuck_1'")
-        await eventually(lambda: stuck() == 0, what="the gauge cleared")
+        query(settings, "UPDATE deliveries SET doubt_since = now() WHERE event_id = 'live_1'")
+        await eventually(lambda: stuck() == 0 and doubts() == 1, what="the gauges moved")
         stop.set()
         await asyncio.wait_for(watcher, 5)
     finally:
