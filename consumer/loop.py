@@ -263,8 +263,8 @@ class ConsumeLoop:
             "partitions revoked",
             extra={"partitions": len(partitions), "batchesInFlight": len(self._in_flight)},
         )
-        if self._in_flight and self._loop is not None:
-            tasks = [f.task for f in self._in_flight]
+        if (self._in_flight or self._offering) and self._loop is not None:
+            tasks = [f.task for f in self._in_flight] + list(self._offering)
             drained = asyncio.run_coroutine_threadsafe(asyncio.wait(tasks), self._loop)
             try:
                 drained.result(timeout=self._grace)

@@ -138,9 +138,11 @@ claimed AS (
         lease_owner = excluded.lease_owner, lease_token = excluded.lease_token,
         lease_until = excluded.lease_until, updated_at = now(),
         -- Taking over a send that never settled: it may have created a message, at the
-        -- latest while its lease ran (every Twilio call checks the lease first).
+        -- latest while its lease ran (every Twilio call checks the lease first). So the
+        -- doubt counts from the lease's end, even when an older doubt was already set
+        -- (the holder may have been resending after it). GREATEST ignores a NULL.
         doubt_since = CASE WHEN d.state = 'sending'
-            THEN COALESCE(d.doubt_since, LEAST(d.lease_until, clock_timestamp()))
+            THEN GREATEST(d.doubt_since, LEAST(d.lease_until, clock_timestamp()))
             ELSE d.doubt_since END
     WHERE d.state IN ('claimed', 'sending', 'retry_scheduled')
         AND (d.lease_until IS NULL OR d.lease_until <= clock_timestamp()

@@ -88,8 +88,9 @@ class InMemoryLedger:
                 row.lease_until <= now or row.lease_owner == self._owner
             ):
                 token = next(self._db.tokens)
-                if row.state is DeliveryState.SENDING and row.doubt_since is None:
-                    row.doubt_since = min(row.lease_until, now)
+                if row.state is DeliveryState.SENDING:  # see the SQL: from the lease's end
+                    ended = min(row.lease_until, now)
+                    row.doubt_since = max(row.doubt_since or ended, ended)
                 row.lease_owner, row.lease_token, row.lease_until = (
                     self._owner,
                     token,

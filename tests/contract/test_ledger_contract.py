@@ -83,6 +83,26 @@ async def test_a_send_left_behind_is_taken_over_in_doubt_from_the_end_of_its_lea
     assert again.reported is False
 
 
+async def test_a_takeover_counts_the_doubt_from_the_lease_end_even_after_an_older_doubt(
+    make_ledger: MakeLedger,
+) -> None:
+    # The holder was in doubt once, then (past the horizon) sending again when it died:
+    # that resend may land late, so the heir's doubt must start at the lease's end.
+    holder, heir = make_ledger("holder", 30), make_ledger("heir", 0.3)
+    token = (await holder.claim([ask("evt_doubt2")]))["evt_doubt2"].lease_token or 0
+    await holder.mark_sending([("evt_doubt2", token, "h")])
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    await holder.settle([Settlement("evt_doubt2", token, S.RETRY_SCHEDULED, 1, doubt_since=old)])
+    dying = make_ledger("dying", 0.3)
+    token = (await dying.claim([ask("evt_doubt2")]))["evt_doubt2"].lease_token or 0
+    assert await dying.mark_sending([("evt_doubt2", token, "h")])
+    await asyncio.sleep(0.5)
+    taken = (await heir.claim([ask("evt_doubt2")]))["evt_doubt2"]
+    assert taken.outcome is ClaimOutcome.IN_DOUBT
+    assert taken.doubt_since is not None
+    assert taken.doubt_since > old + timedelta(minutes=4)
+
+
 async def test_concurrent_claims_of_one_event_admit_exactly_one(make_ledger: MakeLedger) -> None:
     ledgers = [make_ledger(f"owner{i}", 30) for i in range(8)]
     claims = await asyncio.gather(*(ledger.claim([ask("evt_race01")]) for ledger in ledgers))

@@ -1,0 +1,741 @@
+"""Deterministic simulation of the delivery core: one seed, one world, checked invariants.
+
+The real `DeliveryService` (claims, leases and their heartbeat, reconciliation, retries)
+runs on a virtual clock against the in-memory ledger (the one the contract suite holds
+to PostgreSQL's behaviour), an adversarial Twilio and a small model of Kafka: partitions
+with committed offsets, retry tiers, a DLQ and a group coordinator that moves a dead or
+frozen member's partitions after a session timeout. Every call a consumer makes to the
+outside (ledger, Twilio, Kafka, sleeping) is a checkpoint where the seed may crash it
+(nothing of it runs afterwards, as after a SIGKILL) or freeze it (as after a SIGSTOP).
+Crashed consumers are replaced; records come back from the last commit.
+
+Twilio here: 429 bursts, 5xx before and after creating, timeouts before and after
+creating, creates that land after the client gave up, unexpected exceptions (an HTML
+page), account errors (rotated credentials), list failures, list lag, queued messages
+without `date_sent`, either list order, and two events with one number and one body.
+
+After the chaos the faults stop, the world drains, the DLQ is replayed once, and the
+invariants are checked. The guarantee holds under its stated assumption: a consumer's
+pause between its last lease check and its request reaching Twilio, plus Twilio's list
+lag, stays within the lease margin plus the reconciliation horizon (see README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from prometheus_client import CollectorRegistry
+
+from schemas.events import OrderShipped
+from sms_relay.adapters.twilio import ListedMessage, ListedPage, SentMessage
+from sms_relay.clock import LoopClock
+from sms_relay.errors import (
+    ProviderAccountError,
+    ProviderRejectedError,
+    ProviderThrottledError,
+    ProviderUnavailableError,
+)
+from sms_relay.leases import LEASE_MARGIN_SECONDS
+from sms_relay.ledger import Claim, ClaimRequest, Settlement, SettleResult
+from sms_relay.masking import body_hash, phone_hash
+from sms_relay.memory_ledger import InMemoryLedger, MemoryDatabase
+from sms_relay.metrics import ConsumerMetrics
+from sms_relay.ratelimit import RateLimiter
+from sms_relay.retry import RetryPolicy, TierPlan
+from sms_relay.sending import WAITING, DeliveryService, InDoubtResend, Job, Outcome, Result
+from sms_relay.states import DeliveryState
+from sms_relay.templates import ORDER_SHIPPED
+from tests.dst.vloop import VirtualTimeLoop
+
+T = TypeVar("T")
+S = DeliveryState
+HASH_KEY = "simulation-hash-key"
+EPOCH = datetime(2026, 12, 1, tzinfo=UTC)
+FAIL_NUMBER = "+15005550001"  # Twilio's magic "invalid number" (21211)
+STOPPED_NUMBER = "+12125550199"  # opted out before the run
+NUMBERS = ("+12125550123", "+12125550124", "+13125550142", FAIL_NUMBER, STOPPED_NUMBER)
+
+# The consumer's settings in the simulation: production's defaults, shorter tiers.
+LEASE = 15.0
+CALL_DEADLINE = 10.0
+SETTLE = 3.0
+HORIZON = 10.0
+TIERS = (("30s", 30.0), ("2m", 120.0), ("5m", 300.0))
+SESSION_TIMEOUT = 10.0
+MAX_LIST_LAG = 2.0
+NETWORK = 0.3  # most a request takes to reach Twilio
+# A longer freeze between a lease check and a create could outlast the horizon: that is
+# the guarantee's stated assumption, so the simulation stays inside it.
+MAX_FREEZE = CALL_DEADLINE + LEASE_MARGIN_SECONDS + HORIZON - MAX_LIST_LAG - NETWORK - 0.5
+BATCH = 4
+IDLE_POLL = 1.0  # an idle consumer looks again after this (virtual) time
+CHAOS_SECONDS = 120.0
+DRAIN_LIMIT_SECONDS = 6 * 3600.0
+
+
+class Crashed(BaseException):
+    """The consumer was killed here: nothing of it runs afterwards."""
+
+
+def repro(seed: int) -> str:
+    return f"make soak SEED={seed}"
+
+
+# ----------------------------------------------------------------------------- Twilio
+
+
+@dataclass
+class FakeMessage:
+    sid: str
+    to: str
+    body_hash: str
+    event_id: str
+    created_at: float
+    visible_at: float  # list lag
+    sent_at: float  # leaves the sender's queue (no date_sent before)
+
+
+@dataclass
+class Faults:
+    rate_429: float
+    rate_uncertain: float  # 5xx/timeouts/drops, before or after creating
+    rate_list_error: float
+    burst_429: tuple[float, float]  # a window of mostly 429s
+    account_window: tuple[float, float]  # credentials rotated: every create is 20003
+    queue_seconds: float
+    list_by_date_sent: bool  # Twilio's list order: by DateSent (queued first) or creation
+
+
+class AdversarialTwilio:
+    def __init__(self, rng: random.Random, clock: LoopClock, faults: Faults) -> None:
+        self._rng = rng
+        self._clock = clock
+        self.faults = faults
+        self.faulty = True
+        self.messages: list[FakeMessage] = []
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def create(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+        event_id = unquote((status_callback or "").rsplit("=", 1)[-1])
+        fate = self._fate(to)
+        answer: asyncio.Future[SentMessage] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(lambda f: f.cancelled() or f.exception())
+        # Twilio works on the request whatever becomes of the client that sent it.
+        server = asyncio.ensure_future(self._serve(fate, to, body, event_id, answer))
+        self._pending.add(server)
+        server.add_done_callback(self._pending.discard)
+        try:
+            async with asyncio.timeout(CALL_DEADLINE):
+                return await asyncio.shield(answer)
+        except TimeoutError:
+            raise ProviderUnavailableError("twilio timeout") from None
+
+    def _fate(self, to: str) -> str:
+        if to == FAIL_NUMBER:
+            return "recipient"
+        if not self.faulty:
+            return "ok"
+        now, f, roll = self.now(), self.faults, self._rng.random()
+        in_burst = f.burst_429[0] <= now < f.burst_429[1] and roll < 0.8
+        fate = "ok"
+        if f.account_window[0] <= now < f.account_window[1]:
+            fate = "account"
+        elif in_burst or roll < f.rate_429:
+            fate = "429"
+        elif roll < f.rate_429 + f.rate_uncertain:
+            fate = self._rng.choice(
+                ["500", "500_after_create", "hang", "hang_after_create", "late_create", "html"]
+            )
+        return fate
+
+    async def _serve(
+        self, fate: str, to: str, body: str, event_id: str, answer: asyncio.Future[SentMessage]
+    ) -> None:
+        rng = self._rng
+        await asyncio.sleep(rng.uniform(0.01, NETWORK))
+        errors: dict[str, Exception] = {
+            "429": ProviderThrottledError("twilio throttled", code=20429, status=429),
+            "500": ProviderUnavailableError("twilio 500", code=20500, status=500),
+            "recipient": ProviderRejectedError("twilio 400", code=21211, status=400),
+            "account": ProviderAccountError("twilio 401", code=20003, status=401),
+        }
+        if fate in errors:
+            answer.set_exception(errors[fate])
+            return
+        if fate == "hang":
+            return
+        if fate == "late_create":  # Twilio still works on it after the client gave up
+            await asyncio.sleep(CALL_DEADLINE + rng.uniform(0, 2))
+        created = self._create(to, body, event_id)
+        if fate in ("hang_after_create", "late_create"):
+            return
+        await asyncio.sleep(rng.uniform(0.01, 0.2))
+        if answer.done():
+            return
+        if fate == "500_after_create":
+            answer.set_exception(ProviderUnavailableError("twilio 500", code=20500, status=500))
+        elif fate == "html":  # an egress proxy's error page: the SDK raises ValueError
+            answer.set_exception(ValueError("Expecting value: line 1 column 1 (char 0)"))
+        else:
+            answer.set_result(SentMessage(created.sid, "queued"))
+
+    def _create(self, to: str, body: str, event_id: str) -> FakeMessage:
+        now = self.now()
+        lag = self._rng.uniform(0, MAX_LIST_LAG) if self.faulty else 0.0
+        queue = self._rng.uniform(0, self.faults.queue_seconds)
+        sid = "SM" + hashlib.sha256(f"{len(self.messages)}:{event_id}".encode()).hexdigest()[:32]
+        message = FakeMessage(sid, to, body_hash(body), event_id, now, now + lag, now + queue)
+        self.messages.append(message)
+        return message
+
+    async def list_page(self, to: str, page: str | None) -> ListedPage:
+        await asyncio.sleep(self._rng.uniform(0.01, 0.2))
+        if self.faulty and self._rng.random() < self.faults.rate_list_error:
+            raise ProviderUnavailableError("twilio 503", code=20503, status=503)
+        now = self.now()
+        visible = [m for m in self.messages if m.to == to and m.visible_at <= now]
+        if self.faults.list_by_date_sent:  # queued (no date_sent) first, then by DateSent
+            visible.sort(key=lambda m: (m.sent_at <= now, -m.sent_at, -m.created_at))
+        else:
+            visible.sort(key=lambda m: -m.created_at)
+        start = int(page or 0)
+        chunk = visible[start : start + 2]
+        listed = [
+            ListedMessage(
+                m.sid,
+                m.body_hash,
+                EPOCH + timedelta(seconds=m.created_at),
+                EPOCH + timedelta(seconds=m.sent_at) if m.sent_at <= now else None,
+            )
+            for m in chunk
+        ]
+        more = start + 2 < len(visible)
+        return ListedPage(listed, str(start + 2) if more else None)
+
+
+# ----------------------------------------------------------------------------- Kafka
+
+
+@dataclass
+class Record:
+    event_id: str
+    event: OrderShipped
+    attempts: int = 0
+    tier: int = -1
+    not_before: float = 0.0
+
+
+@dataclass
+class Partition:
+    name: str
+    records: list[Record] = field(default_factory=list)
+    committed: int = 0
+    owner: Node | None = None
+
+
+# ----------------------------------------------------------------------------- consumers
+
+
+class Node:
+    """One consumer process."""
+
+    def __init__(self, world: World, name: str) -> None:
+        self.world = world
+        self.name = name
+        self.alive = True
+        self.frozen_until = 0.0
+        self.last_seen = world.now()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.held: dict[tuple[str, int], tuple[float, Record]] = {}
+        self.positions: dict[str, int] = {}
+        self.metrics = ConsumerMetrics(CollectorRegistry())
+        clock = NodeClock(self, world.clock)
+        ledger = CheckedLedger(self, InMemoryLedger(world.db, name, LEASE))
+        rng = world.rng
+        self.service = DeliveryService(
+            ledger,
+            CheckedTwilio(self, world.twilio),
+            limiter=RateLimiter(10.0, 5.0, clock=clock.monotonic, sleep=clock.sleep),
+            concurrency=4,
+            policy=RetryPolicy(3, 0.5, 8.0, uniform=rng.random),
+            tiers=TierPlan(TIERS),
+            metrics=self.metrics,
+            phone_hash_key=HASH_KEY,
+            public_base_url="http://callbacks.invalid",
+            settle_seconds=SETTLE,
+            horizon_seconds=HORIZON,
+            request_timeout_seconds=CALL_DEADLINE,
+            in_doubt_resend=world.resend,
+            clock=clock,
+            uniform=rng.random,
+        )
+
+    def start(self) -> None:
+        stop = asyncio.Event()
+        for work in (self._consume(), self._offer_held(), self.service.leases.heartbeat(stop)):
+            task = asyncio.ensure_future(work)
+            self.tasks.add(task)
+
+    async def checkpoint(self) -> None:
+        world = self.world
+        if not self.alive:
+            raise Crashed
+        if world.chaos and world.rng.random() < world.crash_rate:
+            world.crash(self)
+            raise Crashed
+        if world.chaos and world.rng.random() < world.freeze_rate:
+            self.frozen_until = world.now() + world.rng.uniform(1.0, MAX_FREEZE)
+            world.freezes += 1
+            world.log(f"{self.name} frozen until {self.frozen_until:.1f}")
+        if world.now() < self.frozen_until - 1e-6:  # float sums may fall just short
+            await asyncio.sleep(self.frozen_until - world.now() + 1e-6)
+        if not self.alive:
+            raise Crashed
+
+    def owned(self) -> list[Partition]:
+        return [p for p in self.world.partitions.values() if p.owner is self]
+
+    async def _consume(self) -> None:
+        world = self.world
+        while True:
+            await self.checkpoint()
+            batch: list[tuple[Partition, int, Record]] = []
+            for partition in self.owned():
+                position = self.positions.setdefault(partition.name, partition.committed)
+                while position < len(partition.records) and len(batch) < BATCH:
+                    record = partition.records[position]
+                    if record.not_before > world.now():
+                        break  # a retry tier's head not due: the partition waits
+                    batch.append((partition, position, record))
+                    position += 1
+            if not batch:
+                await asyncio.sleep(IDLE_POLL if world.chaos else IDLE_POLL * 5)
+                continue
+            await self._process(batch)
+            for partition in {p.name: p for p, _, _ in batch}.values():
+                self.positions[partition.name] = max(o + 1 for p, o, _ in batch if p is partition)
+            await self.checkpoint()
+            self._commit()
+
+    async def _offer_held(self) -> None:
+        world = self.world
+        while True:
+            await asyncio.sleep(IDLE_POLL if world.chaos else IDLE_POLL * 5)
+            due = sorted(
+                (key, record)
+                for key, (when, record) in self.held.items()
+                if when <= world.now() and self.world.partitions[key[0]].owner is self
+            )
+            if not due:
+                continue
+            unique: dict[str, tuple[tuple[str, int], Record]] = {}
+            for key, record in due:
+                unique.setdefault(record.event_id, (key, record))
+            for key, record in unique.values():  # still held (no commit passes) meanwhile
+                self.held[key] = (float("inf"), record)
+            await self._process([(world.partitions[k[0]], k[1], r) for k, r in unique.values()])
+            for key, _ in unique.values():
+                if self.held.get(key, (0.0,))[0] == float("inf"):
+                    del self.held[key]  # settled; what must wait again was held anew
+            await self.checkpoint()
+            self._commit()
+
+    async def _process(self, batch: Sequence[tuple[Partition, int, Record]]) -> None:
+        jobs: dict[str, tuple[Partition, int, Record]] = {}
+        for partition, offset, record in batch:
+            jobs.setdefault(record.event_id, (partition, offset, record))
+        results = await self.service.process(
+            [Job(ORDER_SHIPPED, r.event, r.attempts, r.tier) for _, _, r in jobs.values()]
+        )
+        reported = []
+        for result in results:
+            partition, offset, record = jobs[result.job.event.eventId]
+            if result.outcome in WAITING:
+                if partition.owner is self:  # revoked meanwhile: the new owner reads it
+                    due = self.world.now() + result.wait_seconds
+                    self.held[(partition.name, offset)] = (due, record)
+                continue
+            await self.checkpoint()
+            self.world.publish(result, record)
+            if result.report is not None:
+                reported.append((result.job.event.eventId, result.report))
+        await self.service.mark_reported(reported)
+
+    def _commit(self) -> None:
+        """Commit what is done, never past a held record; a fenced member commits nothing."""
+        for partition in self.owned():
+            target = self.positions.get(partition.name, partition.committed)
+            held = [o for (name, o) in self.held if name == partition.name]
+            target = min([target, *held])
+            partition.committed = max(partition.committed, target)
+
+
+class NodeClock(LoopClock):
+    def __init__(self, node: Node, clock: LoopClock) -> None:
+        super().__init__(EPOCH)
+        self._node = node
+
+    async def sleep(self, seconds: float) -> None:
+        await self._node.checkpoint()
+        await asyncio.sleep(seconds)
+        await self._node.checkpoint()
+
+
+class CheckedLedger:
+    """The ledger as one consumer reaches it: every call is a crash point before and
+    after (after: the write happened, the answer never arrived)."""
+
+    def __init__(self, node: Node, ledger: InMemoryLedger) -> None:
+        self._node = node
+        self._ledger = ledger
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._ledger.lease_seconds
+
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+        await self._node.checkpoint()
+        result = await work()
+        await self._node.checkpoint()
+        return result
+
+    async def claim(self, requests: Sequence[ClaimRequest]) -> dict[str, Claim]:
+        return await self._call(lambda: self._ledger.claim(requests))
+
+    async def mark_sending(self, items: Sequence[tuple[str, int, str]]) -> dict[str, datetime]:
+        return await self._call(lambda: self._ledger.mark_sending(items))
+
+    async def renew(self, leases: Mapping[str, int]) -> set[str]:
+        return await self._call(lambda: self._ledger.renew(leases))
+
+    async def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
+        return await self._call(lambda: self._ledger.settle(settlements))
+
+    async def mark_reported(self, steps: Sequence[tuple[str, DeliveryState]]) -> None:
+        await self._call(lambda: self._ledger.mark_reported(steps))
+
+    async def owned_sids(self, sids: Sequence[str], event_id: str) -> set[str]:
+        return await self._call(lambda: self._ledger.owned_sids(sids, event_id))
+
+    async def suppress(self, phone_hash: str, phone_masked: str, reason: str) -> None:
+        await self._call(lambda: self._ledger.suppress(phone_hash, phone_masked, reason))
+
+
+class CheckedTwilio:
+    def __init__(self, node: Node, twilio: AdversarialTwilio) -> None:
+        self._node = node
+        self._twilio = twilio
+
+    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+        await self._node.checkpoint()
+        event_id = unquote((status_callback or "").rsplit("=", 1)[-1])
+        self._node.world.log(f"{self._node.name} creates for {event_id}")
+        sent = await self._twilio.create(to, body, status_callback)
+        await self._node.checkpoint()
+        return sent
+
+    async def list_page(self, to: str, page: str | None) -> ListedPage:
+        await self._node.checkpoint()
+        listed = await self._twilio.list_page(to, page)
+        await self._node.checkpoint()
+        return listed
+
+
+# ----------------------------------------------------------------------------- the world
+
+
+@dataclass
+class Outcomes:
+    violations: list[str]
+    events: int
+    messages: int
+    crashes: int
+    freezes: int
+    virtual_seconds: float
+
+
+class World:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        rng = self.rng
+        self.clock = LoopClock(EPOCH)
+        self.db = MemoryDatabase(clock=self.clock.now)
+        start_429 = rng.uniform(0, CHAOS_SECONDS)
+        start_account = rng.uniform(0, CHAOS_SECONDS) if rng.random() < 0.3 else -1.0
+        self.twilio = AdversarialTwilio(
+            rng,
+            self.clock,
+            Faults(
+                rate_429=rng.choice([0.0, 0.05, 0.2]),
+                rate_uncertain=rng.choice([0.0, 0.1, 0.3, 0.5]),
+                rate_list_error=rng.choice([0.0, 0.1, 0.3]),
+                burst_429=(start_429, start_429 + rng.uniform(0, 10)),
+                account_window=(start_account, start_account + rng.uniform(0, 40)),
+                queue_seconds=rng.choice([0.0, 5.0, 60.0]),
+                list_by_date_sent=rng.random() < 0.5,
+            ),
+        )
+        self.resend = InDoubtResend.NEVER if seed % 5 == 0 else InDoubtResend.AFTER_HORIZON
+        self.crash_rate = rng.choice([0.0, 0.003, 0.01])
+        self.freeze_rate = rng.choice([0.0, 0.002])
+        self.chaos = True
+        self.partitions: dict[str, Partition] = {}
+        for i in range(2):
+            self.partitions[f"main-{i}"] = Partition(f"main-{i}")
+        for name, _ in TIERS:
+            self.partitions[f"retry-{name}"] = Partition(f"retry-{name}")
+        self.dlq: list[Record] = []
+        self.statuses: list[tuple[str, str]] = []
+        self.nodes: list[Node] = []
+        self.crashes = 0
+        self.freezes = 0
+        self.trace: list[str] = []
+        self.events: dict[str, OrderShipped] = {}
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def log(self, line: str) -> None:
+        self.trace.append(f"{self.now():9.3f} {line}")
+
+    # -- input
+
+    def produce_events(self) -> None:
+        rng = self.rng
+        count = rng.randint(6, 14)
+        consent = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        for i in range(count):
+            event_id = f"evt-{self.seed}-{i:03d}"
+            phone = rng.choice(NUMBERS)
+            # Some events share a number and a body (same order id): reconciliation must
+            # not hand one of them the other's message.
+            order = str(rng.randint(1, 3)) if rng.random() < 0.4 else f"{self.seed}{i}"
+            event = OrderShipped.model_validate(
+                {"eventId": event_id, "phone": phone, "orderId": order, "consentAt": consent}
+            )
+            self.events[event_id] = event
+            copies = 2 if rng.random() < 0.3 else 1
+            for _ in range(copies):
+                partition = self.partitions[f"main-{rng.randint(0, 1)}"]
+                partition.records.append(Record(event_id, event))
+        self.db.suppressions[phone_hash(HASH_KEY, STOPPED_NUMBER)] = "stop"
+
+    # -- Kafka's side of the consumers
+
+    def publish(self, result: Result, record: Record) -> None:
+        if result.outcome is Outcome.RETRY_SCHEDULED and result.retry_tier is not None:
+            name, delay = result.retry_tier
+            tier = [n for n, _ in TIERS].index(name)
+            again = Record(record.event_id, record.event, result.attempts, tier, self.now() + delay)
+            self.partitions[f"retry-{name}"].records.append(again)
+        if result.outcome is Outcome.DEAD_LETTERED:
+            self.dlq.append(Record(record.event_id, record.event, result.attempts))
+        if result.report is not None:
+            self.statuses.append((record.event_id, result.report.value))
+
+    def crash(self, node: Node) -> None:
+        node.alive = False
+        self.crashes += 1
+        self.log(f"{node.name} crashed")
+        for task in node.tasks:
+            task.cancel()
+
+    def join(self) -> Node:
+        node = Node(self, f"node-{len(self.nodes)}")
+        self.nodes.append(node)
+        node.start()
+        orphans = [p for p in self.partitions.values() if p.owner is None]
+        for partition in orphans:
+            partition.owner = node
+        return node
+
+    async def coordinate(self) -> None:
+        """Heartbeats, evictions after the session timeout, replacements for the dead."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.now()
+            for node in self.nodes:
+                if node.alive and now >= node.frozen_until:
+                    node.last_seen = now
+            # A killed or frozen member keeps its partitions until its session times out.
+            members = [n for n in self.nodes if now - n.last_seen <= SESSION_TIMEOUT]
+            for partition in self.partitions.values():
+                owner = partition.owner
+                if owner is not None and owner not in members:
+                    partition.owner = None
+                    owner.positions.pop(partition.name, None)
+                    owner.held = {k: v for k, v in owner.held.items() if k[0] != partition.name}
+            live = [n for n in self.nodes if n.alive]
+            if len(live) < 2:
+                self.join()
+            members = [n for n in self.nodes if n.alive and now - n.last_seen <= SESSION_TIMEOUT]
+            for partition in self.partitions.values():
+                if partition.owner is None and members:
+                    partition.owner = min(members, key=lambda n: len(n.owned()))
+                    partition.owner.positions.pop(partition.name, None)
+
+    def drained(self) -> bool:
+        if any(p.committed < len(p.records) for p in self.partitions.values()):
+            return False
+        owned = {p.name: p.owner for p in self.partitions.values()}
+        return not any(owned[name] is n for n in self.nodes for name, _ in n.held)
+
+    def replay_dlq(self) -> None:
+        """`sms-relay dlq replay`: reopen the dead-lettered rows, back onto the first tier."""
+        for record in self.dlq:
+            row = self.db.rows.get(record.event_id)
+            if row is not None and row.state is S.DEAD_LETTERED:
+                row.state, row.lease_until = S.RETRY_SCHEDULED, self.clock.now()
+                name = TIERS[0][0]
+                again = Record(record.event_id, record.event, record.attempts, 0, self.now())
+                self.partitions[f"retry-{name}"].records.append(again)
+        self.dlq = []
+
+    # -- the run
+
+    async def run(self) -> None:
+        self.produce_events()
+        coordinator = asyncio.ensure_future(self.coordinate())
+        self.join()
+        self.join()
+        await asyncio.sleep(CHAOS_SECONDS)
+        self.chaos = False
+        self.twilio.faulty = False
+        for replay in (False, True):
+            if replay:
+                self.replay_dlq()
+            deadline = self.now() + DRAIN_LIMIT_SECONDS
+            while not self.drained() and self.now() < deadline:  # noqa: ASYNC110 - polls a model
+                await asyncio.sleep(5.0)
+        coordinator.cancel()
+        for node in self.nodes:
+            for task in node.tasks:
+                task.cancel()
+        pending = [t for n in self.nodes for t in n.tasks] + [coordinator]
+        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*self.twilio._pending, return_exceptions=True)
+
+    def check(self) -> list[str]:
+        """The invariants, as a list of what broke (empty when all hold).
+
+        Two events with one number and one body are the same SMS to Twilio, so messages
+        are counted per (number, body): each message created is held by exactly one
+        event of its group (none sent twice, none lost track of), and each event holds
+        one, or ends failed, suppressed or, under SMS_IN_DOUBT_RESEND=never, dead-lettered
+        in doubt (counted and alerted).
+        """
+        problems = []
+        if not self.drained():
+            problems.append("the world did not drain: records left uncommitted or held")
+        groups: dict[tuple[str, str], list[str]] = {}
+        for event_id, event in self.events.items():
+            key = (event.phone, body_hash(ORDER_SHIPPED.render(event)))
+            groups.setdefault(key, []).append(event_id)
+        created: dict[tuple[str, str], set[str]] = {}
+        for message in self.messages():
+            created.setdefault((message.to, message.body_hash), set()).add(message.sid)
+        for key, members in groups.items():
+            sids = created.pop(key, set())
+            held = [self.db.rows[e].message_sid for e in members if e in self.db.rows]
+            held_sids = [sid for sid in held if sid is not None]
+            if len(held_sids) != len(set(held_sids)):
+                problems.append(f"{members}: two events hold one SID")
+            if set(held_sids) - sids:
+                problems.append(f"{members}: a SID that is no message of theirs")
+            if sids - set(held_sids):
+                extra = len(sids - set(held_sids))
+                problems.append(f"{members}: {extra} message(s) created that no event holds")
+        if created:
+            problems.append(f"messages of no event: {sorted(created)}")
+        for event_id, event in self.events.items():
+            problems.extend(self._check_end(event_id, event))
+        resends = sum(_count(n.metrics, "sms_relay_in_doubt_resends_total") for n in self.nodes)
+        if self.resend is InDoubtResend.NEVER and resends:
+            problems.append(f"{resends:g} in-doubt resends although SMS_IN_DOUBT_RESEND=never")
+        return problems
+
+    def _check_end(self, event_id: str, event: OrderShipped) -> list[str]:
+        row = self.db.rows.get(event_id)
+        if row is None:
+            return [f"{event_id}: never claimed"]
+        problems = []
+        state = row.state
+        unresolved = row.last_error == "in_doubt_unresolved"
+        if unresolved and (self.resend is not InDoubtResend.NEVER or row.doubt_since is None):
+            problems.append(f"{event_id}: dead-lettered in doubt without the policy")
+        if event.phone == STOPPED_NUMBER:
+            expected = {S.SUPPRESSED}
+        elif event.phone == FAIL_NUMBER:
+            expected = {S.FAILED}
+        else:
+            expected = {S.ACCEPTED}
+        if unresolved and state is S.DEAD_LETTERED:
+            expected.add(S.DEAD_LETTERED)
+        if state not in expected:
+            problems.append(f"{event_id}: ended {state}, expected {sorted(expected)}")
+        if (state is S.ACCEPTED) != (row.message_sid is not None):
+            problems.append(f"{event_id}: {state} with SID {row.message_sid}")
+        if row.doubt_since is not None and state not in (S.DEAD_LETTERED, S.SUPPRESSED):
+            problems.append(f"{event_id}: a doubt left unresolved and unseen in {state}")
+        if row.settled_state is not None and not row.reported:
+            problems.append(f"{event_id}: its {row.settled_state} step was never published")
+        return problems
+
+    def messages(self) -> list[FakeMessage]:
+        return self.twilio.messages
+
+
+def _count(metrics: ConsumerMetrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
+
+
+def simulate(seed: int) -> Outcomes:
+    """Run one seed to the end and check it."""
+    logging.getLogger("sms_relay").setLevel(logging.CRITICAL)
+    loop = VirtualTimeLoop()
+    # Killed consumers leave tasks with unretrieved exceptions behind: that is the point.
+    loop.set_exception_handler(lambda _loop, _context: None)
+    world = World(seed)
+    try:
+        loop.run_until_complete(world.run())
+        virtual = loop.time()
+    finally:
+        loop.close()
+    return Outcomes(
+        world.check(),
+        len(world.events),
+        len(world.messages()),
+        world.crashes,
+        world.freezes,
+        virtual,
+    )
+
+
+def fingerprint(seed: int) -> str:
+    """A digest of everything a run did, to prove runs repeat exactly."""
+    logging.getLogger("sms_relay").setLevel(logging.CRITICAL)
+    loop = VirtualTimeLoop()
+    loop.set_exception_handler(lambda _loop, _context: None)
+    world = World(seed)
+    try:
+        loop.run_until_complete(world.run())
+    finally:
+        loop.close()
+    parts = [f"{m.sid}:{m.event_id}:{m.created_at:.6f}" for m in world.messages()]
+    parts += [
+        f"{r.event_id}:{r.state}:{r.message_sid}:{r.attempts}" for r in world.db.rows.values()
+    ]
+    parts += world.trace
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
