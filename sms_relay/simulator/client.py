@@ -95,7 +95,7 @@ class SimulatorClient:
 
     def script(self, to: str, outcomes: list[str], on: str = "create") -> None:
         """Answer the next creates to `to` with `outcomes` (store.OUTCOMES: ok, 429, 500,
-        ..., timeout_after_create), or with on="list" the next lists filtered by `To`
+        ..., timeout_after_create, html), or with on="list" the next lists filtered by `To`
         (store.LIST_OUTCOMES: ok, 429, 500, 503, timeout)."""
         payload = {"to": to, "outcomes": outcomes, "on": on}
         _expect_ok(*self._call("POST", "/_simulator/script", payload))

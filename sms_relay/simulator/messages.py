@@ -36,8 +36,11 @@ CLOSING = web.AppKey("simulator_closing", asyncio.Event)
 DROPPED = web.RequestKey("simulator_dropped", bool)
 
 # Outcomes answered before any message exists.
-_EARLY = frozenset({"429", "500", "503", "drop_before_create", "timeout"})
+_EARLY = frozenset({"429", "500", "503", "drop_before_create", "timeout", "html"})
 _EARLY_ERRORS = {"429": (429, 20429), "500": (500, 20500), "503": (503, 20503)}
+# What an egress proxy or captive portal in front of Twilio answers in its stead: a 200
+# with its own HTML page. Nothing reached Twilio; the SDK fails to parse it (ValueError).
+_PROXY_PAGE = "<html><head><title>Proxy</title></head><body>Access policy page</body></html>"
 _ALPHANUMERIC_SENDER = re.compile(r"\A(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}\Z")
 _SHORT_CODE = re.compile(r"\A[0-9]{5,6}\Z")
 # Twilio documents DateSent as a GMT day, YYYY-MM-DD; the SDK sends YYYY-MM-DDTHH:MM:SSZ.
@@ -265,6 +268,9 @@ async def _answer_early(request: web.Request, entry: dict[str, Any], outcome: st
         _drop(request)
     if outcome == "drop_before_create":
         _drop(request)
+    if outcome == "html":
+        page = web.Response(status=200, text=_PROXY_PAGE, content_type="text/html")
+        return _finish(entry, outcome, page, None)
     status, code = _EARLY_ERRORS[outcome]
     return _finish(entry, outcome, error_response(status, code), code)
 

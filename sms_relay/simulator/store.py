@@ -26,6 +26,7 @@ OUTCOMES = frozenset(
         "drop_before_create",
         "timeout",
         "timeout_after_create",
+        "html",
     }
 )
 # What a scripted list call (`"on": "list"`, keyed by its `To` filter) can do.

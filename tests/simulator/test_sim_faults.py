@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import Any
 
@@ -115,6 +116,28 @@ async def test_drop_before_create_with_the_async_client(
     assert await async_twilio_client.messages.list_async(to=TO) == []
     entries = await simulator.aclient.messages()
     assert (entries[-1]["outcome"], entries[-1]["created"]) == ("drop_before_create", False)
+
+
+async def test_html_page_makes_the_sdk_raise_a_non_twilio_error_and_creates_nothing(
+    async_twilio_client: Any, twilio_client: Any, simulator: SimulatorServer
+) -> None:
+    # A proxy's 200 with an HTML page: the SDK's JSON parse fails (a ValueError), outside
+    # the SDK's own exceptions.
+    await simulator.aclient.script(TO, ["html", "html"])
+
+    with pytest.raises(json.JSONDecodeError) as caught:
+        await async_twilio_client.messages.create_async(to=TO, from_=SENDER, body="x")
+    with pytest.raises(json.JSONDecodeError) as caught_sync:
+        _create(twilio_client)
+
+    assert not isinstance(caught.value, TwilioException)
+    assert not isinstance(caught_sync.value, TwilioException)
+    assert await async_twilio_client.messages.list_async(to=TO) == []
+    entries = await simulator.aclient.messages()
+    assert [(e["outcome"], e["status"], e["created"]) for e in entries] == [
+        ("html", 200, False),
+        ("html", 200, False),
+    ]
 
 
 def test_timeout_holds_the_request_without_creating(
