@@ -133,12 +133,18 @@ def order_event(
     }
 
 
-def produce(settings: Settings, topic: str, values: Sequence[bytes | dict[str, Any]]) -> None:
+def produce(
+    settings: Settings,
+    topic: str,
+    values: Sequence[bytes | dict[str, Any]],
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> None:
+    """Keyed by orderId (one order, one partition); `headers` go on every record."""
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
     for value in values:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         key = value.get("orderId") if isinstance(value, dict) else None
-        producer.produce(topic, value=raw, key=key)
+        producer.produce(topic, value=raw, key=key, headers=headers)
     assert producer.flush(30) == 0
 
 

@@ -9,7 +9,14 @@ import pytest
 from tests.ops.hygiene import captured_logs, leaks, phone_forms
 
 # Every number the integration tests send to, and a fragment of every message body.
-NUMBERS = ("+12125550123", "+12125550142", "+15005550001", "+15005550004", "+15558675310")
+NUMBERS = (
+    "+12125550123",
+    "+12125550142",
+    "+15005550001",
+    "+15005550004",
+    "+15558675310",
+    *(f"+121255501{n}" for n in range(50, 70)),  # test_exactly_once's crowds
+)
 BODY_FRAGMENT = "has shipped"
 
 
