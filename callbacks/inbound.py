@@ -1,19 +1,27 @@
-"""POST /twilio/inbound: opt-out and opt-in keywords, HELP; answers TwiML."""
+"""POST /twilio/inbound: opt-out and opt-in keywords, HELP; answers TwiML.
+
+A keyword takes effect once per inbound MessageSid, and only in Twilio's order of
+receipt (see `sms_relay.suppression`). Twilio's `date_created` is fetched for opt-outs
+and opt-ins. Without it (Twilio unreachable), an opt-out still applies at once, stamped
+with our own clock, and an opt-in is refused with 503: stopping is always safe, restarting
+on a guess is not.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from callbacks.http import invalid, json_error
-from callbacks.keys import METRICS, SETTINGS, SUPPRESSIONS
+from callbacks.http import invalid, json_error, read_form
+from callbacks.keys import METRICS, RECEIVED_AT, SETTINGS, SUPPRESSIONS
 from schemas.twilio import TwilioInboundMessage
 from sms_relay.masking import mask_phone
 from sms_relay.outbox import DATABASE_ERRORS
-from sms_relay.suppression import Keyword, classify
+from sms_relay.suppression import Keyword, KeywordResult, classify
 
 log = logging.getLogger(__name__)
 
@@ -28,28 +36,37 @@ def twiml_message(text: str) -> str:
 
 
 async def inbound_message(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     try:
         message = TwilioInboundMessage.model_validate({k: form[k] for k in form})
     except ValidationError as error:
         return invalid(error, "inbound message form")
     keyword = classify(message.Body)
     request.app[METRICS].inbound.labels(keyword.value).inc()
-    suppressions = request.app[SUPPRESSIONS]
+    if keyword is Keyword.OTHER:
+        return _twiml(EMPTY_TWIML)
+    received_at = None
+    if keyword is not Keyword.HELP:
+        received_at = await request.app[RECEIVED_AT](message.MessageSid)
+    if received_at is None and keyword is Keyword.OPT_IN:
+        log.error("opt-in not applied: Twilio's receipt time is unavailable")
+        return json_error(503, "unavailable", "the keyword could not be ordered; retry later")
     try:
-        if keyword is Keyword.OPT_OUT:
-            await suppressions.add(message.From, "opt_out")
-        elif keyword is Keyword.OPT_IN:
-            await suppressions.remove(message.From)
+        result = await request.app[SUPPRESSIONS].apply_keyword(
+            message.From, keyword, message.MessageSid, received_at or datetime.now(UTC)
+        )
     except DATABASE_ERRORS as error:
         # Twilio retries a failed inbound webhook a little; the opt-out must not be lost silently.
         log.error("opt-out/opt-in not stored", extra={"error": repr(error)})
         return json_error(503, "unavailable", "the keyword could not be stored; retry later")
-    if keyword is not Keyword.OTHER:
-        log.info(
-            "inbound keyword", extra={"action": keyword.value, "from": mask_phone(message.From)}
-        )
-    body = EMPTY_TWIML
-    if keyword is Keyword.HELP:
-        body = twiml_message(request.app[SETTINGS].callbacks_help_text)
+    log.info(
+        "inbound keyword",
+        extra={"action": keyword.value, "result": result.value, "from": mask_phone(message.From)},
+    )
+    if keyword is Keyword.HELP and result is KeywordResult.APPLIED:
+        return _twiml(twiml_message(request.app[SETTINGS].callbacks_help_text))
+    return _twiml(EMPTY_TWIML)  # a repeated HELP gets no second answer
+
+
+def _twiml(body: str) -> web.Response:
     return web.Response(text=body, content_type="text/xml")

@@ -43,12 +43,23 @@ class SmsRequested(BaseModel):
             raise ValueError("consentAt is in the future")
         return value
 
+    def link_hosts(self) -> tuple[tuple[str, str], ...]:
+        """(field, host) of every link the text will carry: SMS_ALLOWED_LINK_HOSTS applies."""
+        return ()
+
 
 class OrderShipped(SmsRequested):
     """Input on `order-shipped`; field names as upstream sends them."""
 
-    orderId: str = Field(min_length=1, max_length=64)
+    # Letters, digits, `-` and `_` only: it is put into the text, and phones turn anything
+    # that looks like a domain or a URL (a dot, a slash, a colon) into a link.
+    orderId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     trackingUrl: HttpUrl | None = None
+
+    def link_hosts(self) -> tuple[tuple[str, str], ...]:
+        if self.trackingUrl is None:
+            return ()
+        return (("trackingUrl", self.trackingUrl.host or ""),)
 
 
 class Status(StrEnum):

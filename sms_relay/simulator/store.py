@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import SimulatorConfig
-from .wire import new_sid
+from .wire import new_sid, num_segments
 
 # What a scripted create can do; see `POST /_simulator/script`.
 OUTCOMES = frozenset(
@@ -50,6 +50,7 @@ class Message:
     error_code: int | None = None
     error_message: str | None = None
     price: str | None = None
+    direction: str = "outbound-api"
 
 
 @dataclass
@@ -173,6 +174,30 @@ class Store:
             date_updated=now,
             num_segments=num_segments,
             num_media=num_media,
+        )
+        self.messages[message.sid] = message
+        return message
+
+    def receive_message(self, sender: str, to: str, body: str, service: str | None) -> Message:
+        """An inbound SMS: Twilio keeps it as a Message too (fetchable by its SID)."""
+        self._seq += 1
+        now = self.now()
+        message = Message(
+            sid=new_sid("SM"),
+            seq=self._seq,
+            account_sid=self.config.account_sid,
+            to=to,
+            from_=sender,
+            body=body,
+            messaging_service_sid=service,
+            status_callback=None,
+            status="received",
+            date_created=now,
+            date_updated=now,
+            date_sent=now,
+            num_segments=num_segments(body),
+            num_media=0,
+            direction="inbound",
         )
         self.messages[message.sid] = message
         return message

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from callbacks.app import PrivacyAccessLogger, create_app
+from callbacks.keys import API_KEYS
 from sms_relay.settings import Settings
 from tests.support import DEFAULT_PHONE
 
@@ -99,6 +100,29 @@ class Callbacks:
         async with self.session.get(self.base_url + path) as response:
             return response.status, await _body(response)
 
+    async def new_key(
+        self,
+        client: str = "shop",
+        kinds: tuple[str, ...] = ("order-shipped",),
+        rate_limit: int = 600,
+        window: float = 60.0,
+    ) -> str:
+        """A fresh API key, made as `sms-relay api-keys create` makes it."""
+        _record, key = await self.app[API_KEYS].create(client, list(kinds), rate_limit, window)
+        return key
+
+    async def post_event(
+        self, body: Any, key: str | None, *, base: str | None = None
+    ) -> tuple[int, Any, str]:
+        """POST an order-shipped event with `key` as its bearer credential (None: without)."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        url = (base or self.base_url) + "/api/order-shipped-sms"
+        async with self.session.post(url, data=raw, headers=headers) as response:
+            return response.status, await _body(response), response.headers.get("Retry-After", "")
+
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0
 
@@ -112,13 +136,16 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
 
 @asynccontextmanager
 async def running_callbacks(settings: Settings) -> AsyncIterator[Callbacks]:
-    """The real app on its own port (a real socket: the simulator can call it back)."""
+    """The real app on its own port (a real socket: the simulator can call it back), and
+    on its ingest listener too when the settings name one."""
     registry = CollectorRegistry()
     app = create_app(settings, registry=registry)
     runner = web.AppRunner(app, access_log_class=PrivacyAccessLogger, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
+        if settings.ingest_listener is not None:
+            await web.TCPSite(runner, *settings.ingest_listener).start()
         async with aiohttp.ClientSession() as session:
             yield Callbacks(app, settings, registry, session)
     finally:
