@@ -47,7 +47,7 @@ from sms_relay.adapters.twilio import (
     message_created_at,
 )
 from sms_relay.apikeys import ApiKeys
-from sms_relay.errors import ConfigurationError, ProviderError
+from sms_relay.errors import ConfigurationError, ProviderUnavailableError
 from sms_relay.limits import prune
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics, PolicyMetrics
@@ -222,17 +222,10 @@ async def _twilio(app: web.Application) -> AsyncIterator[None]:
     client = create_client(settings.twilio) if settings.twilio.configured else None
     app[_TWILIO_CLIENT] = client
 
-    async def received_at(sid: str) -> datetime | None:
+    async def received_at(sid: str) -> datetime:
         if client is None:
-            return None
-        try:
-            return await message_created_at(client, settings.twilio, sid)
-        except ProviderError as error:
-            log.warning(
-                "inbound message time unavailable",
-                extra={"status": error.status, "code": error.code},
-            )
-            return None
+            raise ProviderUnavailableError("no Twilio credentials to ask")
+        return await message_created_at(client, settings.twilio, sid)
 
     app[RECEIVED_AT] = received_at
     verifier = None

@@ -2,9 +2,10 @@
 
 A keyword takes effect once per inbound MessageSid, and only in Twilio's order of
 receipt (see `sms_relay.suppression`). Twilio's `date_created` is fetched for opt-outs
-and opt-ins. Without it (Twilio unreachable), an opt-out still applies at once, stamped
-with our own clock, and an opt-in is refused with 503: stopping is always safe, restarting
-on a guess is not.
+and opt-ins. Without it, an opt-out still applies at once, stamped with our own clock:
+stopping is always safe. An opt-in is not applied on a guess: Twilio unreachable → 503
+(Twilio may retry), a message Twilio does not know (404: not a real inbound SMS) →
+acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from callbacks.http import invalid, json_error, read_form
 from callbacks.keys import METRICS, RECEIVED_AT, SETTINGS, SUPPRESSIONS
 from schemas.twilio import TwilioInboundMessage
+from sms_relay.errors import ProviderError, ProviderRejectedError
 from sms_relay.masking import mask_phone
 from sms_relay.outbox import DATABASE_ERRORS
 from sms_relay.suppression import Keyword, KeywordResult, classify
@@ -45,12 +47,9 @@ async def inbound_message(request: web.Request) -> web.Response:
     request.app[METRICS].inbound.labels(keyword.value).inc()
     if keyword is Keyword.OTHER:
         return _twiml(EMPTY_TWIML)
-    received_at = None
-    if keyword is not Keyword.HELP:
-        received_at = await request.app[RECEIVED_AT](message.MessageSid)
-    if received_at is None and keyword is Keyword.OPT_IN:
-        log.error("opt-in not applied: Twilio's receipt time is unavailable")
-        return json_error(503, "unavailable", "the keyword could not be ordered; retry later")
+    received_at = await _receipt_time(request, message.MessageSid, keyword)
+    if isinstance(received_at, web.Response):
+        return received_at
     try:
         result = await request.app[SUPPRESSIONS].apply_keyword(
             message.From, keyword, message.MessageSid, received_at or datetime.now(UTC)
@@ -66,6 +65,27 @@ async def inbound_message(request: web.Request) -> web.Response:
     if keyword is Keyword.HELP and result is KeywordResult.APPLIED:
         return _twiml(twiml_message(request.app[SETTINGS].callbacks_help_text))
     return _twiml(EMPTY_TWIML)  # a repeated HELP gets no second answer
+
+
+async def _receipt_time(
+    request: web.Request, sid: str, keyword: Keyword
+) -> datetime | web.Response | None:
+    """Twilio's receipt time; None when an opt-out or HELP goes on without it; the answer
+    when an opt-in cannot."""
+    if keyword is Keyword.HELP:
+        return None
+    try:
+        return await request.app[RECEIVED_AT](sid)
+    except ProviderError as error:
+        log.warning(
+            "inbound message time unavailable",
+            extra={"status": error.status, "code": error.code, "action": keyword.value},
+        )
+        if keyword is Keyword.OPT_OUT:
+            return None
+        if isinstance(error, ProviderRejectedError):
+            return _twiml(EMPTY_TWIML)  # Twilio never received it: nothing to apply
+        return json_error(503, "unavailable", "the keyword could not be ordered; retry later")
 
 
 def _twiml(body: str) -> web.Response:

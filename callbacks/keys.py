@@ -19,8 +19,9 @@ from sms_relay.verify import VerifyService
 
 # Answers whether the broker is reachable (a metadata request), for /readyz.
 KafkaProbe = Callable[[float], Awaitable[bool]]
-# When Twilio received an inbound message (by its SID), or None when Twilio cannot say.
-ReceivedAt = Callable[[str], Awaitable[datetime | None]]
+# When Twilio received an inbound message (by its SID); raises ProviderRejectedError when
+# Twilio does not know it, ProviderUnavailableError when Twilio cannot be asked.
+ReceivedAt = Callable[[str], Awaitable[datetime]]
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", CallbackMetrics)

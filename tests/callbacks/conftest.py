@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -150,6 +152,47 @@ async def running_callbacks(settings: Settings) -> AsyncIterator[Callbacks]:
             yield Callbacks(app, settings, registry, session)
     finally:
         await runner.cleanup()
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class ThreadedCallbacks:
+    """The real app served by its own event loop in a thread, for synchronous clients
+    (schemathesis, hypothesis): `run(coroutine)` runs on that loop."""
+
+    callbacks: Callbacks
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        async def wrapped() -> T:
+            return await coroutine
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(30)
+
+
+@contextmanager
+def callbacks_in_thread(settings: Settings) -> Iterator[ThreadedCallbacks]:
+    loop = asyncio.new_event_loop()
+    started: list[Callbacks] = []
+    ready, stop = threading.Event(), asyncio.Event()
+
+    async def serve() -> None:
+        async with running_callbacks(settings) as running:
+            started.append(running)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "the callbacks app did not start"
+        yield ThreadedCallbacks(started[0], loop)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
 
 
 @pytest.fixture
