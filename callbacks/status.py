@@ -33,6 +33,10 @@ async def status_callback(request: web.Request) -> web.Response:
         metrics.callbacks.labels("invalid").inc()
         return invalid(error, "status callback form")
     event_id = request.query.get("eventId")
+    # The consumer's StatusCallback URL carries eventId and nothing else.
+    if set(request.query) - {"eventId"} or len(request.query.getall("eventId", [])) > 1:
+        metrics.callbacks.labels("invalid").inc()
+        return json_error(400, "invalid_request", "only an eventId query parameter is expected")
     if event_id is not None and not _EVENT_ID.match(event_id):
         metrics.callbacks.labels("invalid").inc()
         return json_error(400, "invalid_request", "the eventId query parameter is not valid")

@@ -36,6 +36,14 @@ class SmsRequested(BaseModel):
     consentAt: AwareDatetime
     consentPurpose: str | None = Field(default=None, max_length=64)
 
+    @field_validator("consentAt", mode="before")
+    @classmethod
+    def _consent_is_text(cls, value: object) -> object:
+        # Lax mode would read a number as seconds since 1970: the contract is ISO-8601.
+        if not isinstance(value, str | datetime):
+            raise ValueError("consentAt must be an ISO-8601 instant with a zone")
+        return value
+
     @field_validator("consentAt")
     @classmethod
     def _consent_not_in_future(cls, value: datetime) -> datetime:

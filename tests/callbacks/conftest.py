@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -85,7 +86,9 @@ class Callbacks:
         if token is not None:
             sent["I-Twilio-Idempotency-Token"] = token
         sent.update(headers or {})
-        data = list(form.items()) if isinstance(form, MultiDict) else dict(form)
+        # Encoded here, as Twilio does, so any field name or value goes through as it is.
+        data = urlencode(list(form.items()) if isinstance(form, MultiDict) else dict(form))
+        sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
         async with self.session.post(self.base_url + path, data=data, headers=sent) as response:
             return response.status, await _body(response)
 
