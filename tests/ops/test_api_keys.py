@@ -28,8 +28,8 @@ async def test_a_key_is_created_shown_once_used_listed_and_revoked(
     assert key_id in listed.out
     assert "billing-service" in listed.out
     assert key not in listed.out
-    assert key.split("_")[2] not in listed.out
-    assert key.split("_")[2] not in str(query_rows(database_url, "SELECT * FROM api_keys"))
+    assert key.split("_", 2)[2] not in listed.out
+    assert key.split("_", 2)[2] not in str(query_rows(database_url, "SELECT * FROM api_keys"))
 
     app_settings = callbacks_settings(settings, callbacks_run_projection=False)
     async with running_callbacks(app_settings) as callbacks:
