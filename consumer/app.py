@@ -18,8 +18,9 @@ from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_clie
 from sms_relay.errors import SmsRelayError
 from sms_relay.ledger import PostgresLedger
 from sms_relay.logs import configure_logging, secrets_of
-from sms_relay.metrics import ConsumerMetrics
+from sms_relay.metrics import ConsumerMetrics, PolicyMetrics
 from sms_relay.ops.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
+from sms_relay.policy import DestinationPolicy, log_scope
 from sms_relay.ratelimit import RateLimiter
 from sms_relay.retry import RetryPolicy, TierPlan
 from sms_relay.sending import DeliveryService, InDoubtResend
@@ -61,7 +62,12 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
         stats_cb=LagRecorder(metrics.consumer_lag),
         **{"statistics.interval.ms": STATS_INTERVAL_MS},
     )
-    loop = ConsumeLoop(consumer, producer, service, settings, metrics, ORDER_SHIPPED)
+    refused = PolicyMetrics(registry).refused
+    policy = DestinationPolicy.from_settings(
+        settings.destinations, lambda reason: refused.labels(reason).inc()
+    )
+    kind = ORDER_SHIPPED.with_policy(policy)
+    loop = ConsumeLoop(consumer, producer, service, settings, metrics, kind)
     log.info("consumer started", extra={"owner": owner, "topics": loop.topics})
     task = asyncio.create_task(loop.run(stop))
     heartbeat = asyncio.create_task(service.leases.heartbeat(stop))
@@ -93,6 +99,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
 
 def run(settings: Settings) -> int:
     configure_logging(settings.log_level, secrets=secrets_of(settings))
+    log_scope(settings.destinations)
     registry = CollectorRegistry()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host, registry=registry)

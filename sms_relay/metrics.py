@@ -224,3 +224,16 @@ class CallbackMetrics:
             ["result"],
             registry=registry,
         )
+
+
+class PolicyMetrics:
+    """Events refused by the destination policy (consumer and HTTP ingestion alike)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.refused = Counter(
+            "sms_relay_policy_refusals_total",
+            "Events refused by SMS_ALLOWED_COUNTRIES / SMS_ALLOWED_LINK_HOSTS, by reason: "
+            "country_not_allowed, link_host_not_allowed",
+            ["reason"],
+            registry=registry,
+        )
