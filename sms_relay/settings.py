@@ -97,10 +97,10 @@ class SendingSettings(BaseSettings):
     # long a dead or frozen process keeps its events (it must hold one Twilio call).
     lease_seconds: float = Field(default=15.0, gt=0)
     # After an uncertain send: wait this long before listing Twilio's messages ...
-    settle_seconds: float = Field(default=5.0, ge=0)
+    settle_seconds: float = Field(default=3.0, ge=0)
     # ... and trust a list without a match only this long after the uncertain attempt
     # (before it, the event is asked about again from a retry tier).
-    reconcile_horizon_seconds: float = Field(default=25.0, ge=0)
+    reconcile_horizon_seconds: float = Field(default=10.0, ge=0)
     # No match after the horizon: send again (after_horizon) or dead-letter (never).
     in_doubt_resend: Literal["after_horizon", "never"] = "after_horizon"
     batch_size: int = Field(default=200, ge=1)
