@@ -30,10 +30,11 @@ from callbacks.keys import (
 from callbacks.projector import ProjectionRunner
 from callbacks.reconciler import MissingCallbacksReconciler
 from callbacks.signature import twilio_signature
-from sms_relay.adapters.kafka import AsyncProducer, create_producer
+from sms_relay.adapters.kafka import AsyncProducer, create_producer, require_topics
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import TwilioVerifier, close_client, create_client, fetch_message
-from sms_relay.errors import ConfigurationError
+from sms_relay.errors import ConfigurationError, ServiceUnavailableError
+from sms_relay.listen import listening_socket
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.outbox import Outbox, OutboxRelay
@@ -84,7 +85,11 @@ class PrivacyAccessLogger(AbstractAccessLogger):
 
 
 def run(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM. Raises ConfigurationError on unusable settings."""
+    """Serve until SIGINT/SIGTERM.
+
+    Raises ConfigurationError on unusable settings, when PORT cannot be bound or when a
+    topic is missing. Kafka not answering is no reason to refuse: the outbox is for that.
+    """
     configure_logging(settings.log_level, secrets=secrets_of(settings))
     if not settings.require_twilio_signature:
         log.warning(
@@ -92,11 +97,20 @@ def run(settings: Settings) -> int:
             "development only (refused when APP_ENV=production)"
         )
     app = create_app(settings)
+    # Bound before the app starts its resources, so a taken port fails at once.
+    sock = listening_socket(settings.host, settings.port, "PORT")
+    kafka = settings.kafka
+    topics = [kafka.topic_delivery_status, kafka.topic_phone_verified, kafka.topic_order_shipped]
+    try:
+        require_topics(kafka, topics, timeout=settings.callbacks_kafka_deadline_seconds)
+    except ServiceUnavailableError as error:
+        log.warning(
+            "starting without Kafka: the outbox takes callbacks", extra={"error": str(error)}
+        )
     log.info("callbacks service starting", extra={"host": settings.host, "port": settings.port})
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sock,
         access_log_class=PrivacyAccessLogger,
         print=None,
         shutdown_timeout=settings.sending.shutdown_grace_seconds,

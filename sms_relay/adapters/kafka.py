@@ -13,11 +13,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from sms_relay.errors import ConfigurationError, ServiceUnavailableError
 from sms_relay.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "sms-relay-"
+# How long start-up waits for a broker's answer before saying that none answers.
+STARTUP_DEADLINE_SECONDS = 10.0
 Headers = dict[str, str]
 KafkaHeaders = list[tuple[str, str | bytes | None]]
 
@@ -92,6 +95,33 @@ def ensure_topics(
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return [topic.topic for topic in wanted]
+
+
+def require_topics(
+    settings: KafkaSettings, names: Sequence[str], timeout: float = STARTUP_DEADLINE_SECONDS
+) -> None:
+    """Check with one metadata request that every topic in `names` exists.
+
+    The broker creates no topics, and a consumer subscribed to a missing one only finds
+    out when every publish times out; so start-up asks first.
+
+    Raises ConfigurationError naming the missing topics, ServiceUnavailableError when no
+    broker answers within `timeout`.
+    """
+    # Quiet: a broker that does not answer is reported in one line below, not in dozens.
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as error:
+        raise ServiceUnavailableError(
+            f"Kafka did not answer within {timeout:g}s at KAFKA_BOOTSTRAP_SERVERS="
+            f"{settings.bootstrap_servers} ({error.args[0].str()})"
+        ) from None
+    missing = [name for name in names if name not in existing]
+    if missing:
+        raise ConfigurationError(
+            f"Kafka topics missing: {', '.join(missing)}; create them with `sms-relay topics`"
+        )
 
 
 def encode_headers(headers: Mapping[str, str | int]) -> KafkaHeaders:
