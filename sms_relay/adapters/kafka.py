@@ -11,6 +11,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
+
+# Exported by confluent_kafka.admin without a re-export mypy recognises.
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from sms_relay.errors import ConfigurationError, ServiceUnavailableError
@@ -61,8 +65,49 @@ def create_consumer(settings: KafkaSettings, **overrides: Any) -> Consumer:
         config.setdefault("group.remote.assignor", "range")
     if settings.group_protocol == "classic":
         config.setdefault("partition.assignment.strategy", "cooperative-sticky")
-        config.setdefault("session.timeout.ms", 10000)
+        config.setdefault("session.timeout.ms", settings.group_session_timeout_ms or 10000)
+        if settings.group_heartbeat_interval_ms:
+            config.setdefault("heartbeat.interval.ms", settings.group_heartbeat_interval_ms)
     return Consumer(config)
+
+
+# KIP-848 per-group configs on the brokers (kafka-configs --entity-type groups).
+GROUP_CONFIGS = ("consumer.session.timeout.ms", "consumer.heartbeat.interval.ms")
+
+
+def group_configs(settings: KafkaSettings) -> dict[str, int]:
+    """The group configs KAFKA_GROUP_SESSION_TIMEOUT_MS and
+    KAFKA_GROUP_HEARTBEAT_INTERVAL_MS ask for (only those that are set)."""
+    values = (settings.group_session_timeout_ms, settings.group_heartbeat_interval_ms)
+    return {name: v for name, v in zip(GROUP_CONFIGS, values, strict=True) if v is not None}
+
+
+def configure_group(settings: KafkaSettings, timeout: float = 30) -> dict[str, int]:
+    """Set the group's session timeout and heartbeat interval on the brokers (the group
+    need not exist yet); returns what was set. Safe to run twice.
+
+    Raises ConfigurationError when the brokers refuse (a value outside their
+    group.consumer.min/max.* bounds, or no permission to alter the group).
+    """
+    configs = group_configs(settings)
+    if not configs or settings.group_protocol != "consumer":
+        return {}
+    entries = [
+        ConfigEntry(name, str(value), incremental_operation=AlterConfigOpType.SET)
+        for name, value in configs.items()
+    ]
+    group = ConfigResource(ResourceType.GROUP, settings.consumer_group, incremental_configs=entries)
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+    try:
+        admin.incremental_alter_configs([group], request_timeout=timeout)[group].result()
+    except KafkaException as error:
+        raise ConfigurationError(
+            f"group {settings.consumer_group}: the brokers refused "
+            f"{', '.join(f'{n}={v}' for n, v in configs.items())} ({error.args[0].str()}); "
+            "allow it with the brokers' group.consumer.min.* settings, or unset "
+            "KAFKA_GROUP_SESSION_TIMEOUT_MS and KAFKA_GROUP_HEARTBEAT_INTERVAL_MS"
+        ) from None
+    return configs
 
 
 def topic_names(settings: KafkaSettings, retry_tiers: Sequence[str]) -> list[str]:
