@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
 from datetime import datetime
@@ -37,7 +36,7 @@ from callbacks.keys import (
 from callbacks.projector import ProjectionRunner
 from callbacks.reconciler import MissingCallbacksReconciler
 from callbacks.signature import twilio_signature
-from sms_relay.adapters.kafka import AsyncProducer, create_producer
+from sms_relay.adapters.kafka import AsyncProducer, create_producer, require_topics
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import (
     TwilioVerifier,
@@ -47,8 +46,9 @@ from sms_relay.adapters.twilio import (
     message_created_at,
 )
 from sms_relay.apikeys import ApiKeys
-from sms_relay.errors import ConfigurationError, ProviderUnavailableError
+from sms_relay.errors import ConfigurationError, ProviderUnavailableError, ServiceUnavailableError
 from sms_relay.limits import prune
+from sms_relay.listen import listening_socket
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics, PolicyMetrics
 from sms_relay.outbox import DATABASE_ERRORS, Outbox, OutboxRelay
@@ -105,7 +105,11 @@ class PrivacyAccessLogger(AbstractAccessLogger):
 
 
 def run(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM. Raises ConfigurationError on unusable settings."""
+    """Serve until SIGINT/SIGTERM.
+
+    Raises ConfigurationError on unusable settings, when PORT cannot be bound or when a
+    topic is missing. Kafka not answering is no reason to refuse: the outbox is for that.
+    """
     configure_logging(settings.log_level, secrets=secrets_of(settings))
     if not settings.require_twilio_signature:
         log.warning(
@@ -114,10 +118,19 @@ def run(settings: Settings) -> int:
         )
     app = create_app(settings)
     log_scope(settings.destinations)
-    sockets = [_listen(settings.host, settings.port)]
+    # Bound before the app starts its resources, so a taken port fails at once.
+    sockets = [listening_socket(settings.host, settings.port, "PORT")]
     ingest = settings.ingest_listener
     if ingest is not None:
-        sockets.append(_listen(*ingest))
+        sockets.append(listening_socket(*ingest, "INGEST_PORT"))
+    kafka = settings.kafka
+    topics = [kafka.topic_delivery_status, kafka.topic_phone_verified, kafka.topic_order_shipped]
+    try:
+        require_topics(kafka, topics, timeout=settings.callbacks_kafka_deadline_seconds)
+    except ServiceUnavailableError as error:
+        log.warning(
+            "starting without Kafka: the outbox takes callbacks", extra={"error": str(error)}
+        )
     log.info(
         "callbacks service starting",
         extra={
@@ -134,11 +147,6 @@ def run(settings: Settings) -> int:
         shutdown_timeout=settings.sending.shutdown_grace_seconds,
     )
     return 0
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)
 
 
 @web.middleware

@@ -12,11 +12,17 @@ import uuid
 from prometheus_client import CollectorRegistry, start_http_server
 
 from consumer.loop import ConsumeLoop
-from sms_relay.adapters.kafka import AsyncProducer, create_consumer, create_producer
+from sms_relay.adapters.kafka import (
+    AsyncProducer,
+    create_consumer,
+    create_producer,
+    require_topics,
+)
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_client
 from sms_relay.errors import SmsRelayError
 from sms_relay.ledger import PostgresLedger
+from sms_relay.listen import cannot_listen
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import ConsumerMetrics, PolicyMetrics
 from sms_relay.ops.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
@@ -30,8 +36,20 @@ from sms_relay.templates import ORDER_SHIPPED
 log = logging.getLogger(__name__)
 
 
+def topics_used(settings: Settings) -> list[str]:
+    """Every topic the consumer reads or writes."""
+    kafka = settings.kafka
+    tiers = [kafka.retry_topic(tier) for tier in settings.sending.retry_tiers]
+    return [kafka.topic_order_shipped, *tiers, kafka.dlq_topic, kafka.topic_delivery_status]
+
+
 async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegistry) -> None:
-    """Consume until `stop` is set, then finish the batch in hand, commit and leave."""
+    """Consume until `stop` is set, then finish the batch in hand, commit and leave.
+
+    Raises ConfigurationError when a topic is missing, ServiceUnavailableError when Kafka
+    does not answer at start-up.
+    """
+    await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
     sending = settings.sending
     metrics = ConsumerMetrics(registry)
     engine = create_engine(settings.database_url.get_secret_value())
@@ -98,11 +116,17 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
 
 
 def run(settings: Settings) -> int:
+    """Consume until SIGTERM/SIGINT. Raises ConfigurationError when METRICS_PORT cannot be
+    bound or a topic is missing, ServiceUnavailableError when Kafka does not answer."""
     configure_logging(settings.log_level, secrets=secrets_of(settings))
     log_scope(settings.destinations)
     registry = CollectorRegistry()
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        try:
+            start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        except OSError as error:
+            port = settings.metrics_port
+            raise cannot_listen("METRICS_PORT", settings.host, port, error) from None
 
     async def main() -> None:
         stop = asyncio.Event()

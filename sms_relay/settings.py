@@ -44,6 +44,11 @@ class KafkaSettings(BaseSettings):
     topic_phone_verified: str = "phone-verified"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    # How soon a dead member's partitions move. With KIP-848 these are per-group broker
+    # configs that `sms-relay topics` sets (unset: the broker's group.consumer.* defaults);
+    # the classic protocol takes them as client settings.
+    group_session_timeout_ms: int | None = Field(default=None, ge=1)
+    group_heartbeat_interval_ms: int | None = Field(default=None, ge=1)
 
     def retry_topic(self, tier: str) -> str:
         return f"{self.topic_order_shipped}.retry.{tier}"
