@@ -100,7 +100,7 @@ class SendingSettings(BaseSettings):
     retry_tiers: Annotated[tuple[str, ...], NoDecode] = ("30s", "5m", "30m")
     # A claim's lease; a heartbeat renews it while its work runs, so it only bounds how
     # long a dead or frozen process keeps its events (it must hold one Twilio call).
-    lease_seconds: float = Field(default=15.0, gt=0)
+    lease_seconds: float = Field(default=13.0, gt=0)
     # After an uncertain send: wait this long before listing Twilio's messages ...
     settle_seconds: float = Field(default=3.0, ge=0)
     # ... and trust a list without a match only this long after the uncertain attempt
@@ -275,7 +275,7 @@ class Settings(BaseSettings):
                 f"SMS_LEASE_SECONDS={self.sending.lease_seconds:g} cannot hold one Twilio call "
                 f"of TWILIO_REQUEST_TIMEOUT_SECONDS={self.twilio.request_timeout_seconds:g} "
                 "(a call never starts with less than its deadline + 1 s left, and the lease "
-                "is renewed every fifth of its length): raise the lease or lower the timeout"
+                "is renewed every eighth of its length): raise the lease or lower the timeout"
             )
         return self
 

@@ -64,7 +64,7 @@ STOPPED_NUMBER = "+12125550199"  # opted out before the run
 NUMBERS = ("+12125550123", "+12125550124", "+13125550142", FAIL_NUMBER, STOPPED_NUMBER)
 
 # The consumer's settings in the simulation: production's defaults, shorter tiers.
-LEASE = 15.0
+LEASE = 13.0
 CALL_DEADLINE = 10.0
 SETTLE = 3.0
 HORIZON = 10.0
