@@ -12,6 +12,7 @@ process held. Which events it held comes from the ledger at that moment (its cla
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import random
@@ -299,3 +300,38 @@ async def test_a_consumer_frozen_past_its_lease_sends_nothing_on_its_old_claims(
     assert tally.lost == 0
     # Its leases ran out while it was frozen: it never calls Twilio on those claims again.
     assert tally.sent_on_stale_claims == 0
+
+
+@pytest.mark.timeout(240)
+async def test_a_graceful_sigterm_loses_nothing_and_delays_nothing_past_the_grace_period(
+    settings: Settings,
+    simulator: SimulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = shipped_timing(settings, messages_per_second=20, batch_size=20)
+    grace = settings.sending.shutdown_grace_seconds
+    simulator.configure(latency_ms=100)
+    records = events_with_duplicates("t", 400, random.Random(SEED + 2))
+    produce(settings, settings.kafka.topic_order_shipped, records)
+    processes = [ConsumerProcess(settings, str(tmp_path / f"c{i}.log")) for i in range(2)]
+    leaving = processes[0]
+    strikes: list[Strike] = []
+    try:
+        await eventually(
+            lambda: held_by(settings, leaving)[0],
+            timeout=60,
+            what="claims of the process to stop in flight",
+        )
+        strikes.append(strike(settings, leaving, signal.SIGTERM))
+        code = await asyncio.to_thread(leaving.process.wait, grace + 10)
+        assert code == 0, "a SIGTERM is a clean exit"
+        await wait_for_sends(simulator, records, until=strikes[0].at + grace + 15)
+    finally:
+        for process in processes:
+            process.stop(60)
+
+    tally = report(capsys, "SIGTERM", settings, records, strikes, simulator)
+    assert tally.duplicated == 0
+    assert tally.worst <= grace, f"a held event was sent {tally.worst:.1f}s after the SIGTERM"
+    assert tally.lost == 0
