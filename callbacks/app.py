@@ -117,7 +117,6 @@ def run(settings: Settings) -> int:
             "development only (refused when APP_ENV=production)"
         )
     app = create_app(settings)
-    log_scope(settings.destinations)
     # Bound before the app starts its resources, so a taken port fails at once.
     sockets = [listening_socket(settings.host, settings.port, "PORT")]
     ingest = settings.ingest_listener
@@ -131,6 +130,7 @@ def run(settings: Settings) -> int:
         log.warning(
             "starting without Kafka: the outbox takes callbacks", extra={"error": str(error)}
         )
+    log_scope(settings.destinations)  # once the start-up checks passed
     log.info(
         "callbacks service starting",
         extra={

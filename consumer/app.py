@@ -50,6 +50,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     does not answer at start-up.
     """
     await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
+    log_scope(settings.destinations)  # once the start-up checks passed
     sending = settings.sending
     metrics = ConsumerMetrics(registry)
     engine = create_engine(settings.database_url.get_secret_value())
@@ -119,7 +120,6 @@ def run(settings: Settings) -> int:
     """Consume until SIGTERM/SIGINT. Raises ConfigurationError when METRICS_PORT cannot be
     bound or a topic is missing, ServiceUnavailableError when Kafka does not answer."""
     configure_logging(settings.log_level, secrets=secrets_of(settings))
-    log_scope(settings.destinations)
     registry = CollectorRegistry()
     if settings.metrics_port:
         try:
