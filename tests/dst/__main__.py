@@ -10,8 +10,7 @@ import argparse
 import sys
 import time
 
-from tests.dst.harness import World, repro, simulate
-from tests.dst.vloop import VirtualTimeLoop
+from tests.dst.harness import repro, run_world, simulate
 
 
 def main() -> int:
@@ -38,13 +37,7 @@ def main() -> int:
 
 
 def _one(seed: int) -> int:
-    loop = VirtualTimeLoop()
-    loop.set_exception_handler(lambda _loop, _context: None)
-    world = World(seed)
-    try:
-        loop.run_until_complete(world.run())
-    finally:
-        loop.close()
+    world = run_world(seed)
     print("\n".join(world.trace))
     problems = world.check()
     for event_id, row in world.db.rows.items():
