@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up up-infra down status logs reset test lint fmt bench
+.PHONY: help venv up up-infra down status logs reset test lint fmt bench soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
@@ -41,3 +41,6 @@ fmt: venv ## ruff format (rewrites files)
 
 bench: venv ## benchmarks against the local stack (Kafka, PostgreSQL; results in bench/)
 	@scripts/stack up --infra && . .stack/env && $(PY) -m bench $(ARGS)
+
+soak: venv ## the delivery core's deterministic simulation for many seeds (SEEDS=100000, or SEED=n for one)
+	@if [[ -n "$${SEED:-}" ]]; then $(PY) -m tests.dst --seed "$$SEED"; else $(PY) -m tests.dst --seeds "$${SEEDS:-100000}"; fi

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -14,15 +16,19 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callbacks import health, inbound, orders, status, verify
 from callbacks.http import route_name
 from callbacks.keys import (
+    API_KEYS,
     ENGINE,
     KAFKA_PROBE,
+    KINDS,
     METRICS,
     OUTBOX,
     PRODUCER,
+    RECEIVED_AT,
     SETTINGS,
     SUPPRESSIONS,
     VERIFY,
@@ -30,16 +36,27 @@ from callbacks.keys import (
 from callbacks.projector import ProjectionRunner
 from callbacks.reconciler import MissingCallbacksReconciler
 from callbacks.signature import twilio_signature
-from sms_relay.adapters.kafka import AsyncProducer, create_producer
+from sms_relay.adapters.kafka import AsyncProducer, create_producer, require_topics
 from sms_relay.adapters.postgres import create_engine
-from sms_relay.adapters.twilio import TwilioVerifier, close_client, create_client, fetch_message
-from sms_relay.errors import ConfigurationError
+from sms_relay.adapters.twilio import (
+    TwilioVerifier,
+    close_client,
+    create_client,
+    fetch_message,
+    message_created_at,
+)
+from sms_relay.apikeys import ApiKeys
+from sms_relay.errors import ConfigurationError, ProviderUnavailableError, ServiceUnavailableError
+from sms_relay.limits import prune
+from sms_relay.listen import listening_socket
 from sms_relay.logs import configure_logging, secrets_of
-from sms_relay.metrics import CallbackMetrics
-from sms_relay.outbox import Outbox, OutboxRelay
+from sms_relay.metrics import CallbackMetrics, PolicyMetrics
+from sms_relay.outbox import DATABASE_ERRORS, Outbox, OutboxRelay
+from sms_relay.policy import DestinationPolicy, log_scope
 from sms_relay.projection import StatusProjection
 from sms_relay.settings import Settings
 from sms_relay.suppression import PostgresSuppressions
+from sms_relay.templates import EVENT_KINDS
 from sms_relay.verify import VerifyLimits, VerifyService
 
 log = logging.getLogger(__name__)
@@ -47,6 +64,10 @@ log = logging.getLogger(__name__)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _TWILIO_CLIENT: web.AppKey[Any] = web.AppKey("twilio_client")
 _STOP_GRACE_SECONDS = 10.0
+_PRUNE_INTERVAL_SECONDS = 60.0
+# Served on the ingest listener when INGEST_PORT is set; the probes and metrics on both.
+INGEST_ROUTES = frozenset({"/api/order-shipped-sms"})
+SHARED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
@@ -58,7 +79,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         raise ConfigurationError("TWILIO_AUTH_TOKEN is required to check webhook signatures")
     app = web.Application(
         client_max_size=settings.callbacks_max_body_bytes,
-        middlewares=[_observe, twilio_signature],
+        middlewares=[_observe, _listener, twilio_signature],
     )
     app[SETTINGS] = settings
     app[METRICS] = CallbackMetrics(registry or CollectorRegistry())
@@ -84,7 +105,11 @@ class PrivacyAccessLogger(AbstractAccessLogger):
 
 
 def run(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM. Raises ConfigurationError on unusable settings."""
+    """Serve until SIGINT/SIGTERM.
+
+    Raises ConfigurationError on unusable settings, when PORT cannot be bound or when a
+    topic is missing. Kafka not answering is no reason to refuse: the outbox is for that.
+    """
     configure_logging(settings.log_level, secrets=secrets_of(settings))
     if not settings.require_twilio_signature:
         log.warning(
@@ -92,16 +117,49 @@ def run(settings: Settings) -> int:
             "development only (refused when APP_ENV=production)"
         )
     app = create_app(settings)
-    log.info("callbacks service starting", extra={"host": settings.host, "port": settings.port})
+    # Bound before the app starts its resources, so a taken port fails at once.
+    sockets = [listening_socket(settings.host, settings.port, "PORT")]
+    ingest = settings.ingest_listener
+    if ingest is not None:
+        sockets.append(listening_socket(*ingest, "INGEST_PORT"))
+    kafka = settings.kafka
+    topics = [kafka.topic_delivery_status, kafka.topic_phone_verified, kafka.topic_order_shipped]
+    try:
+        require_topics(kafka, topics, timeout=settings.callbacks_kafka_deadline_seconds)
+    except ServiceUnavailableError as error:
+        log.warning(
+            "starting without Kafka: the outbox takes callbacks", extra={"error": str(error)}
+        )
+    log_scope(settings.destinations)  # once the start-up checks passed
+    log.info(
+        "callbacks service starting",
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "ingest": f"{ingest[0]}:{ingest[1]}" if ingest else "same listener",
+        },
+    )
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sockets,
         access_log_class=PrivacyAccessLogger,
         print=None,
         shutdown_timeout=settings.sending.shutdown_grace_seconds,
     )
     return 0
+
+
+@web.middleware
+async def _listener(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With INGEST_PORT set, ingestion answers only there and the rest only on PORT."""
+    ingest_port = request.app[SETTINGS].ingest_port
+    route = route_name(request)
+    if ingest_port is not None and route not in SHARED_ROUTES:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        on_ingest = isinstance(sockname, tuple) and sockname[1] == ingest_port
+        if (route in INGEST_ROUTES) != on_ingest:
+            raise web.HTTPNotFound()
+    return await handler(request)
 
 
 @web.middleware
@@ -128,6 +186,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(settings.database_url.get_secret_value())
     app[ENGINE] = engine
     app[SUPPRESSIONS] = PostgresSuppressions(engine, settings.phone_hash_key.get_secret_value())
+    app[API_KEYS] = ApiKeys(engine)
+    refused = PolicyMetrics(app[METRICS].registry).refused
+    policy = DestinationPolicy.from_settings(
+        settings.destinations, lambda reason: refused.labels(reason).inc()
+    )
+    app[KINDS] = {name: kind.with_policy(policy) for name, kind in EVENT_KINDS.items()}
     yield
     await engine.dispose()
 
@@ -165,6 +229,13 @@ async def _twilio(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = create_client(settings.twilio) if settings.twilio.configured else None
     app[_TWILIO_CLIENT] = client
+
+    async def received_at(sid: str) -> datetime:
+        if client is None:
+            raise ProviderUnavailableError("no Twilio credentials to ask")
+        return await message_created_at(client, settings.twilio, sid)
+
+    app[RECEIVED_AT] = received_at
     verifier = None
     if client is not None and settings.twilio.verify_service_sid:
         verifier = TwilioVerifier(client, settings.twilio)
@@ -172,6 +243,7 @@ async def _twilio(app: web.Application) -> AsyncIterator[None]:
         verifier,
         app[OUTBOX],
         app[METRICS],
+        app[ENGINE],
         limits=VerifyLimits(
             starts_per_number=settings.verify_max_starts_per_number,
             starts_per_ip=settings.verify_max_starts_per_ip,
@@ -201,7 +273,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     )
     stop = asyncio.Event()
     jobs: list[Coroutine[Any, Any, None]] = [
-        relay.run(settings.callbacks_relay_interval_seconds, stop)
+        relay.run(settings.callbacks_relay_interval_seconds, stop),
+        _prune_limits(engine, stop),
     ]
     if settings.callbacks_run_projection:
         runner = ProjectionRunner(settings.kafka, StatusProjection(engine, metrics))
@@ -226,6 +299,17 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     for task in pending:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _prune_limits(engine: AsyncEngine, stop: asyncio.Event) -> None:
+    """Forget rate-limit rows whose every hit has left its window (never earlier)."""
+    while not stop.is_set():
+        try:
+            await prune(engine)
+        except DATABASE_ERRORS as error:
+            log.warning("rate-limit pruning failed", extra={"error": repr(error)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _PRUNE_INTERVAL_SECONDS)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

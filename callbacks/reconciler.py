@@ -15,12 +15,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import DeliveryStatusChanged, Status
 from sms_relay.adapters.twilio import FetchedMessage
 from sms_relay.errors import ProviderError
+from sms_relay.ledger import take_stuck_accepted
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.outbox import DATABASE_ERRORS, OutboundRecord, Outbox, OutboxUnavailableError
 from sms_relay.projection import rank
@@ -28,19 +28,6 @@ from sms_relay.projection import rank
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[str], Awaitable[FetchedMessage]]
-
-_STUCK = text(
-    """
-UPDATE deliveries SET updated_at = now()
-WHERE event_id IN (
-    SELECT event_id FROM deliveries
-    WHERE state IN ('accepted', 'queued', 'sent') AND message_sid IS NOT NULL
-        AND updated_at < now() - make_interval(secs => :stuck)
-    ORDER BY updated_at LIMIT :limit FOR UPDATE SKIP LOCKED
-)
-RETURNING event_id, message_sid, state, phone_masked
-"""
-)
 
 
 class MissingCallbacksReconciler:
@@ -72,9 +59,8 @@ class MissingCallbacksReconciler:
         looked at again after another horizon.
         """
         async with self._engine.begin() as connection:
-            params = {"stuck": self._stuck_after, "limit": self._batch_size}
-            rows = (await connection.execute(_STUCK, params)).mappings().all()
-        results = await asyncio.gather(*(self._check(dict(row)) for row in rows))
+            rows = await take_stuck_accepted(connection, self._stuck_after, self._batch_size)
+        results = await asyncio.gather(*(self._check(row) for row in rows))
         return sum(results)
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:

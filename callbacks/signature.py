@@ -14,7 +14,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from callbacks.http import json_error, route_name
+from callbacks.http import json_error, read_form, route_name
 from callbacks.keys import METRICS, SETTINGS
 from sms_relay.adapters.twilio import webhook_signature_valid
 
@@ -37,7 +37,7 @@ async def twilio_signature(request: web.Request, handler: Handler) -> web.Stream
     settings = request.app[SETTINGS]
     if not settings.require_twilio_signature:
         return await handler(request)
-    form = await request.post()  # 413 past client_max_size; cached for the handler
+    form = await read_form(request)  # 413, 415 or 400 before any signature check
     valid = webhook_signature_valid(
         settings.twilio.auth_token.get_secret_value(),
         public_url(str(settings.public_base_url), request),

@@ -8,7 +8,7 @@ import re
 from aiohttp import web
 from pydantic import ValidationError
 
-from callbacks.http import invalid, json_error
+from callbacks.http import invalid, json_error, read_form
 from callbacks.keys import METRICS, OUTBOX, SETTINGS
 from schemas.events import DeliveryStatusChanged, Status
 from schemas.twilio import TwilioStatusCallback
@@ -26,13 +26,17 @@ _TOKEN = re.compile(r"\A[\x21-\x7e]{1,200}\Z")
 
 async def status_callback(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    form = await request.post()
+    form = await read_form(request)
     try:
         callback = TwilioStatusCallback.model_validate({k: form[k] for k in form})
     except ValidationError as error:
         metrics.callbacks.labels("invalid").inc()
         return invalid(error, "status callback form")
     event_id = request.query.get("eventId")
+    # The consumer's StatusCallback URL carries eventId and nothing else.
+    if set(request.query) - {"eventId"} or len(request.query.getall("eventId", [])) > 1:
+        metrics.callbacks.labels("invalid").inc()
+        return json_error(400, "invalid_request", "only an eventId query parameter is expected")
     if event_id is not None and not _EVENT_ID.match(event_id):
         metrics.callbacks.labels("invalid").inc()
         return json_error(400, "invalid_request", "the eventId query parameter is not valid")
@@ -63,6 +67,9 @@ async def status_callback(request: web.Request) -> web.Response:
                 key=(event_id or callback.MessageSid).encode(),
                 value=record.model_dump_json().encode(),
                 token=record.idempotencyToken or "",
+                # What the signature covers: a replay with a fresh token is a duplicate too.
+                content_key=f"{callback.MessageSid}:{callback.MessageStatus}:"
+                f"{callback.ErrorCode if callback.ErrorCode is not None else ''}",
             )
         )
     except OutboxUnavailableError:

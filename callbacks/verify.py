@@ -43,8 +43,8 @@ async def verify_start(request: web.Request) -> web.Response:
         body = VerifyStartRequest.model_validate_json(await request.read())
     except ValidationError as error:
         return invalid(error, "request body")
-    trust = request.app[SETTINGS].callbacks_trust_forwarded_for
-    outcome = await request.app[VERIFY].start(body.phone, client_ip(request, trust))
+    hops = request.app[SETTINGS].trusted_proxy_hops
+    outcome = await request.app[VERIFY].start(body.phone, client_ip(request, hops))
     if outcome.result is VerifyResult.PENDING:
         return web.json_response({"status": "pending"}, status=202)
     return _failure(outcome)

@@ -12,14 +12,21 @@ import uuid
 from prometheus_client import CollectorRegistry, start_http_server
 
 from consumer.loop import ConsumeLoop
-from sms_relay.adapters.kafka import AsyncProducer, create_consumer, create_producer
+from sms_relay.adapters.kafka import (
+    AsyncProducer,
+    create_consumer,
+    create_producer,
+    require_topics,
+)
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_client
 from sms_relay.errors import SmsRelayError
 from sms_relay.ledger import PostgresLedger
+from sms_relay.listen import cannot_listen
 from sms_relay.logs import configure_logging, secrets_of
-from sms_relay.metrics import ConsumerMetrics
+from sms_relay.metrics import ConsumerMetrics, PolicyMetrics
 from sms_relay.ops.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
+from sms_relay.policy import DestinationPolicy, log_scope
 from sms_relay.ratelimit import RateLimiter
 from sms_relay.retry import RetryPolicy, TierPlan
 from sms_relay.sending import DeliveryService, InDoubtResend
@@ -29,8 +36,21 @@ from sms_relay.templates import ORDER_SHIPPED
 log = logging.getLogger(__name__)
 
 
+def topics_used(settings: Settings) -> list[str]:
+    """Every topic the consumer reads or writes."""
+    kafka = settings.kafka
+    tiers = [kafka.retry_topic(tier) for tier in settings.sending.retry_tiers]
+    return [kafka.topic_order_shipped, *tiers, kafka.dlq_topic, kafka.topic_delivery_status]
+
+
 async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegistry) -> None:
-    """Consume until `stop` is set, then finish the batch in hand, commit and leave."""
+    """Consume until `stop` is set, then finish the batch in hand, commit and leave.
+
+    Raises ConfigurationError when a topic is missing, ServiceUnavailableError when Kafka
+    does not answer at start-up.
+    """
+    await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
+    log_scope(settings.destinations)  # once the start-up checks passed
     sending = settings.sending
     metrics = ConsumerMetrics(registry)
     engine = create_engine(settings.database_url.get_secret_value())
@@ -61,7 +81,12 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
         stats_cb=LagRecorder(metrics.consumer_lag),
         **{"statistics.interval.ms": STATS_INTERVAL_MS},
     )
-    loop = ConsumeLoop(consumer, producer, service, settings, metrics, ORDER_SHIPPED)
+    refused = PolicyMetrics(registry).refused
+    policy = DestinationPolicy.from_settings(
+        settings.destinations, lambda reason: refused.labels(reason).inc()
+    )
+    kind = ORDER_SHIPPED.with_policy(policy)
+    loop = ConsumeLoop(consumer, producer, service, settings, metrics, kind)
     log.info("consumer started", extra={"owner": owner, "topics": loop.topics})
     task = asyncio.create_task(loop.run(stop))
     heartbeat = asyncio.create_task(service.leases.heartbeat(stop))
@@ -92,10 +117,16 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
 
 
 def run(settings: Settings) -> int:
+    """Consume until SIGTERM/SIGINT. Raises ConfigurationError when METRICS_PORT cannot be
+    bound or a topic is missing, ServiceUnavailableError when Kafka does not answer."""
     configure_logging(settings.log_level, secrets=secrets_of(settings))
     registry = CollectorRegistry()
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        try:
+            start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        except OSError as error:
+            port = settings.metrics_port
+            raise cannot_listen("METRICS_PORT", settings.host, port, error) from None
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -28,6 +28,7 @@ class Batch:
     positions: dict[Partition, int] = field(default_factory=dict)  # what to commit
     duplicates: int = 0  # repeats of an eventId within the batch
     oldest_ms: int = 0
+    generation: int = 0  # the loop's assignment generation when it was fetched
 
 
 def decode(

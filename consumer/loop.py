@@ -61,6 +61,7 @@ class _Held:
     due: float
     job: Job
     message: Message
+    generation: int  # of the batch that fetched it
 
     @property
     def partition(self) -> Partition:
@@ -99,6 +100,11 @@ class ConsumeLoop:
         self._committed: dict[Partition, int] = {}
         self._held: dict[tuple[Partition, int], _Held] = {}  # (partition, offset) -> record
         self._offering: set[asyncio.Task[None]] = set()
+        # Bumped whenever partitions are revoked or lost. Work fetched before a partition
+        # was lost must not commit or hold it afterwards, even if it is ours again by
+        # then: another member may have moved on (and held records) in between.
+        self._generation = 0
+        self._lost_at: dict[Partition, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # A batch must finish well within max.poll.interval.ms (300 s): at most ~30 s of
         # sending at the configured rate, or the group would evict us mid-batch.
@@ -135,6 +141,7 @@ class ConsumeLoop:
 
     def _start(self, messages: list[Message]) -> None:
         batch = decode(messages, self._kind, self._tier_of_topic, self._pause_until, self._metrics)
+        batch.generation = self._generation
         previous = self._in_flight[-1].task if self._in_flight else None
         held = any(batch.jobs.keys() & f.batch.jobs.keys() for f in self._in_flight)
         task = asyncio.create_task(self._finish(batch, previous, wait_first=held))
@@ -153,7 +160,7 @@ class ConsumeLoop:
         self._metrics.outcomes.labels("rejected").inc(len(batch.rejected))
         effects: list[Awaitable[None]] = [self._effects.reject(m, r) for m, r in batch.rejected]
         messages = {event_id: message for event_id, (_, message) in batch.jobs.items()}
-        await self._publish(results, messages, effects)
+        await self._publish(results, messages, effects, batch.generation)
         if previous is not None:
             await asyncio.wait({previous})
             if previous.cancelled() or previous.exception() is not None:
@@ -167,6 +174,7 @@ class ConsumeLoop:
         results: list[Result],
         messages: dict[str, Message],
         effects: list[Awaitable[None]],
+        generation: int,
     ) -> None:
         """Hold back the records that must wait; publish the others' records, then mark
         their steps reported. Holds are taken before any await, so a commit never passes
@@ -175,7 +183,7 @@ class ConsumeLoop:
         for result in results:
             message = messages[result.job.event.eventId]
             if result.outcome in WAITING:
-                self._hold(result, message)
+                self._hold(result, message, generation)
                 continue
             effects.extend(self._effects.publish(result, message))
             if result.report is not None:
@@ -183,9 +191,13 @@ class ConsumeLoop:
         await asyncio.gather(*effects)
         await self._service.mark_reported(reported)
 
-    def _hold(self, result: Result, message: Message) -> None:
-        held = _Held(time.monotonic() + result.wait_seconds, result.job, message)
-        self._held[(held.partition, held.offset)] = held
+    def _hold(self, result: Result, message: Message, generation: int) -> None:
+        held = _Held(time.monotonic() + result.wait_seconds, result.job, message, generation)
+        if not self._stale(held.partition, generation):  # else the new owner reads it
+            self._held[(held.partition, held.offset)] = held
+
+    def _stale(self, partition: Partition, generation: int) -> bool:
+        return self._lost_at.get(partition, -1) > generation
 
     def _offer_due(self) -> None:
         """Offer the held records whose wait is over again, as one batch of their own.
@@ -202,19 +214,23 @@ class ConsumeLoop:
                 continue
             unique[key] = held
             # Pushed back meanwhile; released (or held again) when the offer ends.
-            self._held[(held.partition, held.offset)] = _Held(float("inf"), held.job, held.message)
+            pushed = _Held(float("inf"), held.job, held.message, held.generation)
+            self._held[(held.partition, held.offset)] = pushed
         task = asyncio.create_task(self._offer(list(unique.values())))
         self._offering.add(task)
         task.add_done_callback(self._offering.discard)
 
     async def _offer(self, records: list[_Held]) -> None:
         keys = {h.job.event.eventId: (h.partition, h.offset) for h in records}
+        generation = min(h.generation for h in records)
         try:
             results = await self._service.process([h.job for h in records])
             messages = {h.job.event.eventId: h.message for h in records}
-            for key in keys.values():
-                self._held.pop(key, None)  # released; `_publish` holds again what waits
-            await self._publish(results, messages, [])
+            await self._publish(results, messages, [], generation)  # holds again what waits
+            for key in keys.values():  # the rest is durable now: commits may pass it
+                held = self._held.get(key)
+                if held is not None and held.due == float("inf"):
+                    self._held.pop(key, None)
         except Exception as error:  # the database or Kafka away: the offsets stay held
             log.warning(
                 "held records could not be offered; trying again",
@@ -223,7 +239,8 @@ class ConsumeLoop:
             retry = time.monotonic() + 1.0 + random.random()
             for h in records:
                 key = (h.partition, h.offset)
-                self._held[key] = _Held(retry, h.job, h.message)
+                if not self._stale(h.partition, h.generation):
+                    self._held[key] = _Held(retry, h.job, h.message, h.generation)
 
     async def _reap(self) -> None:
         """Forget finished batches; after a failure, rewind it and every batch behind it."""
@@ -252,7 +269,10 @@ class ConsumeLoop:
                     )
                 failed.extend(head.batch.records)
             else:
-                self._durable.update(head.batch.positions)
+                generation = head.batch.generation
+                for partition, offset in head.batch.positions.items():
+                    if not self._stale(partition, generation):
+                        self._durable[partition] = offset
         return failed
 
     def _on_revoke(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
@@ -278,7 +298,9 @@ class ConsumeLoop:
 
     def _on_lost(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._generation += 1
         for partition in gone:
+            self._lost_at[partition] = self._generation
             self._paused.pop(partition, None)
             self._durable.pop(partition, None)
             self._committed.pop(partition, None)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from schemas.events import DeliveryStatusChanged, SmsRequested, Status, event_id_of
 from sms_relay.adapters.kafka import Headers, KafkaHeaders, decode_headers, encode_headers, position
 from sms_relay.masking import mask_phone
+from sms_relay.policy import REASONS as POLICY_REASONS
 from sms_relay.templates import EventKind
 
 
@@ -18,7 +19,7 @@ from sms_relay.templates import EventKind
 class Rejected:
     """A record that can never become an SMS: it goes to the DLQ as it came."""
 
-    reason: str  # invalid_json | schema_violation
+    reason: str  # invalid_json | schema_violation | country_not_allowed | link_host_not_allowed
     error: str  # field and error type; never the value
     event_id: str | None
 
@@ -45,6 +46,8 @@ def parse(kind: EventKind, message: Message) -> SmsRequested | Rejected:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "value"
         reason = "invalid_json" if first["type"] == "json_invalid" else "schema_violation"
+        if first["type"] in POLICY_REASONS:
+            reason = first["type"]
         return Rejected(reason, f"{where}: {first['type']}", event_id_of(raw))
 
 

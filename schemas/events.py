@@ -36,6 +36,14 @@ class SmsRequested(BaseModel):
     consentAt: AwareDatetime
     consentPurpose: str | None = Field(default=None, max_length=64)
 
+    @field_validator("consentAt", mode="before")
+    @classmethod
+    def _consent_is_text(cls, value: object) -> object:
+        # Lax mode would read a number as seconds since 1970: the contract is ISO-8601.
+        if not isinstance(value, str | datetime):
+            raise ValueError("consentAt must be an ISO-8601 instant with a zone")
+        return value
+
     @field_validator("consentAt")
     @classmethod
     def _consent_not_in_future(cls, value: datetime) -> datetime:
@@ -43,12 +51,23 @@ class SmsRequested(BaseModel):
             raise ValueError("consentAt is in the future")
         return value
 
+    def link_hosts(self) -> tuple[tuple[str, str], ...]:
+        """(field, host) of every link the text will carry: SMS_ALLOWED_LINK_HOSTS applies."""
+        return ()
+
 
 class OrderShipped(SmsRequested):
     """Input on `order-shipped`; field names as upstream sends them."""
 
-    orderId: str = Field(min_length=1, max_length=64)
+    # Letters, digits, `-` and `_` only: it is put into the text, and phones turn anything
+    # that looks like a domain or a URL (a dot, a slash, a colon) into a link.
+    orderId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     trackingUrl: HttpUrl | None = None
+
+    def link_hosts(self) -> tuple[tuple[str, str], ...]:
+        if self.trackingUrl is None:
+            return ()
+        return (("trackingUrl", self.trackingUrl.host or ""),)
 
 
 class Status(StrEnum):

@@ -21,11 +21,15 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(_args: argparse.Namespace, settings: Settings) -> int:
-    from sms_relay.adapters.kafka import ensure_topics, topic_names
+    from sms_relay.adapters.kafka import configure_group, ensure_topics, topic_names
 
     created = ensure_topics(settings.kafka, settings.sending.retry_tiers)
     for name in topic_names(settings.kafka, settings.sending.retry_tiers):
         print(f"{name}: {'created' if name in created else 'exists'}")
+    configured = configure_group(settings.kafka)
+    if configured:
+        values = ", ".join(f"{name}={value}" for name, value in configured.items())
+        print(f"group {settings.kafka.consumer_group}: {values}")
     return 0
 
 
@@ -57,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("consumer", _consumer, "run the order-shipped consumer (Kafka in, SMS out)")
     add("callbacks", _callbacks, "run the HTTP service for Twilio webhooks and Verify")
     add("migrate", _migrate, "apply database migrations (safe to run twice)")
-    add("topics", _topics, "create the Kafka topics that are missing (safe to run twice)")
+    add(
+        "topics",
+        _topics,
+        "create the Kafka topics that are missing, and set the consumer group's session "
+        "timeout when KAFKA_GROUP_SESSION_TIMEOUT_MS is set (safe to run twice)",
+    )
 
     from sms_relay.simulator import cli as simulator_cli
 

@@ -2,6 +2,7 @@
 
     SmsRelayError
     ├── ConfigurationError          bad settings; the process refuses to start
+    ├── ServiceUnavailableError     Kafka did not answer at start-up; trying later can help
     ├── LeaseLostError              another consumer took the claim; stop touching it
     └── ProviderError               Twilio said no, or could not be asked
         ├── ProviderRejectedError   a 4xx other than 429: permanent, carries Twilio's code
@@ -25,6 +26,12 @@ class SmsRelayError(Exception):
 
 class ConfigurationError(SmsRelayError):
     """Raised at start-up by `load_settings` and the composition roots."""
+
+
+class ServiceUnavailableError(SmsRelayError):
+    """Raised at start-up when a service the process needs does not answer in time."""
+
+    retriable = True
 
 
 class LeaseLostError(SmsRelayError):

@@ -445,3 +445,27 @@ async def reopen_dead_lettered(connection: AsyncConnection, event_ids: Sequence[
         {"ids": list(event_ids)},
     )
     return {row[0] for row in result}
+
+
+_TAKE_STUCK = text(
+    """
+UPDATE deliveries SET updated_at = now()
+WHERE event_id IN (
+    SELECT event_id FROM deliveries
+    WHERE state IN ('accepted', 'queued', 'sent') AND message_sid IS NOT NULL
+        AND updated_at < now() - make_interval(secs => :stuck)
+    ORDER BY updated_at LIMIT :limit FOR UPDATE SKIP LOCKED
+)
+RETURNING event_id, message_sid, state, phone_masked
+"""
+)
+
+
+async def take_stuck_accepted(
+    connection: AsyncConnection, stuck_after_seconds: float, limit: int
+) -> list[dict[str, str]]:
+    """The missing-callbacks reconciler's pick: messages not final after the stuck time.
+    Touching `updated_at` takes them out of the next round (another replica's too)."""
+    params = {"stuck": stuck_after_seconds, "limit": limit}
+    rows = (await connection.execute(_TAKE_STUCK, params)).mappings().all()
+    return [dict(row) for row in rows]

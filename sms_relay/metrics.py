@@ -43,7 +43,9 @@ class ConsumerMetrics:
         self.outcomes = Counter(
             "sms_relay_outcomes_total",
             "What became of each event: sent, duplicate, rejected, suppressed, failed, "
-            "retry_scheduled, dead_lettered, busy, lease_lost",
+            "retry_scheduled, dead_lettered; and of each offer of a held record: busy "
+            "(another live lease), lease_lost (ours ran short), recheck (in doubt, not "
+            "listed yet)",
             ["outcome"],
             registry=registry,
         )
@@ -222,5 +224,18 @@ class CallbackMetrics:
             "sms_relay_order_requests_total",
             "POST /api/order-shipped-sms by result: queued, duplicate, invalid, unavailable",
             ["result"],
+            registry=registry,
+        )
+
+
+class PolicyMetrics:
+    """Events refused by the destination policy (consumer and HTTP ingestion alike)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.refused = Counter(
+            "sms_relay_policy_refusals_total",
+            "Events refused by SMS_ALLOWED_COUNTRIES / SMS_ALLOWED_LINK_HOSTS, by reason: "
+            "country_not_allowed, link_host_not_allowed",
+            ["reason"],
             registry=registry,
         )

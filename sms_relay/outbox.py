@@ -1,8 +1,8 @@
 """Durable publishing: a PostgreSQL outbox row first, Kafka within a deadline, a relay after.
 
     publish(record)
-      1. INSERT INTO callback_outbox ... ON CONFLICT (idempotency_token) DO NOTHING
-         └─ conflict: the token was seen before, its record is durable ──► DUPLICATE
+      1. INSERT INTO callback_outbox ... ON CONFLICT DO NOTHING
+         └─ conflict: the token (or the content key) was seen before ──► DUPLICATE
       2. produce (acks=all), wait up to the deadline
          ├─ acknowledged ──► UPDATE published_at ──► PUBLISHED
          └─ no answer ──► the row stays unpublished ──► OUTBOXED (the relay publishes it)
@@ -45,10 +45,11 @@ log = logging.getLogger(__name__)
 # Anything else, a missing table included, is a bug or a missed migration and propagates.
 DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
 
+# Any unique key seen before (the token, or the content key) makes the record a duplicate.
 _INSERT = text(
-    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token) "
-    "VALUES (:topic, :key, :value, CAST(:headers AS jsonb), :token) "
-    "ON CONFLICT (idempotency_token) DO NOTHING RETURNING id"
+    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token, content_key) "
+    "VALUES (:topic, :key, :value, CAST(:headers AS jsonb), :token, :content_key) "
+    "ON CONFLICT DO NOTHING RETURNING id"
 )
 _MARK = text("UPDATE callback_outbox SET published_at = now() WHERE id = ANY(:ids)")
 _TAKE = text(
@@ -85,6 +86,8 @@ class OutboundRecord:
     # Unique per logical record (Twilio's I-Twilio-Idempotency-Token for callbacks).
     token: str
     headers: dict[str, str] = field(default_factory=dict)
+    # Unique per content where a token alone can be forged (a replayed status callback).
+    content_key: str | None = None
 
     def kafka_headers(self) -> KafkaHeaders | None:
         return [(k, v.encode()) for k, v in self.headers.items()] or None
@@ -166,6 +169,7 @@ class Outbox:
             "value": record.value,
             "headers": json.dumps(record.headers),
             "token": record.token,
+            "content_key": record.content_key,
         }
         async with asyncio.timeout(self._db_deadline), self._engine.begin() as connection:
             row_id = (await connection.execute(_INSERT, params)).scalar_one_or_none()

@@ -293,7 +293,8 @@ class DeliveryService:
         )
 
     def _jitter(self, seconds: float) -> float:
-        return seconds + self._uniform() * min(1.0, self._ledger.lease_seconds / 10)
+        # Enough to spread a herd of records waiting on one lease; small next to the wait.
+        return seconds + self._uniform() * min(0.25, self._ledger.lease_seconds / 20)
 
     def _lost(self, job: Job, claim: Claim | None = None) -> Result:
         """Our lease ran short or was taken: offer the record again once it has run out."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
+import phonenumbers
 from pydantic import (
     AnyHttpUrl,
     Field,
@@ -43,6 +44,11 @@ class KafkaSettings(BaseSettings):
     topic_phone_verified: str = "phone-verified"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    # How soon a dead member's partitions move. With KIP-848 these are per-group broker
+    # configs that `sms-relay topics` sets (unset: the broker's group.consumer.* defaults);
+    # the classic protocol takes them as client settings.
+    group_session_timeout_ms: int | None = Field(default=None, ge=1)
+    group_heartbeat_interval_ms: int | None = Field(default=None, ge=1)
 
     def retry_topic(self, tier: str) -> str:
         return f"{self.topic_order_shipped}.retry.{tier}"
@@ -94,12 +100,12 @@ class SendingSettings(BaseSettings):
     retry_tiers: Annotated[tuple[str, ...], NoDecode] = ("30s", "5m", "30m")
     # A claim's lease; a heartbeat renews it while its work runs, so it only bounds how
     # long a dead or frozen process keeps its events (it must hold one Twilio call).
-    lease_seconds: float = Field(default=15.0, gt=0)
+    lease_seconds: float = Field(default=13.0, gt=0)
     # After an uncertain send: wait this long before listing Twilio's messages ...
-    settle_seconds: float = Field(default=5.0, ge=0)
+    settle_seconds: float = Field(default=3.0, ge=0)
     # ... and trust a list without a match only this long after the uncertain attempt
     # (before it, the event is asked about again from a retry tier).
-    reconcile_horizon_seconds: float = Field(default=25.0, ge=0)
+    reconcile_horizon_seconds: float = Field(default=10.0, ge=0)
     # No match after the horizon: send again (after_horizon) or dead-letter (never).
     in_doubt_resend: Literal["after_horizon", "never"] = "after_horizon"
     batch_size: int = Field(default=200, ge=1)
@@ -130,6 +136,56 @@ class SendingSettings(BaseSettings):
         return [(tier, _parse_duration(tier)) for tier in self.retry_tiers]
 
 
+def _split(value: object) -> object:
+    """A comma-separated list in the environment; an empty one is unset."""
+    if isinstance(value, str):
+        parts = tuple(part.strip() for part in value.split(",") if part.strip())
+        return parts or None
+    return value
+
+
+class DestinationSettings(BaseSettings):
+    """`SMS_ALLOWED_*`: where an SMS may go, enforced for every event whatever its source."""
+
+    model_config = _section("SMS_")
+
+    # ISO 3166 alpha-2 regions (as `phonenumbers` names them), or `*` for all. Unset allows
+    # all and says so at start-up; production requires it to be set.
+    allowed_countries: Annotated[tuple[str, ...] | None, NoDecode] = None
+    # Hosts a trackingUrl may point to: `example.com` is that host only, `*.example.com`
+    # its subdomains. Unset allows any host.
+    allowed_link_hosts: Annotated[tuple[str, ...] | None, NoDecode] = None
+
+    @field_validator("allowed_countries", mode="before")
+    @classmethod
+    def _split_countries(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, tuple):
+            value = tuple(str(code).upper() for code in value)
+        return value
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _check_countries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None or value == ("*",):
+            return value
+        unknown = [code for code in value if code not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not ISO 3166 region codes known to phonenumbers "
+                "(use e.g. US,CA, or * for all)"
+            )
+        return value
+
+    @field_validator("allowed_link_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, tuple):
+            value = tuple(str(host).lower().rstrip(".") for host in value)
+        return value
+
+
 class Settings(BaseSettings):
     """Everything a process needs; sections keep Twilio's and Kafka's familiar names."""
 
@@ -143,6 +199,11 @@ class Settings(BaseSettings):
     require_twilio_signature: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # A second listener for the ingestion routes (`/api/order-shipped-sms`), so that the
+    # one facing the internet serves only Twilio's and Verify's. Unset: ingestion is
+    # served on PORT too.
+    ingest_host: str | None = None
+    ingest_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     log_level: str = "INFO"
     # Keys the hash of phone numbers in suppressions and topic keys; rotate with a migration.
@@ -155,6 +216,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     sending: SendingSettings = Field(default_factory=SendingSettings)
+    destinations: DestinationSettings = Field(default_factory=DestinationSettings)
 
     # Callbacks service (`sms-relay callbacks`).
     # Largest request body accepted (Twilio's forms are a few KiB); larger ones get 413.
@@ -173,10 +235,36 @@ class Settings(BaseSettings):
     # Background tasks of the callbacks process; turn off to run them elsewhere.
     callbacks_run_projection: bool = True
     callbacks_run_reconciler: bool = True
-    # Take the client IP of the Verify rate limits from X-Forwarded-For (last hop): only
-    # behind a proxy that sets it, otherwise clients choose their own IP.
-    callbacks_trust_forwarded_for: bool = False
+    # Proxies in front of the callbacks service that each append the address they saw to
+    # X-Forwarded-For; the client IP of the Verify limits is the entry this many from the
+    # end. 0: the TCP peer. Counting too many lets clients choose their own IP.
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    # Replaced by TRUSTED_PROXY_HOPS; kept only to refuse it with a clear line.
+    callbacks_trust_forwarded_for: str | None = None
     callbacks_help_text: str = "Order updates by SMS. Reply STOP to unsubscribe, START to resume."
+
+    @field_validator("callbacks_trust_forwarded_for")
+    @classmethod
+    def _replaced(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "replaced by TRUSTED_PROXY_HOPS: remove it, and set TRUSTED_PROXY_HOPS=1 "
+                "where it was true (one proxy that appends X-Forwarded-For)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _listeners_differ(self) -> Self:
+        if self.ingest_port is not None and self.ingest_port == self.port:
+            raise ValueError("INGEST_PORT must differ from PORT")
+        return self
+
+    @property
+    def ingest_listener(self) -> tuple[str, int] | None:
+        """Where ingestion is served when apart from PORT."""
+        if self.ingest_port is None:
+            return None
+        return (self.ingest_host or self.host, self.ingest_port)
 
     @model_validator(mode="after")
     def _lease_holds_a_call(self) -> Self:
@@ -187,7 +275,7 @@ class Settings(BaseSettings):
                 f"SMS_LEASE_SECONDS={self.sending.lease_seconds:g} cannot hold one Twilio call "
                 f"of TWILIO_REQUEST_TIMEOUT_SECONDS={self.twilio.request_timeout_seconds:g} "
                 "(a call never starts with less than its deadline + 1 s left, and the lease "
-                "is renewed every fifth of its length): raise the lease or lower the timeout"
+                "is renewed every eighth of its length): raise the lease or lower the timeout"
             )
         return self
 
@@ -200,6 +288,11 @@ class Settings(BaseSettings):
                 )
             if self.phone_hash_key.get_secret_value() == "dev-only-phone-hash-key":
                 raise ValueError("PHONE_HASH_KEY must be set to a secret value in production")
+            if self.destinations.allowed_countries is None:
+                raise ValueError(
+                    "SMS_ALLOWED_COUNTRIES must be set in production "
+                    "(ISO 3166 codes such as US,CA, or * for all)"
+                )
         return self
 
     @property
@@ -219,6 +312,7 @@ def load_settings() -> Settings:
             "KafkaSettings": "KAFKA_",
             "TwilioSettings": "TWILIO_",
             "SendingSettings": "SMS_",
+            "DestinationSettings": "SMS_",
         }
         prefix = prefixes.get(error.title, "")
         problems = []

@@ -7,10 +7,11 @@ and one `EventKind` here; the pipeline stays the same.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas.events import OrderShipped, SmsRequested
+from sms_relay.policy import ANYWHERE, DestinationPolicy
 
 
 @dataclass(frozen=True)
@@ -18,10 +19,18 @@ class EventKind:
     name: str
     model: type[SmsRequested]
     render: Callable[[Any], str]
+    # Where its SMS may go; composition roots set it from the settings.
+    policy: DestinationPolicy = ANYWHERE
 
     def parse(self, raw: bytes) -> SmsRequested:
-        """Raises pydantic.ValidationError (which never repeats the input)."""
-        return self.model.model_validate_json(raw)
+        """Raises pydantic.ValidationError (which never repeats the input); a destination
+        the policy refuses is one too, its type the reason (`country_not_allowed`, ...)."""
+        event = self.model.model_validate_json(raw)
+        self.policy.enforce(event)
+        return event
+
+    def with_policy(self, policy: DestinationPolicy) -> EventKind:
+        return replace(self, policy=policy)
 
 
 def _order_shipped_text(event: OrderShipped) -> str:
@@ -30,3 +39,6 @@ def _order_shipped_text(event: OrderShipped) -> str:
 
 
 ORDER_SHIPPED = EventKind("order-shipped", OrderShipped, _order_shipped_text)
+
+# Every kind by name: API keys are scoped to these.
+EVENT_KINDS = {kind.name: kind for kind in (ORDER_SHIPPED,)}

@@ -4,31 +4,31 @@ The answers never tell whether a number is known: a start is `pending` whatever 
 thought of the number (short of a limit or an outage), and a check is `approved` or
 `rejected`, a wrong code and "no verification pending" alike. Codes are never logged.
 
-The limits are sliding windows kept in memory, so they hold per process: N replicas
-behind a load balancer allow up to N times the configured counts. Twilio's own limits
-(5 sends per number per 10 minutes: 60203, 5 checks per verification: 60202) still
-bound the total.
+The limits are sliding windows kept in PostgreSQL (`sms_relay.limits`), so every
+replica shares them. Starts are limited per number and per client network (an IPv4
+address, or an IPv6 /64: one subscriber's whole prefix), checks per number. Twilio's own
+limits (5 sends per number per 10 minutes: 60203, 5 checks per verification: 60202)
+still apply behind ours.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import PhoneVerified, utc_now
 from sms_relay.errors import ProviderError, ProviderUnavailableError
+from sms_relay.limits import Limit, hit
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.metrics import CallbackMetrics
-from sms_relay.outbox import OutboundRecord, Outbox, OutboxUnavailableError
+from sms_relay.outbox import DATABASE_ERRORS, OutboundRecord, Outbox, OutboxUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -50,41 +50,18 @@ class Verifier(Protocol):
     async def check(self, to: str, code: str) -> bool: ...
 
 
-class SlidingWindowLimiter:
-    """At most `limit` hits per key within any `window` seconds; memory bounded by `max_keys`."""
-
-    def __init__(
-        self,
-        limit: int,
-        window: float,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 100_000,
-    ) -> None:
-        self._limit = limit
-        self._window = window
-        self._clock = clock
-        self._max_keys = max_keys
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def retry_after(self, key: str) -> float | None:
-        """Seconds until `key` may hit again, or None when it may now."""
-        hits = self._current(key)
-        if len(hits) < self._limit:
-            return None
-        return max(hits[0] + self._window - self._clock(), 0.001)
-
-    def hit(self, key: str) -> None:
-        self._current(key).append(self._clock())
-        self._hits.move_to_end(key)
-        while len(self._hits) > self._max_keys:
-            self._hits.popitem(last=False)  # the least recently hit key
-
-    def _current(self, key: str) -> deque[float]:
-        hits = self._hits.setdefault(key, deque())
-        horizon = self._clock() - self._window
-        while hits and hits[0] <= horizon:
-            hits.popleft()
-        return hits
+def client_network(address: str) -> str:
+    """The unit of the per-client limit: an IPv4 address, or the /64 of an IPv6 one (a
+    subscriber usually gets a whole /64 and can pick any address in it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # "unknown" or a unix socket: one shared budget
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -122,21 +99,19 @@ class VerifyService:
         verifier: Verifier | None,
         outbox: Outbox,
         metrics: CallbackMetrics,
+        engine: AsyncEngine,
         *,
         limits: VerifyLimits,
         hash_key: str,
         topic: str,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._verifier = verifier
         self._outbox = outbox
         self._metrics = metrics
+        self._engine = engine
+        self._limits = limits
         self._hash_key = hash_key
         self._topic = topic
-        window = limits.window_seconds
-        self._starts_by_number = SlidingWindowLimiter(limits.starts_per_number, window, clock)
-        self._starts_by_ip = SlidingWindowLimiter(limits.starts_per_ip, window, clock)
-        self._checks_by_number = SlidingWindowLimiter(limits.checks_per_number, window, clock)
 
     async def start(self, phone: str, client_ip: str) -> VerifyOutcome:
         """Send a code to `phone` (E.164, validated by the caller)."""
@@ -154,14 +129,19 @@ class VerifyService:
         if self._verifier is None:
             return VerifyOutcome(VerifyResult.NOT_CONFIGURED)
         number_key = phone_hash(self._hash_key, phone)
-        waits = [
-            self._starts_by_number.retry_after(number_key),
-            self._starts_by_ip.retry_after(client_ip),
-        ]
-        if any(wait is not None for wait in waits):
-            return VerifyOutcome(VerifyResult.RATE_LIMITED, max(w for w in waits if w))
-        self._starts_by_number.hit(number_key)
-        self._starts_by_ip.hit(client_ip)
+        limits = self._limits
+        refused = await self._limited(
+            Limit(
+                f"verify-start:number:{number_key}", limits.starts_per_number, limits.window_seconds
+            ),
+            Limit(
+                f"verify-start:net:{client_network(client_ip)}",
+                limits.starts_per_ip,
+                limits.window_seconds,
+            ),
+        )
+        if refused is not None:
+            return refused
         try:
             await self._verifier.start(phone)
         except ProviderError as error:
@@ -172,10 +152,14 @@ class VerifyService:
         if self._verifier is None:
             return VerifyOutcome(VerifyResult.NOT_CONFIGURED)
         number_key = phone_hash(self._hash_key, phone)
-        wait = self._checks_by_number.retry_after(number_key)
-        if wait is not None:
-            return VerifyOutcome(VerifyResult.RATE_LIMITED, wait)
-        self._checks_by_number.hit(number_key)
+        limits = self._limits
+        refused = await self._limited(
+            Limit(
+                f"verify-check:number:{number_key}", limits.checks_per_number, limits.window_seconds
+            )
+        )
+        if refused is not None:
+            return refused
         try:
             approved = await self._verifier.check(phone, code)
         except ProviderError as error:
@@ -188,6 +172,16 @@ class VerifyService:
             log.error("an approved verification could not be recorded")
             return VerifyOutcome(VerifyResult.UNAVAILABLE)
         return VerifyOutcome(VerifyResult.APPROVED)
+
+    async def _limited(self, *limits: Limit) -> VerifyOutcome | None:
+        """None when every limit allows one more (and counts it)."""
+        try:
+            wait = await hit(self._engine, list(limits))
+        except DATABASE_ERRORS as error:
+            # Without the shared counters there is no limit to trust: refuse, do not open up.
+            log.error("verify limits unavailable", extra={"error": repr(error)})
+            return VerifyOutcome(VerifyResult.UNAVAILABLE)
+        return None if wait is None else VerifyOutcome(VerifyResult.RATE_LIMITED, wait)
 
     def _provider_error(
         self, operation: str, error: ProviderError, same_as_unknown: VerifyResult

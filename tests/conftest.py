@@ -15,7 +15,13 @@ from sms_relay.adapters.kafka import ensure_topics
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
 from sms_relay.simulator.config import SimulatorConfig
 from sms_relay.simulator.server import SimulatorServer
-from tests.support import delete_topics, fresh_kafka_settings, fresh_schema, local_stack_env
+from tests.support import (
+    GROUP_BROKER_SETTINGS,
+    delete_topics,
+    fresh_kafka_settings,
+    fresh_schema,
+    local_stack_env,
+)
 
 TEST_FROM = "+15005550006"
 
@@ -39,8 +45,11 @@ def infrastructure() -> Iterator[tuple[str, str]]:
         from testcontainers.kafka import KafkaContainer
         from testcontainers.postgres import PostgresContainer
 
+        broker = KafkaContainer("apache/kafka:4.1.1")
+        for name, value in GROUP_BROKER_SETTINGS.items():
+            broker.with_env("KAFKA_" + name.upper().replace(".", "_"), value)
         with (
-            KafkaContainer("apache/kafka:4.1.1") as kafka,
+            broker as kafka,
             PostgresContainer("postgres:16", driver="psycopg") as postgres,
         ):
             yield kafka.get_bootstrap_server(), postgres.get_connection_url()

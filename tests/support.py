@@ -23,6 +23,14 @@ from sms_relay.settings import KafkaSettings, Settings
 DEFAULT_PHONE = "+12125550123"
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
+# The brokers' KIP-848 group settings of scripts/stack and docker-compose.yml: a dead
+# member's partitions move after 10 s (Kafka's default: 45 s).
+GROUP_BROKER_SETTINGS = {
+    "group.consumer.session.timeout.ms": "10000",
+    "group.consumer.min.session.timeout.ms": "6000",
+    "group.consumer.heartbeat.interval.ms": "1000",
+    "group.consumer.min.heartbeat.interval.ms": "500",
+}
 
 
 def local_stack_env() -> dict[str, str]:
@@ -118,6 +126,23 @@ def delete_topics(kafka: KafkaSettings, timeout: float = 30) -> None:
     for future in admin.delete_topics(names, operation_timeout=timeout).values() if names else []:
         with contextlib.suppress(Exception):
             future.result()
+
+
+def delete_group_configs(kafka: KafkaSettings) -> None:
+    """Remove the KIP-848 configs of `kafka`'s group (they outlive the group itself)."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+    from confluent_kafka.admin._resource import ResourceType
+
+    from sms_relay.adapters.kafka import GROUP_CONFIGS
+
+    entries = [
+        ConfigEntry(name, "", incremental_operation=AlterConfigOpType.DELETE)
+        for name in GROUP_CONFIGS
+    ]
+    group = ConfigResource(ResourceType.GROUP, kafka.consumer_group, incremental_configs=entries)
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, "log_level": 0})
+    admin.incremental_alter_configs([group])[group].result()
 
 
 def order_event(

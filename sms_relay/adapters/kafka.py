@@ -11,13 +11,20 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
+
+# Exported by confluent_kafka.admin without a re-export mypy recognises.
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
+from sms_relay.errors import ConfigurationError, ServiceUnavailableError
 from sms_relay.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "sms-relay-"
+# How long start-up waits for a broker's answer before saying that none answers.
+STARTUP_DEADLINE_SECONDS = 10.0
 Headers = dict[str, str]
 KafkaHeaders = list[tuple[str, str | bytes | None]]
 
@@ -58,8 +65,49 @@ def create_consumer(settings: KafkaSettings, **overrides: Any) -> Consumer:
         config.setdefault("group.remote.assignor", "range")
     if settings.group_protocol == "classic":
         config.setdefault("partition.assignment.strategy", "cooperative-sticky")
-        config.setdefault("session.timeout.ms", 10000)
+        config.setdefault("session.timeout.ms", settings.group_session_timeout_ms or 10000)
+        if settings.group_heartbeat_interval_ms:
+            config.setdefault("heartbeat.interval.ms", settings.group_heartbeat_interval_ms)
     return Consumer(config)
+
+
+# KIP-848 per-group configs on the brokers (kafka-configs --entity-type groups).
+GROUP_CONFIGS = ("consumer.session.timeout.ms", "consumer.heartbeat.interval.ms")
+
+
+def group_configs(settings: KafkaSettings) -> dict[str, int]:
+    """The group configs KAFKA_GROUP_SESSION_TIMEOUT_MS and
+    KAFKA_GROUP_HEARTBEAT_INTERVAL_MS ask for (only those that are set)."""
+    values = (settings.group_session_timeout_ms, settings.group_heartbeat_interval_ms)
+    return {name: v for name, v in zip(GROUP_CONFIGS, values, strict=True) if v is not None}
+
+
+def configure_group(settings: KafkaSettings, timeout: float = 30) -> dict[str, int]:
+    """Set the group's session timeout and heartbeat interval on the brokers (the group
+    need not exist yet); returns what was set. Safe to run twice.
+
+    Raises ConfigurationError when the brokers refuse (a value outside their
+    group.consumer.min/max.* bounds, or no permission to alter the group).
+    """
+    configs = group_configs(settings)
+    if not configs or settings.group_protocol != "consumer":
+        return {}
+    entries = [
+        ConfigEntry(name, str(value), incremental_operation=AlterConfigOpType.SET)
+        for name, value in configs.items()
+    ]
+    group = ConfigResource(ResourceType.GROUP, settings.consumer_group, incremental_configs=entries)
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+    try:
+        admin.incremental_alter_configs([group], request_timeout=timeout)[group].result()
+    except KafkaException as error:
+        raise ConfigurationError(
+            f"group {settings.consumer_group}: the brokers refused "
+            f"{', '.join(f'{n}={v}' for n, v in configs.items())} ({error.args[0].str()}); "
+            "allow it with the brokers' group.consumer.min.* settings, or unset "
+            "KAFKA_GROUP_SESSION_TIMEOUT_MS and KAFKA_GROUP_HEARTBEAT_INTERVAL_MS"
+        ) from None
+    return configs
 
 
 def topic_names(settings: KafkaSettings, retry_tiers: Sequence[str]) -> list[str]:
@@ -92,6 +140,33 @@ def ensure_topics(
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return [topic.topic for topic in wanted]
+
+
+def require_topics(
+    settings: KafkaSettings, names: Sequence[str], timeout: float = STARTUP_DEADLINE_SECONDS
+) -> None:
+    """Check with one metadata request that every topic in `names` exists.
+
+    The broker creates no topics, and a consumer subscribed to a missing one only finds
+    out when every publish times out; so start-up asks first.
+
+    Raises ConfigurationError naming the missing topics, ServiceUnavailableError when no
+    broker answers within `timeout`.
+    """
+    # Quiet: a broker that does not answer is reported in one line below, not in dozens.
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as error:
+        raise ServiceUnavailableError(
+            f"Kafka did not answer within {timeout:g}s at KAFKA_BOOTSTRAP_SERVERS="
+            f"{settings.bootstrap_servers} ({error.args[0].str()})"
+        ) from None
+    missing = [name for name in names if name not in existing]
+    if missing:
+        raise ConfigurationError(
+            f"Kafka topics missing: {', '.join(missing)}; create them with `sms-relay topics`"
+        )
 
 
 def encode_headers(headers: Mapping[str, str | int]) -> KafkaHeaders:

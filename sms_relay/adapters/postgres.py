@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Identity,
     Index,
     Integer,
@@ -94,6 +95,9 @@ callback_outbox = Table(
     Column("value", LargeBinary, nullable=False),
     Column("headers", JSONB, nullable=False, server_default="{}"),
     Column("idempotency_token", Text, unique=True),
+    # MessageSid:MessageStatus:ErrorCode of a status callback (what the signature covers):
+    # a replay with a fresh idempotency token is still a duplicate.
+    Column("content_key", Text, unique=True),
     _now(),
     Column("published_at", DateTime(timezone=True)),
     Index("ix_callback_outbox_unpublished", "id", postgresql_where="published_at IS NULL"),
@@ -118,6 +122,66 @@ dlq_replays = Table(
     Column("reason", Text),
     Column("operator", Text, nullable=False),
     Column("replayed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    # Public id, also the key's prefix; the key itself is stored only as its SHA-256.
+    Column("key_id", Text, primary_key=True),
+    Column("client", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False),
+    Column("event_kinds", ARRAY(Text), nullable=False),
+    Column("rate_limit", Integer, nullable=False),
+    Column("rate_window_seconds", Float, nullable=False),
+    _now(),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+ingestions = Table(
+    "ingestions",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", Text, nullable=False, index=True),
+    Column("event_type", Text, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("client", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", Text, primary_key=True),
+    # The hits still inside the window, oldest first (at most the limit's count).
+    Column("hits", ARRAY(DateTime(timezone=True)), nullable=False, server_default="{}"),
+    # The newest hit plus the window: past it the row is empty and may be deleted.
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_rate_limits_expires_at", "expires_at"),
+)
+
+inbound_keywords = Table(
+    "inbound_keywords",
+    metadata,
+    # One row per inbound MessageSid: a replayed or retried keyword has no second effect.
+    Column("message_sid", Text, primary_key=True),
+    Column("phone_hash", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    # When Twilio received the message (its Message resource's date_created).
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("applied", Boolean, nullable=False),
+    _now(),
+)
+
+keyword_latest = Table(
+    "keyword_latest",
+    metadata,
+    # The newest keyword applied for a number; an older one arriving later is not applied.
+    Column("phone_hash", Text, primary_key=True),
+    Column("action", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("message_sid", Text, nullable=False),
 )
 
 

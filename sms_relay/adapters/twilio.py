@@ -254,3 +254,16 @@ class TwilioVerifier:
                 return False
             raise
         return str(result.status) == "approved"
+
+
+async def message_created_at(client: Client, settings: TwilioSettings, sid: str) -> datetime:
+    """When Twilio created message `sid`; for an inbound SMS, when Twilio received it.
+
+    Raises ProviderRejectedError (404: no such message) or ProviderUnavailableError.
+    """
+    async with provider_call(settings.request_timeout_seconds):
+        message = await client.messages(sid).fetch_async()
+    created = message.date_created
+    if not isinstance(created, datetime):
+        raise ProviderUnavailableError("Twilio gave the message no date_created")
+    return created

@@ -1,4 +1,4 @@
-"""Registers the on-call subcommands of `sms-relay`: trace, dlq, suppress, produce."""
+"""Registers the on-call subcommands of `sms-relay`: trace, dlq, suppress, produce, api-keys."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from sms_relay.ops import dlq, produce, suppress, trace
+from sms_relay.ops import apikeys, dlq, produce, suppress, trace
 from sms_relay.ops.common import Handler, add_json_flag, command
 
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -31,7 +31,7 @@ def _group(commands: Any, name: str, text: str) -> Any:
 
 
 def register(commands: Any) -> None:
-    """Add `trace`, `dlq`, `suppress` and `produce` to the `sms-relay` subparsers."""
+    """Add `trace`, `dlq`, `suppress`, `produce` and `api-keys` to the `sms-relay` subparsers."""
     _leaf(
         commands,
         "trace",
@@ -95,4 +95,31 @@ def register(commands: Any) -> None:
         produce.configure,
         "produce order-shipped events for demos and load: samples (fictional 555-01xx "
         "numbers, consent in the past) or a JSON-lines file",
+    )
+
+    keys = _group(commands, "api-keys", "API keys of the upstream clients that ingest over HTTP")
+    _leaf(
+        keys,
+        "create",
+        "api-keys create",
+        apikeys.handle_create,
+        apikeys.configure_create,
+        "create a key for a client: printed once, stored only as its SHA-256, scoped to "
+        "event kinds, with its own rate limit",
+    )
+    _leaf(
+        keys,
+        "list",
+        "api-keys list",
+        apikeys.handle_list,
+        apikeys.configure_list,
+        "list keys: ids, clients, kinds and limits (never the keys)",
+    )
+    _leaf(
+        keys,
+        "revoke",
+        "api-keys revoke",
+        apikeys.handle_revoke,
+        apikeys.configure_revoke,
+        "revoke a key: its next request is refused with 401",
     )

@@ -8,14 +8,15 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sms_relay.adapters.postgres import deliveries, dlq_replays, status_history
+from sms_relay.adapters.postgres import deliveries, dlq_replays, ingestions, status_history
 from sms_relay.logs import scrub
 from sms_relay.ops.common import NotFoundError, emit, iso, run_with_engine, table
 from sms_relay.settings import Settings
 
 
 async def load_story(engine: AsyncEngine, ident: str) -> dict[str, Any] | None:
-    """The deliveries row, every status step and every DLQ replay of one message."""
+    """The deliveries row, every status step, every DLQ replay of one message, and which
+    client sent it over HTTP (key id and client name, never the key)."""
     async with engine.connect() as connection:
         row = (
             (
@@ -56,9 +57,20 @@ async def load_story(engine: AsyncEngine, ident: str) -> dict[str, Any] | None:
             .mappings()
             .all()
         )
-    if row is None and not steps:
+        sources = (
+            (
+                await connection.execute(
+                    select(ingestions)
+                    .where(ingestions.c.event_id == event_id)
+                    .order_by(ingestions.c.received_at, ingestions.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    if row is None and not steps and not sources:
         return None
-    if row is None:  # callbacks for a message the ledger never saw: show what there is
+    if row is None and steps:  # callbacks for a message the ledger never saw
         event_id = next((s["event_id"] for s in steps if s["event_id"]), None)
     return {
         "eventId": event_id,
@@ -82,6 +94,15 @@ async def load_story(engine: AsyncEngine, ident: str) -> dict[str, Any] | None:
                 "replayedAt": iso(r["replayed_at"]),
             }
             for r in replays
+        ],
+        "ingested": [
+            {
+                "client": i["client"],
+                "keyId": i["key_id"],
+                "topic": i["topic"],
+                "receivedAt": iso(i["received_at"]),
+            }
+            for i in sources
         ],
     }
 
@@ -151,6 +172,11 @@ def render(story: dict[str, Any]) -> str:
             for r in story["replays"]
         ]
         lines.append(table(rows, ["replayed at", "from", "reason", "operator"]))
+    if story["ingested"]:
+        lines.append("")
+        lines.append("ingested over HTTP")
+        rows = [[i["receivedAt"] or "-", i["client"], i["keyId"]] for i in story["ingested"]]
+        lines.append(table(rows, ["received at", "client", "key id"]))
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .callbacks import DISPATCHER
 from .store import SCRIPTABLE, STORE, iso8601_ms
-from .wire import API_VERSION, DEFAULT_INBOUND_TO, new_sid, num_segments
+from .wire import API_VERSION, DEFAULT_INBOUND_TO, num_segments
 
 
 def add_routes(app: web.Application) -> None:
@@ -104,7 +104,9 @@ async def inbound(request: web.Request) -> web.Response:
         return _bad("no 'url' given and no inbound_url configured")
     if not isinstance(to, str) or not isinstance(body, str):
         return _bad("'to' and 'body' must be strings")
-    sid = new_sid("SM")
+    service = data.get("messaging_service_sid")
+    service = service if isinstance(service, str) and service else None
+    sid = store.receive_message(sender, to, body, service).sid
     params = {
         "AccountSid": store.config.account_sid,
         "ApiVersion": API_VERSION,
@@ -118,8 +120,7 @@ async def inbound(request: web.Request) -> web.Response:
         "SmsStatus": "received",
         "To": to,
     }
-    service = data.get("messaging_service_sid")
-    if isinstance(service, str) and service:
+    if service:
         params["MessagingServiceSid"] = service
     try:
         answer = await request.app[DISPATCHER].post_signed(url, params, str(uuid.uuid4()))

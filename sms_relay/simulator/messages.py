@@ -159,7 +159,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "date_created": rfc2822(message.date_created),
         "date_sent": rfc2822(message.date_sent),
         "date_updated": rfc2822(message.date_updated),
-        "direction": "outbound-api",
+        "direction": message.direction,
         "error_code": message.error_code,
         "error_message": message.error_message,
         "from": message.from_,

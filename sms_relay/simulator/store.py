@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import SimulatorConfig
-from .wire import new_sid
+from .wire import new_sid, num_segments
 
 # What a scripted create can do; see `POST /_simulator/script`.
 OUTCOMES = frozenset(
@@ -58,6 +58,7 @@ class Message:
     error_code: int | None = None
     error_message: str | None = None
     price: str | None = None
+    direction: str = "outbound-api"
 
 
 @dataclass
@@ -205,6 +206,30 @@ class Store:
     def listed(self, message: Message, now: datetime) -> bool:
         """Whether list results show `message` yet (`list_lag_ms` after its creation)."""
         return now - message.date_created >= timedelta(milliseconds=self.config.list_lag_ms)
+
+    def receive_message(self, sender: str, to: str, body: str, service: str | None) -> Message:
+        """An inbound SMS: Twilio keeps it as a Message too (fetchable by its SID)."""
+        self._seq += 1
+        now = self.now()
+        message = Message(
+            sid=new_sid("SM"),
+            seq=self._seq,
+            account_sid=self.config.account_sid,
+            to=to,
+            from_=sender,
+            body=body,
+            messaging_service_sid=service,
+            status_callback=None,
+            status="received",
+            date_created=now,
+            date_updated=now,
+            date_sent=now,
+            num_segments=num_segments(body),
+            num_media=0,
+            direction="inbound",
+        )
+        self.messages[message.sid] = message
+        return message
 
     def request_log(self) -> list[dict[str, Any]]:
         """The create log, each entry with the current status of the message it created."""

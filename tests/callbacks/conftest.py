@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -20,6 +23,7 @@ from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from callbacks.app import PrivacyAccessLogger, create_app
+from callbacks.keys import API_KEYS
 from sms_relay.settings import Settings
 from tests.support import DEFAULT_PHONE
 
@@ -82,7 +86,9 @@ class Callbacks:
         if token is not None:
             sent["I-Twilio-Idempotency-Token"] = token
         sent.update(headers or {})
-        data = list(form.items()) if isinstance(form, MultiDict) else dict(form)
+        # Encoded here, as Twilio does, so any field name or value goes through as it is.
+        data = urlencode(list(form.items()) if isinstance(form, MultiDict) else dict(form))
+        sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
         async with self.session.post(self.base_url + path, data=data, headers=sent) as response:
             return response.status, await _body(response)
 
@@ -99,6 +105,29 @@ class Callbacks:
         async with self.session.get(self.base_url + path) as response:
             return response.status, await _body(response)
 
+    async def new_key(
+        self,
+        client: str = "shop",
+        kinds: tuple[str, ...] = ("order-shipped",),
+        rate_limit: int = 600,
+        window: float = 60.0,
+    ) -> str:
+        """A fresh API key, made as `sms-relay api-keys create` makes it."""
+        _record, key = await self.app[API_KEYS].create(client, list(kinds), rate_limit, window)
+        return key
+
+    async def post_event(
+        self, body: Any, key: str | None, *, base: str | None = None
+    ) -> tuple[int, Any, str]:
+        """POST an order-shipped event with `key` as its bearer credential (None: without)."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        url = (base or self.base_url) + "/api/order-shipped-sms"
+        async with self.session.post(url, data=raw, headers=headers) as response:
+            return response.status, await _body(response), response.headers.get("Retry-After", "")
+
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0
 
@@ -112,17 +141,61 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
 
 @asynccontextmanager
 async def running_callbacks(settings: Settings) -> AsyncIterator[Callbacks]:
-    """The real app on its own port (a real socket: the simulator can call it back)."""
+    """The real app on its own port (a real socket: the simulator can call it back), and
+    on its ingest listener too when the settings name one."""
     registry = CollectorRegistry()
     app = create_app(settings, registry=registry)
     runner = web.AppRunner(app, access_log_class=PrivacyAccessLogger, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
+        if settings.ingest_listener is not None:
+            await web.TCPSite(runner, *settings.ingest_listener).start()
         async with aiohttp.ClientSession() as session:
             yield Callbacks(app, settings, registry, session)
     finally:
         await runner.cleanup()
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class ThreadedCallbacks:
+    """The real app served by its own event loop in a thread, for synchronous clients
+    (schemathesis, hypothesis): `run(coroutine)` runs on that loop."""
+
+    callbacks: Callbacks
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        async def wrapped() -> T:
+            return await coroutine
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(30)
+
+
+@contextmanager
+def callbacks_in_thread(settings: Settings) -> Iterator[ThreadedCallbacks]:
+    loop = asyncio.new_event_loop()
+    started: list[Callbacks] = []
+    ready, stop = threading.Event(), asyncio.Event()
+
+    async def serve() -> None:
+        async with running_callbacks(settings) as running:
+            started.append(running)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "the callbacks app did not start"
+        yield ThreadedCallbacks(started[0], loop)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
 
 
 @pytest.fixture

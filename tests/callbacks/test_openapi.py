@@ -70,9 +70,17 @@ def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 def check(document: dict[str, Any], schema: dict[str, Any], value: Any, where: str) -> None:
     """The subset of JSON Schema the document uses; fails with the location."""
     schema = resolve(document, schema)
-    kinds = {"object": dict, "string": str, "array": list, "integer": int, "boolean": bool}
+    kinds = {
+        "object": dict,
+        "string": str,
+        "array": list,
+        "integer": int,
+        "boolean": bool,
+        "null": type(None),
+    }
     if "type" in schema:
-        assert isinstance(value, kinds[schema["type"]]), f"{where}: not {schema['type']}"
+        allowed = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        assert isinstance(value, tuple(kinds[t] for t in allowed)), f"{where}: not {allowed}"
     if "const" in schema:
         assert value == schema["const"], where
     if "enum" in schema:

@@ -28,10 +28,11 @@ async def test_an_order_event_is_published_unchanged_and_answered_202(
     callbacks: Callbacks,
 ) -> None:
     settings = callbacks.settings
+    key = await callbacks.new_key()
     event = order_event(order_id="4242", extraField={"kept": True})
     raw = json.dumps(event).encode()
     with topic_reader(settings, settings.kafka.topic_order_shipped) as orders:
-        status, body, _ = await callbacks.post_json("/api/order-shipped-sms", raw)
+        status, body, _ = await callbacks.post_event(raw, key)
         assert (status, body) == (202, {"eventId": event["eventId"], "status": "queued"})
         await eventually(lambda: len(orders.poll()) == 1, what="the order-shipped record")
         (record,) = orders.records
@@ -39,41 +40,52 @@ async def test_an_order_event_is_published_unchanged_and_answered_202(
     assert record.key() == b"4242"
 
 
-async def test_a_known_event_id_answers_200_with_its_status(
+async def test_an_event_the_client_sent_answers_200_with_its_status(
     callbacks: Callbacks, database_url: str
 ) -> None:
+    key = await callbacks.new_key()
     event = order_event()
+    assert (await callbacks.post_event(event, key))[0] == 202
+    assert (await callbacks.post_event(event, key))[:2] == (
+        200,
+        {"eventId": event["eventId"], "duplicate": True, "status": "queued"},
+    )
     insert_delivery(database_url, event["eventId"], state="delivered", sid=new_sid())
     settings = callbacks.settings
     with topic_reader(settings, settings.kafka.topic_order_shipped) as orders:
-        status, body, _ = await callbacks.post_json("/api/order-shipped-sms", event)
-        assert orders.poll() == []
+        status, body, _ = await callbacks.post_event(event, key)
+        await eventually(lambda: len(orders.poll()) == 1, what="the first record")
     assert (status, body) == (
         200,
         {"eventId": event["eventId"], "duplicate": True, "status": "delivered"},
     )
+    assert len(orders.records) == 1  # the repeats were not produced
 
 
 async def test_an_invalid_event_is_400_with_field_errors_that_never_echo_values(
     callbacks: Callbacks,
 ) -> None:
+    key = await callbacks.new_key()
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     event = order_event(phone="+15558675310", consentAt=future, trackingUrl="ftp://secret-host")
-    status, body, _ = await callbacks.post_json("/api/order-shipped-sms", event)
+    status, body, _ = await callbacks.post_event(event, key)
     assert status == 400
     assert sorted(f["field"] for f in body["fields"]) == ["consentAt", "phone", "trackingUrl"]
     text = json.dumps(body)
     assert "5558675310" not in text
     assert "secret-host" not in text
     assert future not in text
-    status, body, _ = await callbacks.post_json("/api/order-shipped-sms", b"{not json")
+    status, body, _ = await callbacks.post_event(b"{not json", key)
     assert status == 400
+    status, body, _ = await callbacks.post_event(order_event(order_id="evil.example/x"), key)
+    assert (status, [f["field"] for f in body["fields"]]) == (400, ["orderId"])
 
 
 async def test_an_order_event_is_503_when_kafka_does_not_answer(settings: Settings) -> None:
     away = callbacks_settings(settings, kafka=kafka_away(settings), callbacks_run_projection=False)
     async with running_callbacks(away) as callbacks:
-        status, body, _ = await callbacks.post_json("/api/order-shipped-sms", order_event())
+        key = await callbacks.new_key()
+        status, body, _ = await callbacks.post_event(order_event(), key)
     assert (status, body["error"]) == (503, "unavailable")
 
 

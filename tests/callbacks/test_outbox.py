@@ -76,8 +76,9 @@ async def test_kafka_unreachable_callbacks_are_answered_2xx_and_published_once_l
             await eventually(unpublished, what="the outbox drained")
             relayed = callbacks.sample("sms_relay_outbox_relayed_total")
             # A last callback on the same key (same partition): a late copy of any earlier
-            # record would be on the topic before it.
-            barrier = callback_form(sid, "read", account_sid=account)
+            # record would be on the topic before it. (Another SID: the same SID and status
+            # would be a replay, a duplicate whatever its token.)
+            barrier = callback_form(new_sid(), "read", account_sid=account)
             await callbacks.post_signed(path, barrier, token="barrier")
             await eventually(
                 lambda: any(r["idempotencyToken"] == "barrier" for r in statuses.values()),
@@ -138,8 +139,14 @@ async def test_duplicated_callback_is_published_once(settings: Settings) -> None
             again = await asyncio.gather(
                 *(callbacks.post_signed(path, form, token="dup-token") for _ in range(4))
             )
-            # No token header: the step itself identifies the callback.
+            # The same step with no token, or a fresh one (a captured request replayed): the
+            # token is not signed, what the signature covers identifies the step.
             untokened = [await callbacks.post_signed(path, form) for _ in range(2)]
+            fresh = await callbacks.post_signed(path, form, token="forged-fresh-token")
+            # The same SID and status with another error code is another step.
+            failed = callback_form(sid, "delivered", account_sid=settings.twilio.account_sid)
+            failed["ErrorCode"] = "30003"
+            other = await callbacks.post_signed(path, failed, token="other-code")
             # A last record on the same key: any wrong copy would be on the topic before it.
             barrier = callback_form(sid, "read", account_sid=settings.twilio.account_sid)
             await callbacks.post_signed(path, barrier, token="barrier")
@@ -150,7 +157,7 @@ async def test_duplicated_callback_is_published_once(settings: Settings) -> None
         records = statuses.values()[:-1]
     assert first == (200, {"result": "published"})
     assert again == [(200, {"result": "duplicate"})] * 4
-    assert [u[1]["result"] for u in untokened] == ["published", "duplicate"]
-    assert sorted(r["idempotencyToken"] for r in records) == sorted(
-        ["dup-token", f"callbacks:{sid}:delivered:None"]
-    )
+    assert [u[1]["result"] for u in untokened] == ["duplicate", "duplicate"]
+    assert fresh == (200, {"result": "duplicate"})
+    assert other == (200, {"result": "published"})
+    assert [r["idempotencyToken"] for r in records] == ["dup-token", "other-code"]

@@ -1,41 +1,43 @@
-"""Pure rules of the callbacks service: the sliding window and the status ranks."""
+"""Pure rules of the callbacks service: client addresses, client networks, status ranks."""
 
 from __future__ import annotations
 
 import pytest
 
+from callbacks.http import forwarded_client
 from sms_relay.projection import rank
-from sms_relay.verify import SlidingWindowLimiter
+from sms_relay.verify import client_network
+
+PEER = "10.0.0.5"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_the_window_allows_the_limit_then_says_when_the_oldest_hit_expires() -> None:
-    clock = FakeClock()
-    limiter = SlidingWindowLimiter(limit=3, window=60, clock=clock)
-    for step in range(3):
-        assert limiter.retry_after("k") is None
-        limiter.hit("k")
-        clock.now += 10 * (step + 1)  # hits at 1000, 1010, 1030
-    assert clock.now == 1060
-    assert limiter.retry_after("k") is None  # the hit at 1000 left the window
-    limiter.hit("k")
-    assert limiter.retry_after("k") == pytest.approx(10)  # the hit at 1010 leaves at 1070
-    assert limiter.retry_after("other") is None
+@pytest.mark.parametrize(
+    ("forwarded_for", "hops", "client"),
+    [
+        ("", 0, PEER),  # no proxy: the TCP peer
+        ("198.51.100.7", 0, PEER),  # no proxy trusted: the header is the client's own words
+        ("198.51.100.7", 1, "198.51.100.7"),  # one proxy appended what it saw
+        ("6.6.6.6, 198.51.100.7", 1, "198.51.100.7"),  # the forged entry is ignored
+        ("6.6.6.6, 198.51.100.7, 203.0.113.9", 2, "198.51.100.7"),  # CDN, then load balancer
+        ("198.51.100.7", 2, "198.51.100.7"),  # fewer entries than hops: the leftmost
+        ("", 1, PEER),  # a trusted proxy that did not append: the peer
+        ("not-an-ip", 1, PEER),  # garbage from a misconfigured proxy: the peer
+        ("2001:db8::1", 1, "2001:db8::1"),
+    ],
+)
+def test_the_client_is_the_entry_written_by_the_outermost_trusted_proxy(
+    forwarded_for: str, hops: int, client: str
+) -> None:
+    assert forwarded_client(PEER, forwarded_for, hops) == client
 
 
-def test_the_window_forgets_the_least_recent_keys_past_its_bound() -> None:
-    limiter = SlidingWindowLimiter(limit=1, window=60, clock=FakeClock(), max_keys=2)
-    for key in ("a", "b", "c"):
-        limiter.hit(key)
-    assert limiter.retry_after("a") is None
-    assert limiter.retry_after("c") is not None
+def test_ipv6_clients_share_their_64_and_ipv4_clients_their_address() -> None:
+    assert client_network("2001:db8:1:2:aaaa::1") == client_network("2001:db8:1:2:ffff::9")
+    assert client_network("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_network("2001:db8:1:3::1") != client_network("2001:db8:1:2::1")
+    assert client_network("198.51.100.7") == "198.51.100.7"
+    assert client_network("::ffff:198.51.100.7") == "198.51.100.7"
+    assert client_network("unknown") == "unknown"
 
 
 def test_ranks_never_let_a_late_step_overwrite_a_final_one() -> None:

@@ -149,3 +149,49 @@ async def test_verify_without_a_service_sid_is_503(settings: Settings) -> None:
         status, body, _ = await start(callbacks, "+12125550179")
     assert status == 503
     assert body["error"] == "verify_not_configured"
+
+
+async def test_limits_hold_across_two_replicas(settings: Settings) -> None:
+    """Two callbacks apps on one database share every counter: N replicas are not N x."""
+    small = {
+        "verify_max_starts_per_number": 3,
+        "verify_max_starts_per_ip": 50,
+        "verify_max_checks_per_number": 2,
+        "callbacks_run_projection": False,
+    }
+    async with (
+        running_callbacks(callbacks_settings(settings, **small)) as first,
+        running_callbacks(callbacks_settings(settings, **small)) as second,
+    ):
+        phone = "+12125550191"
+        starts = [await start(replica, phone) for replica in (first, second, first, second)]
+        checks = [await check(replica, phone, "000000") for replica in (second, first, second)]
+    assert [s[0] for s in starts] == [202, 202, 202, 429]
+    assert [c[0] for c in checks] == [200, 200, 429]
+
+
+async def test_behind_trusted_proxies_ipv6_clients_are_limited_per_64(
+    settings: Settings,
+) -> None:
+    proxied = callbacks_settings(
+        settings,
+        verify_max_starts_per_ip=2,
+        trusted_proxy_hops=1,
+        callbacks_run_projection=False,
+    )
+    async with running_callbacks(proxied) as callbacks:
+
+        async def start_from(address: str, phone: str) -> int:
+            # The client's own entry comes first; the proxy appended the address it saw.
+            forwarded = f"198.51.100.99, {address}"
+            status, _body, _ = await callbacks.post_json(
+                "/api/verify/start", {"phone": phone}, **{"X-Forwarded-For": forwarded}
+            )
+            return status
+
+        same_64 = [await start_from(f"2001:db8:1:2::{n}", f"+1212555019{n}") for n in (2, 3, 4)]
+        other_64 = await start_from("2001:db8:1:3::1", "+12125550195")
+        forged_away = await start_from("2001:db8:1:2::ffff", "+12125550196")
+    assert same_64 == [202, 202, 429]
+    assert other_64 == 202
+    assert forged_away == 429  # a forged leftmost entry does not buy a new budget

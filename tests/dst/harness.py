@@ -64,7 +64,7 @@ STOPPED_NUMBER = "+12125550199"  # opted out before the run
 NUMBERS = ("+12125550123", "+12125550124", "+13125550142", FAIL_NUMBER, STOPPED_NUMBER)
 
 # The consumer's settings in the simulation: production's defaults, shorter tiers.
-LEASE = 15.0
+LEASE = 13.0
 CALL_DEADLINE = 10.0
 SETTLE = 3.0
 HORIZON = 10.0
@@ -503,6 +503,7 @@ class World:
         self.freezes = 0
         self.trace: list[str] = []
         self.events: dict[str, OrderShipped] = {}
+        self.virtual_seconds = 0.0
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -701,8 +702,8 @@ def _count(metrics: ConsumerMetrics, name: str) -> float:
     return metrics.registry.get_sample_value(name) or 0.0
 
 
-def simulate(seed: int) -> Outcomes:
-    """Run one seed to the end and check it."""
+def run_world(seed: int) -> World:
+    """Run one seed's world to its end on a fresh virtual-time loop."""
     logging.getLogger("sms_relay").setLevel(logging.CRITICAL)
     loop = VirtualTimeLoop()
     # Killed consumers leave tasks with unretrieved exceptions behind: that is the point.
@@ -710,29 +711,28 @@ def simulate(seed: int) -> Outcomes:
     world = World(seed)
     try:
         loop.run_until_complete(world.run())
-        virtual = loop.time()
+        world.virtual_seconds = loop.time()
     finally:
         loop.close()
+    return world
+
+
+def simulate(seed: int) -> Outcomes:
+    """Run one seed to the end and check it."""
+    world = run_world(seed)
     return Outcomes(
         world.check(),
         len(world.events),
         len(world.messages()),
         world.crashes,
         world.freezes,
-        virtual,
+        world.virtual_seconds,
     )
 
 
 def fingerprint(seed: int) -> str:
     """A digest of everything a run did, to prove runs repeat exactly."""
-    logging.getLogger("sms_relay").setLevel(logging.CRITICAL)
-    loop = VirtualTimeLoop()
-    loop.set_exception_handler(lambda _loop, _context: None)
-    world = World(seed)
-    try:
-        loop.run_until_complete(world.run())
-    finally:
-        loop.close()
+    world = run_world(seed)
     parts = [f"{m.sid}:{m.event_id}:{m.created_at:.6f}" for m in world.messages()]
     parts += [
         f"{r.event_id}:{r.state}:{r.message_sid}:{r.attempts}" for r in world.db.rows.values()

@@ -189,12 +189,14 @@ async def test_callbacks_flows_log_no_number_body_token_or_code(
     with captured_logs(secrets) as logs:
         async with running_callbacks(app_settings) as app, running_consumer(app_settings):
             produce(app_settings, app_settings.kafka.topic_order_shipped, [delivered])
-            status, _, _ = await app.post_json("/api/order-shipped-sms", via_http)
+            key = await app.new_key()
+            status, _, _ = await app.post_event(via_http, key)
             assert status == 202
-            status, _, _ = await app.post_json(
-                "/api/order-shipped-sms", {**via_http, "phone": BAD_INPUT, "eventId": "bad_1x"}
+            status, _, _ = await app.post_event(
+                {**via_http, "phone": BAD_INPUT, "eventId": "bad_1x"}, key
             )
             assert status == 400
+            assert (await app.post_event(via_http, key + "x"))[0] == 401
             await eventually(
                 lambda: (
                     state_of(app_settings, delivered["eventId"]) == "delivered"
@@ -226,6 +228,7 @@ async def test_callbacks_flows_log_no_number_body_token_or_code(
         *(form for number in CALLBACK_NUMBERS for form in phone_forms(number)),
         "has shipped",
         token,
+        key.split("_", 2)[2],  # an API key's secret part
         *secrets,
     ]
     assert leaks(lines, forbidden) == []
