@@ -704,7 +704,9 @@ def _count(metrics: ConsumerMetrics, name: str) -> float:
 
 def run_world(seed: int) -> World:
     """Run one seed's world to its end on a fresh virtual-time loop."""
-    logging.getLogger("sms_relay").setLevel(logging.CRITICAL)
+    logger = logging.getLogger("sms_relay")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # the chaos is meant; other tests' logs are not ours
     loop = VirtualTimeLoop()
     # Killed consumers leave tasks with unretrieved exceptions behind: that is the point.
     loop.set_exception_handler(lambda _loop, _context: None)
@@ -714,6 +716,7 @@ def run_world(seed: int) -> World:
         world.virtual_seconds = loop.time()
     finally:
         loop.close()
+        logger.setLevel(level)
     return world
 
 
