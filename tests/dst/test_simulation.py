@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.dst.harness import fingerprint, repro, simulate
 
 SEEDS = int(os.environ.get("DST_SEEDS", "2000"))
 
 
-def test_every_seed_keeps_the_invariants() -> None:
+def test_every_seed_keeps_the_invariants(capsys: pytest.CaptureFixture[str]) -> None:
     failures = []
     crashes = freezes = messages = 0
     for seed in range(SEEDS):
@@ -22,10 +24,11 @@ def test_every_seed_keeps_the_invariants() -> None:
         messages += outcome.messages
         if outcome.violations:
             failures.append(f"seed {seed}: {outcome.violations[0]} (reproduce: {repro(seed)})")
-    print(
-        f"\n[dst] {SEEDS} seeds: {messages} messages, {crashes} crashes, {freezes} freezes, "
-        f"{len(failures)} failing"
-    )
+    with capsys.disabled():
+        print(
+            f"\n[dst] {SEEDS} seeds: {messages} messages, {crashes} crashes, {freezes} freezes, "
+            f"{len(failures)} failing"
+        )
     assert not failures, "\n".join(failures[:10])
 
 
