@@ -39,5 +39,5 @@ lint: venv ## ruff check, ruff format --check, mypy --strict
 fmt: venv ## ruff format (rewrites files)
 	$(PY) -m ruff format .
 
-bench: venv ## benchmarks against the local stack (Kafka, PostgreSQL; results in bench/)
+bench: venv ## benchmarks -> bench/results/, BENCHMARKS.md (~25 min; ARGS=--quick: ~3 min)
 	@scripts/stack up --infra && . .stack/env && $(PY) -m bench $(ARGS)
