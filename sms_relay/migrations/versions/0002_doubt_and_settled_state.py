@@ -59,7 +59,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_deliveries_in_doubt", table_name="deliveries")
     op.add_column("deliveries", sa.Column("body_hash", sa.Text()))
-    op.execute("UPDATE deliveries SET body_hash = sent_body_hashes[array_upper(sent_body_hashes, 1)]")
+    op.execute(
+        "UPDATE deliveries SET body_hash = sent_body_hashes[array_upper(sent_body_hashes, 1)]"
+    )
     op.drop_column("deliveries", "settled_state")
     op.drop_column("deliveries", "sent_body_hashes")
     op.drop_column("deliveries", "doubt_since")
