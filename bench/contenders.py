@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -67,7 +68,11 @@ async def plain(config: dict[str, Any]) -> dict[str, Any]:
     """(b) The same form the SDK posts, by a bare aiohttp session: the limit."""
     url = f"{config['base_url']}/2010-04-01/Accounts/{config['account_sid']}/Messages.json"
     auth = aiohttp.encode_basic_auth(config["account_sid"], config["auth_token"])
-    headers = {"Authorization": auth, "Accept": "application/json"}
+    headers = {
+        "Authorization": auth,
+        "Accept": "application/json",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
     connector = aiohttp.TCPConnector(limit=config["concurrency"])
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
@@ -78,8 +83,8 @@ async def plain(config: dict[str, Any]) -> dict[str, Any]:
                 "Body": order_body(i),
                 "StatusCallback": callback_url(config["public_base_url"], _id(config, i)),
             }
-            async with session.post(url, data=form) as response:
-                await response.json()
+            async with session.post(url, data=urlencode(form)) as response:
+                json.loads(await response.read())
 
         return await _drive(send, config)
 

@@ -76,7 +76,7 @@ def _max_rss(series: list[list[float]], start: float, end: float) -> float:
 def profile_run(ctx: Context, events: int, concurrency: int = 128) -> dict[str, Any]:
     """py-spy (a sampling profiler in its own process) on the consumer draining a backlog."""
     run = uuid.uuid4().hex[:8]
-    raw = ctx.logs / "consumer-profile.txt"
+    raw = ctx.logs / "consumer-profile.txt"  # collapsed stacks, kept with --keep-logs
     with fresh_stack(ctx) as (kafka, url):
         backlog, ledger = Backlog(kafka, run), Ledger(url)
         backlog.bulk(0, events)

@@ -237,7 +237,7 @@ def consumer_processes(
         command = [sys.executable, "-m", "sms_relay.cli", "consumer"]
         if profile is not None:
             spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw"]
-            spy += ["--nolineno", "-r", "200", "-o", str(profile), "--"]
+            spy += ["--nolineno", "--gil", "-r", "200", "-o", str(profile), "--"]
             command = [*spy, *command]
         log = open(ctx.logs / f"{label}-{n}.log", "ab")  # noqa: SIM115 - closed below
         processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
