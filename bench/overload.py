@@ -112,23 +112,47 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
         own[frames[-1]] += count
         packages[_package(frames[-1])] += count
     share = 100 / max(1, total)
+    # The trunk (runpy, the CLI, the event loop's run) is on every stack: leave it out.
+    branches = [(f, n) for f, n in inclusive.most_common() if n < 0.9 * total]
+    areas: Counter[str] = Counter(dict.fromkeys(AREAS, 0))
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        for area, needles in AREAS.items():
+            if count_text.isdigit() and any(needle in stack for needle in needles):
+                areas[area] += int(count_text)
     return {
         "samples": total,
-        "inclusive": [[f, round(n * share, 1)] for f, n in inclusive.most_common(top)],
+        "areas": [[a, round(areas[a] * share, 1)] for a in AREAS],
+        "inclusive": [[f, round(n * share, 1)] for f, n in branches[:top]],
         "self": [[f, round(n * share, 1)] for f, n in own.most_common(top)],
         "packages": [[p, round(n * share, 1)] for p, n in packages.most_common(15)],
     }
 
 
+# Where a sample's CPU went, by the frames on its stack (an area may overlap another).
+AREAS = {
+    "send: DeliveryService._send (sending.py: slot, limiter, metrics, the request)": (
+        "DeliveryService._send (",
+    ),
+    "  of which TwilioSmsSender.send (adapters/twilio.py)": ("TwilioSmsSender.send",),
+    "  of which aiohttp's request": ("ClientSession._request",),
+    "decode: parse + validate (consumer/batch.py, records.py)": ("decode (consumer/batch.py",),
+    "  of which phonenumbers (schemas/events.py validator)": ("phonenumbers/",),
+    "ledger round trips (ledger.py, SQLAlchemy, psycopg)": ("PostgresLedger.",),
+    "effects: status records, produce (consumer/effects.py)": ("Effects.",),
+    "logging (sms_relay/logs.py)": ("Logger.", "RedactingJsonFormatter"),
+    "metrics (prometheus_client)": ("prometheus_client/",),
+    "polling thread: consume, commit (consumer/loop.py)": ("ConsumeLoop._commit_and_poll",),
+    "producer thread: delivery reports (adapters/kafka.py)": ("AsyncProducer._serve",),
+}
+
+
 def _package(frame: str) -> str:
-    """`func (path)` to the distribution or our module it lives in."""
+    """`func (path)` to the package, or our module, it lives in."""
     path = frame.rsplit("(", 1)[-1].rstrip(")")
     if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    if "/lib/python3" in path:
-        inside = path.split("/lib/python3", 1)[1].split("/", 1)[-1]
-        return "stdlib:" + inside.split("/", 1)[0].removesuffix(".py")
-    for ours in ("sms_relay", "consumer", "schemas"):
-        if f"/{ours}/" in path or path.startswith(f"{ours}/"):
-            return path[path.find(ours) :].removesuffix(".py")
-    return path
+        path = path.split("site-packages/", 1)[1]
+    top = path.split("/", 1)[0]
+    if top in ("sms_relay", "consumer", "schemas", "callbacks"):
+        return path.removesuffix(".py")
+    return top.removesuffix(".py")

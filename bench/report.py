@@ -281,13 +281,16 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
         )
     if "profile" in results:
         pr = results["profile"]
+        areas = [[name, f"{share}%"] for name, share in pr["areas"]]
         top = [[f"`{frame}`", f"{share}%"] for frame, share in pr["inclusive"][:20]]
         own = [[f"`{frame}`", f"{share}%"] for frame, share in pr["self"][:15]]
         packages = [[f"`{name}`", f"{share}%"] for name, share in pr["packages"][:12]]
         parts.append(
             f"### Profile: the consumer at concurrency {pr['concurrency']}, 50 ms "
-            f"({pr['events']:,} events, {pr['samples']:,} py-spy samples, idle excluded)\n\n"
-            "Inclusive (share of samples with the function anywhere on the stack):\n\n"
+            f"({pr['events']:,} events, {pr['samples']:,} py-spy samples of the thread "
+            "holding the GIL)\n\nBy area (share of samples with the area on the stack):\n\n"
+            + _table(["area", "samples"], areas)
+            + "\n\nInclusive, below the trunk (the function anywhere on the stack):\n\n"
             + _table(["function (file)", "samples"], top)
             + "\n\nSelf (on top of the stack):\n\n"
             + _table(["function (file)", "samples"], own)
