@@ -317,7 +317,8 @@ def consumer_contender(
 ) -> dict[str, Any]:
     """(d) `sms-relay consumer`: warm-up, a backlog of `count`, then a latency run."""
     run = uuid.uuid4().hex[:8]
-    warm = 2 * BATCH_SIZE * processes
+    # Enough for every process to get its partitions, little at the slow points.
+    warm = max(60 * processes, min(2 * BATCH_SIZE * processes, count // 4))
     with fresh_stack(ctx) as (kafka, url):
         settings = consumer_settings(ctx, kafka, url, concurrency)
         backlog, ledger = Backlog(kafka, run), Ledger(url)
