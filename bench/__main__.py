@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             account_sid=account_sid,
             auth_token=auth_token,
             logs=Path(logs),
-            seconds=3.0 if quick else 8.0,
-            latency_seconds=3.0 if quick else 5.0,
+            seconds=3.0 if quick else 12.0,
+            latency_seconds=3.0 if quick else 6.0,
         )
         if "points" in parts:
             for concurrency, latency in QUICK_POINTS if quick else FULL_POINTS:

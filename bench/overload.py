@@ -104,8 +104,8 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
             continue
         count = int(count_text)
         frames = [f for f in stack.split(";") if "(" in f]
-        if not frames:
-            continue
+        if not frames or any(f.startswith("_find_and_load") for f in frames):
+            continue  # start-up imports
         total += count
         for frame in set(frames):
             inclusive[frame] += count
@@ -117,6 +117,8 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
     areas: Counter[str] = Counter(dict.fromkeys(AREAS, 0))
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
+        if "_find_and_load" in stack:
+            continue
         for area, needles in AREAS.items():
             if count_text.isdigit() and any(needle in stack for needle in needles):
                 areas[area] += int(count_text)

@@ -288,7 +288,8 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
         parts.append(
             f"### Profile: the consumer at concurrency {pr['concurrency']}, 50 ms "
             f"({pr['events']:,} events, {pr['samples']:,} py-spy samples of the thread "
-            "holding the GIL)\n\nBy area (share of samples with the area on the stack):\n\n"
+            "holding the GIL, start-up imports left out)\n\n"
+            "By area (share of samples with the area on the stack):\n\n"
             + _table(["area", "samples"], areas)
             + "\n\nInclusive, below the trunk (the function anywhere on the stack):\n\n"
             + _table(["function (file)", "samples"], top)

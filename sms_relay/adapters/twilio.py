@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -145,7 +145,8 @@ class TwilioSmsSender:
         self._client = client
         self._settings = settings
         sender = settings.messaging_service_sid
-        self._sender = {"MessagingServiceSid": sender} if sender else {"From": settings.from_number}
+        fields = {"MessagingServiceSid": sender} if sender else {"From": settings.from_number}
+        self._sender = urlencode(fields)  # the same for every send: encoded once
         base = str(settings.api_base_url).rstrip("/")
         self._create_url = f"{base}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
         auth = aiohttp.encode_basic_auth(
@@ -155,14 +156,12 @@ class TwilioSmsSender:
 
     async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
         """Raises ProviderRejectedError, ProviderThrottledError or ProviderUnavailableError."""
-        form = {"To": to, "Body": body, **self._sender}
+        form = f"To={quote_plus(to)}&Body={quote_plus(body)}&{self._sender}"
         if status_callback:
-            form["StatusCallback"] = status_callback
+            form += f"&StatusCallback={quote_plus(status_callback)}"
         session: aiohttp.ClientSession = self._client.http_client.session
         async with provider_call(self._settings.request_timeout_seconds):
-            async with session.post(
-                self._create_url, data=urlencode(form), headers=self._headers
-            ) as response:
+            async with session.post(self._create_url, data=form, headers=self._headers) as response:
                 text = await response.text()
             if not 200 <= response.status < 300:
                 answer = Response(response.status, text, response.headers)
