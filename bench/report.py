@@ -223,7 +223,8 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
         parts.append(
             "### Throughput, latency, CPU and memory per contender\n\n"
             "events/s: steady creates per second at the simulator (first to last create) "
-            "from a backlog; p50/p99: record timestamp (offer time for (b) and (c)) to the "
+            "from a backlog ((b): the mean of a run before and one after the others); "
+            "p50/p99: record timestamp (offer time for (b) and (c)) to the "
             "simulator's create, offered at half of (b)'s rate ((a): half its own); CPU: "
             "the contender process's user+system time over the backlog, per event; RSS: "
             "its peak (VmHWM).\n\n" + _points_table(results)

@@ -125,7 +125,13 @@ def _latency(latencies: list[float], offered: float) -> dict[str, Any]:
 
 
 def http_contender(
-    ctx: Context, name: str, concurrency: int, count: int, half_load: float | None
+    ctx: Context,
+    name: str,
+    concurrency: int,
+    count: int,
+    half_load: float | None,
+    *,
+    latency: bool = True,
 ) -> dict[str, Any]:
     """(b) or (c): a backlog of `count` creates, then a latency run at `half_load`/s."""
     run = uuid.uuid4().hex[:8]
@@ -134,6 +140,8 @@ def http_contender(
     measured = child(name, {**base, "start": 0, "count": count, "offered_rate": 0})
     created = _ours(creates(ctx.simulator), run, 0, count)
     result = _summary(created, count, measured["cpu_s"], measured["peak_rss_mib"])
+    if not latency:
+        return result
     offered = half_load or result["events_per_s"] / 2
     latency_count = max(40, int(offered * ctx.latency_seconds))
     ctx.simulator.reset()
