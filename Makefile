@@ -39,7 +39,7 @@ lint: venv ## ruff check, ruff format --check, mypy --strict
 fmt: venv ## ruff format (rewrites files)
 	$(PY) -m ruff format .
 
-bench: venv ## benchmarks against the local stack (Kafka, PostgreSQL; results in bench/)
+bench: venv ## benchmarks -> bench/results/, BENCHMARKS.md (~25 min; ARGS=--quick: ~3 min)
 	@scripts/stack up --infra && . .stack/env && $(PY) -m bench $(ARGS)
 
 soak: venv ## the delivery core's deterministic simulation for many seeds (SEEDS=100000, or SEED=n for one)

@@ -37,7 +37,7 @@ from typing import Any
 from confluent_kafka import Producer
 from sqlalchemy import NullPool, create_engine, text
 
-from bench.throughput import simulator_process
+from bench.common import simulator_process
 from sms_relay.adapters.kafka import configure_group, ensure_topics
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
 from sms_relay.simulator.client import SimulatorClient
@@ -239,9 +239,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     args.account_sid, args.auth_token = "AC" + uuid.uuid4().hex, uuid.uuid4().hex
     pairs = [tuple(int(n) for n in pair.split(":")) for pair in args.groups.split(",")]
     results: dict[str, Any] = {"trials": args.trials, "partitions": args.partitions, "groups": []}
-    simulator_args = argparse.Namespace(latency_ms=0, mps=0)
     with (
-        simulator_process(simulator_args, args.account_sid, args.auth_token) as simulator,
+        simulator_process(args.account_sid, args.auth_token) as simulator,
         tempfile.TemporaryDirectory(prefix="failover-") as logs,
     ):
         for session_ms, heartbeat_ms in pairs:

@@ -183,7 +183,9 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    engine = create_engine(settings.database_url.get_secret_value())
+    # Webhooks arrive by the dozen at once; each holds a connection for one short
+    # transaction. 20 kept open (no connection churn), 10 more at peaks.
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=20, max_overflow=10)
     app[ENGINE] = engine
     app[SUPPRESSIONS] = PostgresSuppressions(engine, settings.phone_hash_key.get_secret_value())
     app[API_KEYS] = ApiKeys(engine)

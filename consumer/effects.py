@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable
 
 from confluent_kafka import Message
@@ -16,13 +18,25 @@ from sms_relay.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+# One line per event for these at DEBUG (the summary counts them); the others, which an
+# operator looks into one by one, at INFO.
+ROUTINE = frozenset({Outcome.SENT, Outcome.DUPLICATE})
+SUMMARY_SECONDS = 5.0
+
 
 class Effects:
-    """Produces every record a result calls for; each returns awaitables of the acks."""
+    """Produces every record a result calls for; each returns awaitables of the acks.
+
+    Logs each settled event (at DEBUG when routine) and, at most every SUMMARY_SECONDS,
+    one INFO line counting the outcomes since the last one: one JSON line per SMS was a
+    measurable share of the consumer's CPU (BENCHMARKS.md).
+    """
 
     def __init__(self, producer: AsyncProducer, kafka: KafkaSettings) -> None:
         self._producer = producer
         self._kafka = kafka
+        self._settled: Counter[str] = Counter()
+        self._since = 0.0  # the first event is summarized at once
 
     async def reject(self, message: Message, why: Rejected) -> None:
         log.warning(
@@ -82,15 +96,28 @@ class Effects:
                     event.eventId,
                 )
             )
-        log.info(
-            "event settled",
-            extra={
-                "eventId": event.eventId,
-                "outcome": result.outcome.value,
-                "messageSid": result.message_sid,
-                "attempt": result.attempts,
-                "to": event.phone,  # masked by the log formatter
-                "errorCode": result.error_code,
-            },
-        )
+        level = logging.DEBUG if result.outcome in ROUTINE else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "event settled",
+                extra={
+                    "eventId": event.eventId,
+                    "outcome": result.outcome.value,
+                    "messageSid": result.message_sid,
+                    "attempt": result.attempts,
+                    "to": event.phone,  # masked by the log formatter
+                    "errorCode": result.error_code,
+                },
+            )
+        self._summarize(result.outcome)
         return effects
+
+    def _summarize(self, outcome: Outcome) -> None:
+        self._settled[outcome.value] += 1
+        now = time.monotonic()
+        if now - self._since >= SUMMARY_SECONDS:
+            seconds = round(min(now - self._since, 1e6), 1) if self._since else None
+            log.info("events settled", extra={"outcomes": dict(self._settled), "seconds": seconds})
+            self._settled.clear()
+            self._since = now

@@ -48,6 +48,10 @@ _FORM_VALUE = re.compile(
 )
 # Basic or bearer credentials (base64 of `ACxxx:token` is far longer than 20 characters).
 _BASIC_AUTH = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/._~-]{20,}=*")
+# Words each pattern above needs to find (in lower case) before it can match anything:
+# most lines (an access line, a batch summary) have none and skip the costly patterns.
+_SENSITIVE_WORDS = ("body", "code", "otp", "passw", "auth", "secret")
+_AUTH_WORDS = ("basic", "bearer")
 
 
 def _mask_loose(match: re.Match[str]) -> str:
@@ -79,7 +83,11 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
 def _scrub(text: str, secret_forms: tuple[str, ...]) -> str:
     text = redact(text, secret_forms)
     text = _LOOSE_PHONE.sub(_mask_loose, text)
-    text = _BASIC_AUTH.sub(lambda m: f"{m.group(1)} {_REDACTED}", text)
+    lowered = text.lower()
+    if any(word in lowered for word in _AUTH_WORDS):
+        text = _BASIC_AUTH.sub(lambda m: f"{m.group(1)} {_REDACTED}", text)
+    if not any(word in lowered for word in _SENSITIVE_WORDS):
+        return text
     text = _QUOTED_VALUE.sub(
         lambda m: (
             f"{m.group('key')}{m.group('q')}{_REDACTED}{m.group('q')}"

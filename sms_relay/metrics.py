@@ -8,12 +8,47 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Counter as _Counter
+from prometheus_client import Histogram as _Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from sms_relay.errors import ProviderError
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+class _KnownChildren(MetricWrapperBase):
+    """`labels()` answers from a dict of the children made before: prometheus_client
+    validates, converts and locks on every call, and the hot paths call it per event."""
+
+    def labels(self: _M, *labelvalues: object, **labelkwargs: object) -> _M:
+        known: dict[tuple[object, ...], Any] = self.__dict__.setdefault("_known", {})
+        child = known.get(labelvalues) if not labelkwargs else None
+        if child is None:
+            child = super().labels(*labelvalues, **labelkwargs)
+            if not labelkwargs:
+                known[labelvalues] = child
+        return child
+
+    def remove(self, *labelvalues: Any) -> None:
+        self.__dict__.pop("_known", None)
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        self.__dict__.pop("_known", None)
+        super().clear()
+
+
+class Counter(_KnownChildren, _Counter):
+    pass
+
+
+class Histogram(_KnownChildren, _Histogram):
+    pass
 
 
 class ConsumerMetrics:

@@ -4,18 +4,24 @@
       1. INSERT INTO callback_outbox ... ON CONFLICT DO NOTHING
          └─ conflict: the token (or the content key) was seen before ──► DUPLICATE
       2. produce (acks=all), wait up to the deadline
-         ├─ acknowledged ──► UPDATE published_at ──► PUBLISHED
+         ├─ acknowledged ──► PUBLISHED (UPDATE published_at follows, batched)
          └─ no answer ──► the row stays unpublished ──► OUTBOXED (the relay publishes it)
       PostgreSQL unreachable in step 1: produce anyway ──► PUBLISHED_UNTRACKED, or
       neither reachable ──► OutboxUnavailableError (the webhook answers 503).
 
+Step 1 commits the rows of every webhook waiting at that moment in one statement (a
+group commit, in autocommit: one round trip for all of them), unless a use case adds its
+own write, which gets a transaction of its own. The UPDATE of step 2 is off the
+request's path: acknowledged rows are marked together in the same way. Each webhook
+still answers only once its own row is committed and its record acknowledged.
+
 Crash windows: dying between 1 and 2 leaves an unpublished row, which the relay
-publishes (no loss). Dying between the ack and the UPDATE makes the relay publish the
-record a second time (at-least-once); its idempotency token lets every reader, the
-status projection included, drop the copy. A record that missed the deadline is still in
-librdkafka's queue until `message.timeout.ms`: if it is acknowledged late the row is
-marked then, and the relay only takes rows older than that timeout, so the two never
-publish the same row.
+publishes (no loss). Dying between the ack and the UPDATE (a few milliseconds, the
+batching included) makes the relay publish the record a second time (at-least-once);
+its idempotency token lets every reader, the status projection included, drop the copy.
+A record that missed the deadline is still in librdkafka's queue until
+`message.timeout.ms`: if it is acknowledged late the row is marked then, and the relay
+only takes rows older than that timeout, so the two never publish the same row.
 """
 
 from __future__ import annotations
@@ -50,6 +56,12 @@ _INSERT = text(
     "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token, content_key) "
     "VALUES (:topic, :key, :value, CAST(:headers AS jsonb), :token, :content_key) "
     "ON CONFLICT DO NOTHING RETURNING id"
+)
+_INSERT_MANY = text(
+    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token) "
+    "SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS bytea[]), "
+    "CAST(:values AS bytea[]), CAST(:headers AS jsonb[]), CAST(:tokens AS text[])) "
+    "ON CONFLICT (idempotency_token) DO NOTHING RETURNING id, idempotency_token"
 )
 _MARK = text("UPDATE callback_outbox SET published_at = now() WHERE id = ANY(:ids)")
 _TAKE = text(
@@ -111,6 +123,8 @@ class Outbox:
         database_deadline_seconds: float = 3.0,
     ) -> None:
         self._engine = engine
+        # The same pool; each statement commits on its own.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._producer = producer
         self._metrics = metrics
         self._deadline = deadline_seconds
@@ -118,7 +132,10 @@ class Outbox:
         # After a missed deadline, skip waiting for Kafka for a while: the relay probes it.
         self._suspect_for = message_timeout_seconds
         self._suspect_until = 0.0
-        self._late: set[asyncio.Task[None]] = set()
+        self._unmarked: list[int] = []  # acknowledged, published_at not yet written
+        self._marking: asyncio.Task[None] | None = None
+        self._uninserted: list[tuple[OutboundRecord, asyncio.Future[int | None]]] = []
+        self._inserting: asyncio.Task[None] | None = None
 
     @property
     def kafka_suspect(self) -> bool:
@@ -155,14 +172,22 @@ class Outbox:
             log.warning("kafka refused a record; the relay retries it", extra={"error": str(error)})
             return Durability.OUTBOXED
         self.kafka_answered()
-        await self._mark([row_id])
+        self._mark_soon(row_id)
         return Durability.PUBLISHED
 
     async def close(self) -> None:
-        """Wait for the late acknowledgements being recorded."""
-        await asyncio.gather(*self._late, return_exceptions=True)
+        """Wait for the rows being inserted and the acknowledged rows being marked."""
+        tasks = [t for t in (self._inserting, self._marking) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _insert(self, record: OutboundRecord, also: AlsoInTransaction | None) -> int | None:
+        """The new row's id, or None when the token was taken. Raises DATABASE_ERRORS."""
+        if also is None:
+            done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            self._uninserted.append((record, done))
+            if self._inserting is None or self._inserting.done():
+                self._inserting = asyncio.get_running_loop().create_task(self._insert_waiting())
+            return await asyncio.shield(done)
         params = {
             "topic": record.topic,
             "key": record.key,
@@ -173,9 +198,40 @@ class Outbox:
         }
         async with asyncio.timeout(self._db_deadline), self._engine.begin() as connection:
             row_id = (await connection.execute(_INSERT, params)).scalar_one_or_none()
-            if row_id is not None and also is not None:
+            if row_id is not None:
                 await also(connection)
         return row_id
+
+    async def _insert_waiting(self) -> None:
+        """Insert every waiting row in one statement, then those that arrived meanwhile."""
+        while self._uninserted:
+            waiting, self._uninserted = self._uninserted[:1000], self._uninserted[1000:]
+            first: dict[str, int] = {}  # token -> its first record: later ones are copies
+            for n, (record, _) in enumerate(waiting):
+                first.setdefault(record.token, n)
+            records = [waiting[n][0] for n in first.values()]
+            params = {
+                "topics": [r.topic for r in records],
+                "keys": [r.key for r in records],
+                "values": [r.value for r in records],
+                "headers": [json.dumps(r.headers) for r in records],
+                "tokens": [r.token for r in records],
+            }
+            try:
+                async with (
+                    asyncio.timeout(self._db_deadline),
+                    self._autocommit.connect() as connection,
+                ):
+                    rows = (await connection.execute(_INSERT_MANY, params)).all()
+            except DATABASE_ERRORS as error:
+                for _, done in waiting:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            ids = {token: row_id for row_id, token in rows}
+            for n, (record, done) in enumerate(waiting):
+                if not done.done():
+                    done.set_result(ids.get(record.token) if first[record.token] == n else None)
 
     async def _publish_untracked(self, record: OutboundRecord) -> Durability:
         try:
@@ -190,10 +246,22 @@ class Outbox:
             raise OutboxUnavailableError("neither PostgreSQL nor Kafka took the record") from error
         return Durability.PUBLISHED_UNTRACKED
 
+    def _mark_soon(self, row_id: int) -> None:
+        """Queue a row to be marked published. One task marks whatever is waiting in one
+        statement, then what arrived meanwhile: no timer, and no webhook waits for it."""
+        self._unmarked.append(row_id)
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.get_running_loop().create_task(self._mark_waiting())
+
+    async def _mark_waiting(self) -> None:
+        while self._unmarked:
+            ids, self._unmarked = self._unmarked, []
+            await self._mark(ids)
+
     async def _mark(self, ids: list[int]) -> None:
         """Best effort: an unmarked row is published again by the relay (a duplicate)."""
         try:
-            async with asyncio.timeout(self._db_deadline), self._engine.begin() as connection:
+            async with asyncio.timeout(self._db_deadline), self._autocommit.connect() as connection:
                 await connection.execute(_MARK, {"ids": ids})
         except DATABASE_ERRORS as error:
             log.warning("could not mark outbox rows published", extra={"error": repr(error)})
@@ -201,9 +269,7 @@ class Outbox:
     def _acknowledged_late(self, row_id: int, done: asyncio.Future[None]) -> None:
         if done.cancelled() or done.exception() is not None:
             return  # failed for good: the row stays for the relay
-        task = asyncio.get_running_loop().create_task(self._mark([row_id]))
-        self._late.add(task)
-        task.add_done_callback(self._late.discard)
+        self._mark_soon(row_id)
 
 
 class OutboxRelay:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -193,22 +194,49 @@ def decode_headers(message: Message) -> Headers:
     return decoded
 
 
+_Report = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", KafkaError | None]
+
+
+def _settle(reports: list[_Report]) -> None:
+    for _loop, done, error in reports:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(KafkaException(error))
+
+
 class AsyncProducer:
     """An idempotent producer whose deliveries are awaitable futures.
 
     A background thread serves librdkafka's delivery reports, so awaiting a record costs
     the event loop nothing; the future fails with KafkaException if the broker refused it.
+    The reports of one poll reach the event loop together (one wake-up, not one each).
     """
 
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
         self._running = True
+        self._reports: list[_Report] = []  # only touched by the thread calling poll/flush
         self._thread = threading.Thread(target=self._serve, name="kafka-producer", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
         while self._running:
             self._producer.poll(0.05)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if not self._reports:
+            return
+        reports, self._reports = self._reports, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Report]] = {}
+        for report in reports:
+            by_loop.setdefault(report[0], []).append(report)
+        for loop, some in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, some)
 
     def produce(
         self,
@@ -220,16 +248,8 @@ class AsyncProducer:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
-        def settle(error: KafkaError | None) -> None:
-            if done.done():
-                return
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(KafkaException(error))
-
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            loop.call_soon_threadsafe(settle, error)
+            self._reports.append((loop, done, error))  # called inside poll() or flush()
 
         while True:
             try:
@@ -259,4 +279,6 @@ class AsyncProducer:
         """Flush and stop; returns how many records were still undelivered."""
         self._running = False
         self._thread.join()
-        return int(self._producer.flush(timeout))
+        undelivered = int(self._producer.flush(timeout))
+        self._hand_over()
+        return undelivered

@@ -185,8 +185,19 @@ keyword_latest = Table(
 )
 
 
-def create_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
-    """The one place an engine is made: psycopg 3, async, pre-ping across DB restarts."""
+def create_engine(
+    database_url: str, *, pool_size: int = 5, max_overflow: int = 5, pre_ping: bool = True
+) -> AsyncEngine:
+    """The one place an engine is made: psycopg 3, async, pre-ping across DB restarts.
+
+    Size the pool for the work in flight: an overflow connection is closed when it is
+    returned, so a pool smaller than the usual concurrency opens a new connection (a
+    PostgreSQL backend) for most checkouts.
+    """
     return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, pool_recycle=300
+        database_url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=pre_ping,
+        pool_recycle=300,
     )

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote_plus, urlencode
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.version import Version
 from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 
@@ -29,11 +33,18 @@ from sms_relay.twilio_codes import Fault, fault_of
 
 
 class HeaderAuthHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped SDK
-    """The SDK's async HTTP client, sending credentials as a header.
+    """The SDK's async HTTP client, sending credentials as a header, without a cap on
+    connections.
 
     twilio 9.13 passes `aiohttp.BasicAuth`, which aiohttp 3.14 deprecates; the header
-    it sends is the same.
+    it sends is the same. The SDK's session keeps aiohttp's default of 100 connections,
+    which would hold SMS_CONCURRENCY above 100 to 100 requests in flight; the callers'
+    own semaphores bound the concurrency instead. Must be made inside a running loop.
     """
+
+    def __init__(self) -> None:
+        super().__init__(pool_connections=False, max_retries=None)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def request(
         self,
@@ -65,7 +76,7 @@ def create_client(settings: TwilioSettings) -> Client:
     client = Client(
         settings.account_sid,
         settings.auth_token.get_secret_value(),
-        http_client=HeaderAuthHttpClient(max_retries=None),
+        http_client=HeaderAuthHttpClient(),
     )
     client.api.base_url = str(settings.api_base_url).rstrip("/")
     client.verify.base_url = str(settings.verify_base_url).rstrip("/")
@@ -132,7 +143,17 @@ LIST_PAGE_SIZE = 100
 
 
 class TwilioSmsSender:
-    """Sends one SMS per call and finds earlier ones when a send's outcome is unknown."""
+    """Sends one SMS per call and finds earlier ones when a send's outcome is unknown.
+
+    `send` posts the create itself on the SDK's HTTP session: the SDK's layers around
+    that one request (parameter mapping, a MessageInstance with parsed dates, request and
+    response logging) cost about as much CPU as the request (BENCHMARKS.md). It keeps
+    what the SDK's create does: the same URL under TWILIO_API_BASE_URL, basic auth with
+    the account SID and auth token, the SDK's headers (User-Agent, X-Twilio-Client,
+    Accept), the same form fields, no retries (they are off in the SDK too), and the
+    SDK's own exception for an error answer (`Version.exception`: TwilioRestException
+    with Twilio's code, or TwilioServiceException), translated like any SDK call.
+    """
 
     def __init__(self, client: Client, settings: TwilioSettings) -> None:
         if not (settings.from_number or settings.messaging_service_sid):
@@ -141,19 +162,30 @@ class TwilioSmsSender:
             )
         self._client = client
         self._settings = settings
+        sender = settings.messaging_service_sid
+        fields = {"MessagingServiceSid": sender} if sender else {"From": settings.from_number}
+        self._sender = urlencode(fields)  # the same for every send: encoded once
+        base = str(settings.api_base_url).rstrip("/")
+        self._create_url = f"{base}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
+        auth = aiohttp.encode_basic_auth(
+            settings.account_sid, settings.auth_token.get_secret_value()
+        )
+        self._headers = {**client.get_headers("POST", None), "Authorization": auth}
 
     async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
         """Raises ProviderRejectedError, ProviderThrottledError or ProviderUnavailableError."""
-        sender = (
-            {"messaging_service_sid": self._settings.messaging_service_sid}
-            if self._settings.messaging_service_sid
-            else {"from_": self._settings.from_number}
-        )
+        form = f"To={quote_plus(to)}&Body={quote_plus(body)}&{self._sender}"
+        if status_callback:
+            form += f"&StatusCallback={quote_plus(status_callback)}"
+        session: aiohttp.ClientSession = self._client.http_client.session
         async with provider_call(self._settings.request_timeout_seconds):
-            message = await self._client.messages.create_async(
-                to=to, body=body, status_callback=status_callback or None, **sender
-            )
-        return SentMessage(sid=str(message.sid), status=str(message.status))
+            async with session.post(self._create_url, data=form, headers=self._headers) as response:
+                text = await response.text()
+            if not 200 <= response.status < 300:
+                answer = Response(response.status, text, response.headers)
+                raise Version.exception("POST", self._create_url, answer, "Unable to create record")
+        message = json.loads(text)
+        return SentMessage(sid=str(message["sid"]), status=str(message["status"]))
 
     async def list_page(self, to: str, page: str | None) -> ListedPage:
         """One page of the messages to `to` (from our sender when it is a number), newest

@@ -1,0 +1,89 @@
+"""`make bench`'s report: BENCHMARKS.md and its plots from a results file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.report import BEGIN, END, render
+
+
+def contender(rate: float, cpu: float, p99: float) -> dict[str, Any]:
+    return {
+        "events": 20_000,
+        "events_per_s": rate,
+        "cpu_ms_per_event": cpu,
+        "peak_rss_mib": 120.0,
+        "throttled": 0,
+        "offered_per_s": 500.0,
+        "latency_events": 2500,
+        "p50_ms": 60.0,
+        "p99_ms": p99,
+    }
+
+
+def results() -> dict[str, Any]:
+    return {
+        "started": "2026-12-01T20:00:00+00:00",
+        "mode": "full",
+        "seconds": 1500,
+        "machine": {"cpus": 2, "loadavg_before": 0.5, "loadavg_after": 2.5},
+        "points": [
+            {
+                "concurrency": 128,
+                "latency_ms": 50,
+                "events": 20_000,
+                "contenders": {
+                    "naive": contender(16.0, 3.0, 70.0),
+                    "plain": contender(2000.0, 0.25, 60.0),
+                    "sdk": contender(1500.0, 0.4, 65.0),
+                    "consumer": contender(1700.0, 0.45, 400.0),
+                },
+                "ratios": {"d_over_b": 0.85, "d_over_c": 1.133, "d_over_a": 106.25,
+                           "cpu_d_over_b": 1.8},
+            }
+        ],
+        "callbacks": {
+            "concurrency": 32,
+            "ratio": 0.3,
+            "bare": {"requests_per_s": 5000.0, "p50_ms": 5.0, "p99_ms": 9.0,
+                     "cpu_ms_per_request": 0.1, "statuses": {"204": 40000}},
+            "callbacks": {"requests_per_s": 1500.0, "p50_ms": 20.0, "p99_ms": 80.0,
+                          "cpu_ms_per_request": 0.6, "statuses": {"200": 12000},
+                          "durable": {"outbox_rows": 13000, "outbox_rows_published": 13000,
+                                      "records_on_delivery_status": 13000, "answered_2xx": 13000}},
+        },
+        "backlog": {
+            "events": 200_000, "concurrency": 128, "produce_seconds": 3.0, "seconds": 120.0,
+            "events_per_s": 1700.0, "peak_rss_mib": 140.0, "rss_first_quarter_mib": 138.0,
+            "rss_last_quarter_mib": 139.0, "series": [[0.0, 80.0, 0], [60.0, 138.0, 100_000],
+                                                        [120.0, 139.0, 200_000]],
+        },
+    }  # fmt: skip
+
+
+def test_report_renders_tables_targets_and_plots_and_keeps_the_prose(tmp_path: Path) -> None:
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text(
+        f"# Benchmarks\n\nWhat binds, by hand.\n\n{BEGIN}\nold\n{END}\n\nMore prose.\n"
+    )
+    results_file = tmp_path / "results" / "2026-12-01.json"
+    results_file.parent.mkdir()
+
+    render(results(), results_file, tmp_path)
+
+    text = target.read_text()
+    assert text.startswith("# Benchmarks\n\nWhat binds, by hand.")
+    assert text.endswith(f"{END}\n\nMore prose.\n")
+    assert "\nold\n" not in text
+    assert "| CPU per event ≤ 0.5 ms (128, 50 ms) | 0.45 ms | met |" in text
+    assert "| (d) ≥ 0.8x (b) at 128, 50 ms | 0.85x | met |" in text
+    assert "| CPU per event ≤ 1.5x (b)'s per request | 1.8x (0.25 ms) | **missed** |" in text
+    assert "| p99 ≤ 3x latency at half load (128, 50 ms) | 400.0 ms | **missed** |" in text
+    assert "| callbacks ≥ 0.5x the bare handler | 0.3x | **missed** |" in text
+    assert (
+        "| 128 | 50 | (d) sms-relay consumer | 1,700 | 60 / 400 (at 500/s) | 0.450 | 120 |" in text
+    )
+    for image in ("throughput.png", "p99.png", "backlog_rss.png"):
+        assert f"(results/plots/{image})" in text
+        assert (tmp_path / "results" / "plots" / image).read_bytes().startswith(b"\x89PNG")
