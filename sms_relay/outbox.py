@@ -58,10 +58,11 @@ _INSERT = text(
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 _INSERT_MANY = text(
-    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token) "
+    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token, content_key) "
     "SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS bytea[]), "
-    "CAST(:values AS bytea[]), CAST(:headers AS jsonb[]), CAST(:tokens AS text[])) "
-    "ON CONFLICT (idempotency_token) DO NOTHING RETURNING id, idempotency_token"
+    "CAST(:values AS bytea[]), CAST(:headers AS jsonb[]), CAST(:tokens AS text[]), "
+    "CAST(:content_keys AS text[])) "
+    "ON CONFLICT DO NOTHING RETURNING id, idempotency_token"
 )
 _MARK = text("UPDATE callback_outbox SET published_at = now() WHERE id = ANY(:ids)")
 _TAKE = text(
@@ -206,9 +207,15 @@ class Outbox:
         """Insert every waiting row in one statement, then those that arrived meanwhile."""
         while self._uninserted:
             waiting, self._uninserted = self._uninserted[:1000], self._uninserted[1000:]
-            first: dict[str, int] = {}  # token -> its first record: later ones are copies
+            # A record whose token or content key an earlier one in the batch has is a copy.
+            first: dict[str, int] = {}  # token -> its first record
+            seen_content: set[str] = set()
             for n, (record, _) in enumerate(waiting):
-                first.setdefault(record.token, n)
+                if record.token in first or record.content_key in seen_content:
+                    continue
+                first[record.token] = n
+                if record.content_key is not None:
+                    seen_content.add(record.content_key)
             records = [waiting[n][0] for n in first.values()]
             params = {
                 "topics": [r.topic for r in records],
@@ -216,6 +223,7 @@ class Outbox:
                 "values": [r.value for r in records],
                 "headers": [json.dumps(r.headers) for r in records],
                 "tokens": [r.token for r in records],
+                "content_keys": [r.content_key for r in records],
             }
             try:
                 async with (
@@ -231,7 +239,8 @@ class Outbox:
             ids = {token: row_id for row_id, token in rows}
             for n, (record, done) in enumerate(waiting):
                 if not done.done():
-                    done.set_result(ids.get(record.token) if first[record.token] == n else None)
+                    mine = first.get(record.token) == n
+                    done.set_result(ids.get(record.token) if mine else None)
 
     async def _publish_untracked(self, record: OutboundRecord) -> Durability:
         try:

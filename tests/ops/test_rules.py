@@ -40,6 +40,7 @@ def metric_classes() -> list[type]:
         cls
         for _, cls in inspect.getmembers(sms_relay.metrics, inspect.isclass)
         if cls.__module__ == sms_relay.metrics.__name__
+        and cls.__name__.endswith("Metrics")  # not the Counter/Histogram wrappers
         and "registry" in inspect.signature(cls.__init__).parameters
     ]
 
