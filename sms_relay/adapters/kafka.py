@@ -143,6 +143,9 @@ def ensure_topics(
     return [topic.topic for topic in wanted]
 
 
+TOPIC_LOOKS = 12  # times 0.25 s: how long a new topic may take to show in the metadata
+
+
 def require_topics(
     settings: KafkaSettings, names: Sequence[str], timeout: float = STARTUP_DEADLINE_SECONDS
 ) -> None:
@@ -164,6 +167,14 @@ def require_topics(
             f"{settings.bootstrap_servers} ({error.args[0].str()})"
         ) from None
     missing = [name for name in names if name not in existing]
+    # A topic created a moment ago may not be in every broker's metadata yet: look again
+    # for a few seconds before calling it missing.
+    looks = 0
+    while missing and looks < TOPIC_LOOKS:
+        looks += 1
+        time.sleep(0.25)
+        existing = admin.list_topics(timeout=timeout).topics
+        missing = [name for name in names if name not in existing]
     if missing:
         raise ConfigurationError(
             f"Kafka topics missing: {', '.join(missing)}; create them with `sms-relay topics`"
