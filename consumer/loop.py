@@ -117,7 +117,12 @@ class ConsumeLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
-        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._consumer.subscribe(
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         try:
             while not stop.is_set():
                 self._resume_due()
@@ -275,6 +280,9 @@ class ConsumeLoop:
                         self._durable[partition] = offset
         return failed
 
+    def _on_assign(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": len(partitions)})
+
     def _on_revoke(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         # Runs inside consume() on the polling thread, while the event loop is free: let
         # the batches in flight finish, then commit them while we still own their
@@ -305,12 +313,15 @@ class ConsumeLoop:
             self._durable.pop(partition, None)
             self._committed.pop(partition, None)
         # The new owner reads the held records again from the last commit.
-        self._drop_held(lambda partition, _offset: partition in gone)
+        dropped = self._drop_held(lambda partition, _offset: partition in gone)
+        log.info("partitions gone", extra={"partitions": len(gone), "heldDropped": dropped})
         self._metrics.paused_partitions.set(len(self._paused))
 
-    def _drop_held(self, which: Callable[[Partition, int], bool]) -> None:
-        for key in [k for k in list(self._held) if which(*k)]:
+    def _drop_held(self, which: Callable[[Partition, int], bool]) -> int:
+        keys = [k for k in list(self._held) if which(*k)]
+        for key in keys:
             self._held.pop(key, None)
+        return len(keys)
 
     def _resume_due(self) -> None:
         due = [p for p, when in self._paused.items() if when <= now_ms()]

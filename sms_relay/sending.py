@@ -69,11 +69,14 @@ class Outcome(StrEnum):
     BUSY = "busy"  # another live lease holds it: claim again once that lease runs out
     LEASE_LOST = "lease_lost"  # our lease ran short or was taken: claim again later
     RECHECK = "recheck"  # in doubt, not listed yet: reconcile again at the horizon
+    THROTTLED = "throttled"  # Twilio answered 429: send again after the backoff
 
 
 # Outcomes whose record the loop keeps back (its offset uncommitted) and offers again
 # after `wait_seconds`: waiting neither climbs the retry tiers nor stalls the partition.
-WAITING = frozenset({Outcome.BUSY, Outcome.LEASE_LOST, Outcome.RECHECK})
+# A throttled event waits the same way, so its backoff never holds up the rest of its
+# batch (and the batches behind it) the way a sleep inside the batch did.
+WAITING = frozenset({Outcome.BUSY, Outcome.LEASE_LOST, Outcome.RECHECK, Outcome.THROTTLED})
 # A recheck further off than this goes to the next retry tier instead of being held.
 MAX_HELD_RECHECK_SECONDS = 60.0
 
@@ -98,20 +101,22 @@ class Result:
     retry_tier: tuple[str, float] | None = None
     dlq_reason: str = "retries_exhausted"
     republished: bool = False  # settled earlier; only its records are published again
-    wait_seconds: float = 0.0  # BUSY and LEASE_LOST: when to offer the record again
+    wait_seconds: float = 0.0  # WAITING outcomes: when to offer the record again
 
 
 @dataclass(frozen=True)
 class _Attempted:
     """Where one claim's sends ended. `transient` goes to the next retry tier."""
 
-    # accepted | failed | suppressed | transient | recheck | unresolved | handed_on
+    # accepted | failed | suppressed | transient | recheck | throttled | unresolved
+    # | handed_on
     state: str
     attempts: int
     sid: str | None = None
     code: int | None = None
     error: str | None = None
     doubt: datetime | None = None  # a message may exist unmatched (end of that attempt)
+    backoff: float = 0.0  # throttled: seconds until the next send
 
 
 # What each settled state comes to.
@@ -237,19 +242,19 @@ class DeliveryService:
                 deliveries.append(self._deliver(job, marked, bodies[event_id]))
             else:
                 results.append(self._lost(job))
-        rechecks = set()
+        waits: dict[str, _Attempted] = {}  # held back, not handed to a tier
         for job, claim, attempted in await asyncio.gather(*deliveries):
             if attempted.state == "handed_on":
                 results.append(self._lost(job, claim))
                 continue
             settlements[job.event.eventId] = (job, self._settlement(job, claim, attempted))
-            if attempted.state == "recheck":
-                rechecks.add(job.event.eventId)
-        results.extend(await self._settle(settlements, rechecks))
+            if attempted.state in ("recheck", "throttled"):
+                waits[job.event.eventId] = attempted
+        results.extend(await self._settle(settlements, waits))
         return results
 
     async def _settle(
-        self, settlements: dict[str, tuple[Job, Settlement]], rechecks: set[str]
+        self, settlements: dict[str, tuple[Job, Settlement]], waits: dict[str, _Attempted]
     ) -> list[Result]:
         results: list[Result] = []
         outcome = await self._ledger.settle([s for _, s in settlements.values()])
@@ -273,7 +278,7 @@ class DeliveryService:
                     mask_phone(job.event.phone),
                     f"error_{OPT_OUT_ERROR}",
                 )
-            results.append(self._result(job, settlement, recheck=event_id in rechecks))
+            results.append(self._result(job, settlement, waits.get(event_id)))
         return results
 
     async def mark_reported(self, steps: Sequence[tuple[str, Status]]) -> None:
@@ -330,8 +335,8 @@ class DeliveryService:
             "suppressed": S.SUPPRESSED,
         }.get(attempted.state)
         error = attempted.error
-        if attempted.state == "recheck":
-            state = S.RETRY_SCHEDULED  # resumable, the doubt kept; no tier is used
+        if attempted.state in ("recheck", "throttled"):
+            state = S.RETRY_SCHEDULED  # resumable, any doubt kept; no tier is used
         elif attempted.state == "unresolved":
             state, error = S.DEAD_LETTERED, "in_doubt_unresolved"
         elif state is None:  # transient: the next tier, or the end of the line
@@ -355,8 +360,10 @@ class DeliveryService:
     def _recheck_in(self, doubt_since: datetime) -> float:
         return max((doubt_since - self._clock.now()).total_seconds() + self._horizon, 0.0)
 
-    def _result(self, job: Job, settlement: Settlement, *, recheck: bool = False) -> Result:
-        if recheck:
+    def _result(self, job: Job, settlement: Settlement, held: _Attempted | None = None) -> Result:
+        if held is not None and held.state == "throttled":
+            return Result(job, Outcome.THROTTLED, settlement.attempt, wait_seconds=held.backoff)
+        if held is not None:
             assert settlement.doubt_since is not None
             wait = self._jitter(self._recheck_in(settlement.doubt_since))
             return Result(job, Outcome.RECHECK, settlement.attempt, wait_seconds=wait)
@@ -422,7 +429,15 @@ class DeliveryService:
                 if delay is None:
                     # Keep Twilio's last code, so `dlq list --error-code` can find the event.
                     return _transient(attempts, error, doubt)
-                await self._clock.sleep(delay)
+                # Not created: settle it resumable and hold its record for the backoff.
+                return _Attempted(
+                    "throttled",
+                    attempts,
+                    code=error.code,
+                    error=str(error),
+                    doubt=doubt,
+                    backoff=delay,
+                )
             except ProviderRejectedError as error:
                 return self._rejected(event_id, attempts, error, doubt)
             except LeaseTooShortError:

@@ -54,6 +54,38 @@ async def test_throttled_twice_then_ok_is_sent_once(
     assert len(created_bodies(simulator.messages())) == 1
 
 
+async def test_a_throttled_event_waits_without_holding_back_its_batch(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    # Five 429s with backoffs drawn from up to 1, 2, 4, 8, 8 s: many seconds of waiting,
+    # during which the rest of its batch must settle and be reported (a backoff slept
+    # inside the batch held all of them back until the throttled one was sent).
+    sending = settings.sending.model_copy(update={"max_attempts": 6, "backoff_base_seconds": 1})
+    settings = settings.model_copy(update={"sending": sending})
+    simulator.script(PHONE, ["429"] * 5 + ["ok"])
+    throttled = order_event(phone=PHONE)
+    others = [order_event(phone=f"+1212555{150 + i:04}") for i in range(5)]
+    produce(settings, settings.kafka.topic_order_shipped, [throttled, *others])
+
+    with topic_reader(settings, settings.kafka.topic_delivery_status) as statuses:
+        async with running_consumer(settings):
+            await eventually(
+                lambda: all(
+                    "accepted" in statuses_of(statuses.values(), e["eventId"]) for e in others
+                )
+            )
+            waiting = deliveries(settings)[throttled["eventId"]]
+            await eventually(
+                lambda: "accepted" in statuses_of(statuses.values(), throttled["eventId"]),
+                timeout=60,
+            )
+
+    assert waiting["state"] != "accepted", "the others waited for the throttled one"
+    row = deliveries(settings)[throttled["eventId"]]
+    assert (row["state"], row["attempts"]) == ("accepted", 6)
+    assert len(created_bodies(simulator.messages())) == 6
+
+
 async def test_invalid_recipient_is_failed_with_its_code_and_never_retried(
     settings: Settings, simulator: SimulatorServer
 ) -> None:
