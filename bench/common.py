@@ -106,6 +106,15 @@ class ProcessSample:
     rss_mib: float
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time all cores spent busy since boot (user, nice, system, irq, softirq, steal):
+    what the broker, PostgreSQL, the simulator and the contender took together."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process, all its threads."""
     with open(f"/proc/{pid}/stat") as stat:

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bench.common import callback_url, event_id, order_body, phone, result_line
+from bench.common import callback_url, event_id, machine_cpu_seconds, order_body, phone, result_line
 
 Send = Callable[[int], Awaitable[None]]
 WARM_UP = 9_000_000  # first index of warm-up events
@@ -30,7 +30,16 @@ WARM_UP = 9_000_000  # first index of warm-up events
 
 def _usage() -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
+    return {
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "machine_s": machine_cpu_seconds(),
+        "wall_s": time.monotonic(),
+    }
+
+
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before[key] for key in ("cpu_s", "machine_s", "wall_s")} | _rss(after)
 
 
 async def _drive(send: Send, config: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +66,7 @@ async def _drive(send: Send, config: dict[str, Any]) -> dict[str, Any]:
 
     await asyncio.gather(offer(), *(worker() for _ in range(concurrency)))
     after = _usage()
-    return {"t0_ms": t0 * 1000, "cpu_s": after["cpu_s"] - before["cpu_s"], **_rss(after)}
+    return {"t0_ms": t0 * 1000, **_spent(before, after)}
 
 
 def _rss(usage: dict[str, float]) -> dict[str, float]:
@@ -161,7 +170,7 @@ def naive(config: dict[str, Any]) -> dict[str, Any]:
     after = _usage()
     consumer.close()
     engine.dispose()
-    return {"cpu_s": after["cpu_s"] - (before or after)["cpu_s"], **_rss(after)}
+    return _spent(before or after, after)
 
 
 def bare(config: dict[str, Any]) -> None:

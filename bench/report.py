@@ -121,6 +121,7 @@ def _points_table(results: dict[str, Any]) -> str:
                     f"{r['events_per_s']:,.0f}",
                     f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} (at {r['offered_per_s']:.0f}/s)",
                     f"{r['cpu_ms_per_event']:.3f}",
+                    f"{r['machine_cores_busy']:.2f}" if "machine_cores_busy" in r else "",
                     f"{r['peak_rss_mib']:.0f}",
                 ]
             )
@@ -131,6 +132,7 @@ def _points_table(results: dict[str, Any]) -> str:
         "events/s",
         "p50 / p99 ms",
         "CPU ms/event",
+        "cores busy",
         "peak RSS MiB",
     ]
     return _table(header, rows)
@@ -226,8 +228,10 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
             "from a backlog ((b): the mean of a run before and one after the others); "
             "p50/p99: record timestamp (offer time for (b) and (c)) to the "
             "simulator's create, offered at half of (b)'s rate ((a): half its own); CPU: "
-            "the contender process's user+system time over the backlog, per event; RSS: "
-            "its peak (VmHWM).\n\n" + _points_table(results)
+            "the contender process's user+system time over the backlog, per event; cores "
+            "busy: the whole machine's busy CPU over the backlog (of its "
+            f"{results.get('machine', {}).get('cpus', '?')} cores: the broker, PostgreSQL "
+            "and the simulator included); RSS: its peak (VmHWM).\n\n" + _points_table(results)
         )
         parts.append("### Ratios within the run\n\n" + _ratios_table(results))
     parts += [f"![{name}]({image_dir}/{name})" for name in images if name != "backlog_rss.png"]
@@ -235,8 +239,14 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
         f = results["faults"]
         parts.append(
             f"### 1% of creates answered 429\n\n(d) {f['consumer']['events_per_s']}/s = "
-            f"**{f['vs_fault_free']}x** the fault-free run at 128 / 50 ms; "
-            f"{f['consumer']['throttled']} creates were answered 429 and retried."
+            f"**{f['vs_fault_free']}x** the fault-free rate at 128 / 50 ms"
+            + (
+                " (the mean of the fault-free runs just before and after it, "
+                f"{' and '.join(f'{r}/s' for r in f['fault_free'])})"
+                if "fault_free" in f
+                else ""
+            )
+            + f"; {f['consumer']['throttled']} creates were answered 429 and retried."
         )
     if "scaling" in results:
         s = results["scaling"]

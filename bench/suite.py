@@ -33,6 +33,7 @@ from bench.common import (
     Create,
     ProcessWatch,
     creates,
+    machine_cpu_seconds,
     order_value,
     percentile,
     progress,
@@ -103,16 +104,20 @@ def child(name: str, config: dict[str, Any], timeout: float = 600) -> dict[str, 
     return result
 
 
-def _summary(
-    created: list[Create], count: int, cpu_s: float, peak_rss_mib: float
-) -> dict[str, Any]:
-    return {
+def _summary(created: list[Create], count: int, spent: dict[str, float]) -> dict[str, Any]:
+    """`spent`: the contender's cpu_s and peak_rss_mib; the machine's busy CPU (machine_s)
+    over wall_s, when it has them (all cores: the broker, PostgreSQL and the simulator
+    share them with the contender)."""
+    summary = {
         "events": count,
         "events_per_s": round(rate(created), 1),
-        "cpu_ms_per_event": round(cpu_s * 1000 / max(1, count), 3),
-        "peak_rss_mib": round(peak_rss_mib, 1),
+        "cpu_ms_per_event": round(spent["cpu_s"] * 1000 / max(1, count), 3),
+        "peak_rss_mib": round(spent["peak_rss_mib"], 1),
         "throttled": sum(c.outcome == "429" for c in created),
     }
+    if spent.get("wall_s"):
+        summary["machine_cores_busy"] = round(spent["machine_s"] / spent["wall_s"], 2)
+    return summary
 
 
 def _latency(latencies: list[float], offered: float) -> dict[str, Any]:
@@ -139,7 +144,7 @@ def http_contender(
     ctx.simulator.reset()
     measured = child(name, {**base, "start": 0, "count": count, "offered_rate": 0})
     created = _ours(creates(ctx.simulator), run, 0, count)
-    result = _summary(created, count, measured["cpu_s"], measured["peak_rss_mib"])
+    result = _summary(created, count, measured)
     if not latency:
         return result
     offered = half_load or result["events_per_s"] / 2
@@ -339,12 +344,17 @@ def consumer_contender(
             ctx.simulator.reset()
             watch = ProcessWatch([p.pid for p in procs])
             with watch.running():
-                cpu = watch.cpu()
+                cpu, machine, wall = watch.cpu(), machine_cpu_seconds(), time.monotonic()
                 backlog.bulk(0, count)
                 ledger.wait(warm + count, "backlog", 600)
-                cpu = watch.cpu() - cpu
+                spent = {
+                    "cpu_s": watch.cpu() - cpu,
+                    "machine_s": machine_cpu_seconds() - machine,
+                    "wall_s": time.monotonic() - wall,
+                    "peak_rss_mib": watch.peak_rss_mib(),
+                }
             created = _ours(creates(ctx.simulator), run, 0, count)
-            result = _summary(created, count, cpu, watch.peak_rss_mib())
+            result = _summary(created, count, spent)
             offered = half_load or result["events_per_s"] / 2
             latency_count = max(40, int(offered * ctx.latency_seconds))
             ctx.simulator.reset()
@@ -394,7 +404,7 @@ def naive_contender(ctx: Context, latency_ms: float) -> dict[str, Any]:
                 process.kill()
                 process.wait()
     measured = json.loads(output.strip().splitlines()[-1])
-    result = _summary(created, count, measured["cpu_s"], measured["peak_rss_mib"])
+    result = _summary(created, count, measured)
     # Its CPU covers both runs (the process serves them one after the other).
     result["cpu_ms_per_event"] = round(measured["cpu_s"] * 1000 / (count + latency_count), 3)
     latencies = [c.at_ms - backlog.stamps[_index(c.event_id)] for c in late if c.created]

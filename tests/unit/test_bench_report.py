@@ -14,6 +14,7 @@ def contender(rate: float, cpu: float, p99: float) -> dict[str, Any]:
         "events_per_s": rate,
         "cpu_ms_per_event": cpu,
         "peak_rss_mib": 120.0,
+        "machine_cores_busy": 1.8,
         "throttled": 0,
         "offered_per_s": 500.0,
         "latency_events": 2500,
@@ -82,7 +83,8 @@ def test_report_renders_tables_targets_and_plots_and_keeps_the_prose(tmp_path: P
     assert "| p99 ≤ 3x latency at half load (128, 50 ms) | 400.0 ms | **missed** |" in text
     assert "| callbacks ≥ 0.5x the bare handler | 0.3x | **missed** |" in text
     assert (
-        "| 128 | 50 | (d) sms-relay consumer | 1,700 | 60 / 400 (at 500/s) | 0.450 | 120 |" in text
+        "| 128 | 50 | (d) sms-relay consumer | 1,700 | 60 / 400 (at 500/s) | 0.450 | 1.80 | 120 |"
+        in text
     )
     for image in ("throughput.png", "p99.png", "backlog_rss.png"):
         assert f"(results/plots/{image})" in text
