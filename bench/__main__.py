@@ -144,11 +144,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(consumer_contender(ctx, HEADLINE[0], count, half, label="faults"))
             simulator.configure(rate_429=0.0)
             clean = (runs[0]["events_per_s"] + runs[2]["events_per_s"]) / 2
+            middle = (runs[0]["middle_events_per_s"] + runs[2]["middle_events_per_s"]) / 2
             results["faults"] = {
                 "rate_429": 0.01,
                 "consumer": runs[1],
                 "fault_free": [runs[0]["events_per_s"], runs[2]["events_per_s"]],
                 "vs_fault_free": _ratio(runs[1]["events_per_s"], clean),
+                "middle_vs_fault_free": _ratio(runs[1]["middle_events_per_s"], middle),
             }
         if "scaling" in parts and not quick:
             progress("scaling: (d) with two consumer processes")
@@ -172,16 +174,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def merged(earlier: dict[str, Any], later: dict[str, Any], parts: list[str]) -> dict[str, Any]:
+    """The day's earlier run with the parts just run put in its place (`--only`), so a
+    part can be measured again without running the rest; the report says which."""
+    result = earlier | {part: later[part] for part in parts if part in later}
+    rerun = dict(earlier.get("rerun", {}))
+    rerun.update(dict.fromkeys(parts, later["started"]))
+    return result | {"rerun": rerun}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
     parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
     parser.add_argument("--backlog", type=int, default=200_000, help="events of the backlog run")
     args = parser.parse_args()
-    results = run(args)
     RESULTS.mkdir(exist_ok=True)
     name = datetime.now(UTC).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
     path = RESULTS / f"{name}.json"
+    results = run(args)
+    if args.only and path.exists():
+        results = merged(json.loads(path.read_text()), results, args.only)
     path.write_text(json.dumps(results, indent=1) + "\n")
     progress(f"results in {path} ({results['seconds']} s)")
     target = report.QUICK_DIR if args.quick else report.ROOT

@@ -84,9 +84,12 @@ def creates(simulator: SimulatorClient) -> list[Create]:
     return found
 
 
-def rate(created: list[Create]) -> float:
-    """Steady throughput: creates per second between the first and the last create."""
+def rate(created: list[Create], trim: float = 0.0) -> float:
+    """Steady throughput: creates per second between the first and the last create, or
+    between those `trim` of the way in from either end."""
     times = sorted(c.at_ms for c in created if c.created)
+    cut = int(len(times) * trim)
+    times = times[cut : len(times) - cut]
     if len(times) < 2 or times[-1] <= times[0]:
         return 0.0
     return (len(times) - 1) / ((times[-1] - times[0]) / 1000)

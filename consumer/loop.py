@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 # all of them together hold about 15 s of sending at the configured rate.
 MAX_BATCHES_IN_FLIGHT = 4
 SECONDS_OF_SENDING_IN_FLIGHT = 15
+POLL_SECONDS = 0.5  # the longest wait for records (stop and due holds are looked at after)
 
 
 class PredecessorFailedError(Exception):
@@ -133,10 +135,11 @@ class ConsumeLoop:
                 self._resume_due()
                 self._offer_due()
                 await self._reap()
+                wait = self._wait_limit()
                 if len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT:
-                    await asyncio.wait({self._in_flight[0].task}, timeout=0.5)
+                    await asyncio.wait({self._in_flight[0].task}, timeout=wait)
                     continue
-                messages = await self._loop.run_in_executor(None, self._commit_and_poll)
+                messages = await self._loop.run_in_executor(None, self._commit_and_poll, wait)
                 if messages:
                     self._start(messages)
             if self._in_flight:  # stopping: let the batches in hand finish
@@ -208,6 +211,13 @@ class ConsumeLoop:
 
     def _stale(self, partition: Partition, generation: int) -> bool:
         return self._lost_at.get(partition, -1) > generation
+
+    def _wait_limit(self) -> float:
+        """How long the loop may wait for records or a batch: never past the next held
+        record's due time, so a throttled send comes back after its backoff, not later."""
+        # list() first: the polling thread may drop held records meanwhile (revoke).
+        due = min((h.due for h in list(self._held.values())), default=math.inf)
+        return min(POLL_SECONDS, max(0.001, due - time.monotonic()))
 
     def _offer_due(self) -> None:
         """Offer the held records whose wait is over again, as one batch of their own.
@@ -344,12 +354,12 @@ class ConsumeLoop:
         self._paused[(topic, partition)] = due_ms
         self._metrics.paused_partitions.set(len(self._paused))
 
-    def _commit_and_poll(self) -> list[Message]:
+    def _commit_and_poll(self, timeout: float) -> list[Message]:
         """One trip of the polling thread: commit what is durable, then fetch."""
         self._commit()
         # Wait for the first record only, then take what is already fetched: waiting for a
         # full batch held low-rate records back by up to the timeout (BENCHMARKS.md).
-        first: list[Message] = self._consumer.consume(1, 0.5)
+        first: list[Message] = self._consumer.consume(1, timeout)
         if not first or self._batch_size == 1:
             return first
         return first + self._consumer.consume(self._batch_size - 1, 0)

@@ -89,3 +89,31 @@ def test_report_renders_tables_targets_and_plots_and_keeps_the_prose(tmp_path: P
     for image in ("throughput.png", "p99.png", "backlog_rss.png"):
         assert f"(results/plots/{image})" in text
         assert (tmp_path / "results" / "plots" / image).read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_partial_run_replaces_only_its_parts_and_the_report_says_so(tmp_path: Path) -> None:
+    from bench.__main__ import merged
+
+    earlier = results()
+    faults = {
+        "rate_429": 0.01,
+        "consumer": contender(1650.0, 0.45, 500.0) | {"throttled": 200},
+        "fault_free": [1700.0, 1720.0],
+        "vs_fault_free": 0.965,
+        "middle_vs_fault_free": 0.98,
+    }
+    later = {"started": "2026-12-02T01:00:00+00:00", "faults": faults}
+    combined = merged(earlier, later, ["faults"])
+    assert combined["faults"] == faults
+    assert combined["points"] == earlier["points"]
+    assert combined["rerun"] == {"faults": "2026-12-02T01:00:00+00:00"}
+
+    (tmp_path / "BENCHMARKS.md").write_text(f"# Benchmarks\n\n{BEGIN}\n{END}\n")
+    render(combined, tmp_path / "results" / "2026-12-02.json", tmp_path)
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "Part `faults` was run again at 2026-12-02T01:00:00+00:00" in text
+    assert (
+        "| 1% 429s: ≥ 0.95x the fault-free rate | 0.965x (middle 90% of the creates: 0.98x) | met |"
+        in text
+    )
+    assert "1700.0/s and 1720.0/s" in text
