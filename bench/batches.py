@@ -9,7 +9,6 @@ record-to-create latency at the simulator. Kafka and PostgreSQL as for `python -
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,7 +16,15 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.common import FROM_NUMBER, creates, free_port, percentile, progress, simulator_process
+from bench.common import (
+    FROM_NUMBER,
+    creates,
+    free_port,
+    percentile,
+    progress,
+    relay_process,
+    simulator_process,
+)
 from bench.suite import Backlog, Context, Ledger, _index, _ours, consumer_settings, fresh_stack
 from tests.support import local_stack_env, settings_env
 
@@ -64,13 +71,7 @@ def main(rates: list[float]) -> None:
             child_env = {**os.environ, **settings_env(settings), "METRICS_PORT": str(port)}
             child_env["TWILIO_FROM_NUMBER"] = FROM_NUMBER
             backlog, ledger = Backlog(kafka, run), Ledger(url)
-            with open(Path(logs) / "consumer.log", "wb") as log:
-                consumer = subprocess.Popen(
-                    [sys.executable, "-m", "sms_relay.cli", "consumer"],
-                    env=child_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            consumer = relay_process("consumer", child_env, Path(logs) / "consumer.log")
             try:
                 backlog.bulk(10_000_000, 400)
                 done = 400

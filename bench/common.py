@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -167,6 +168,17 @@ class ProcessWatch:
         finally:
             self._stop.set()
             thread.join()
+
+
+def relay_process(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`sms-relay <command>` as a process of its own, its output appended to `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sms_relay.cli", command],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import create_engine, text
 
-from bench.common import FROM_NUMBER, ProcessWatch, free_port, progress
+from bench.common import FROM_NUMBER, ProcessWatch, free_port, progress, relay_process
 from bench.suite import Context, child, fresh_stack
 from sms_relay.settings import KafkaSettings, Settings, TwilioSettings
 from tests.support import settings_env
@@ -124,13 +124,7 @@ def callbacks_run(ctx: Context, concurrency: int = 32) -> dict[str, Any]:
             ),
         )
         env = {**os.environ, **settings_env(settings), "TWILIO_FROM_NUMBER": FROM_NUMBER}
-        with open(ctx.logs / "callbacks.log", "ab") as log:
-            service = subprocess.Popen(
-                [sys.executable, "-m", "sms_relay.cli", "callbacks"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        service = relay_process("callbacks", env, ctx.logs / "callbacks.log")
         try:
             _wait_listening(f"{base}/healthz", service)
             measured = _drive(ctx, base, service, concurrency)
