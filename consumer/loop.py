@@ -232,24 +232,25 @@ class ConsumeLoop:
             key = held.job.event.eventId
             if key in unique:  # two held records of one event: the later one waits on
                 continue
-            unique[key] = held
             # Pushed back meanwhile; released (or held again) when the offer ends.
             pushed = _Held(float("inf"), held.job, held.message, held.generation)
+            unique[key] = pushed
             self._held[(held.partition, held.offset)] = pushed
         task = asyncio.create_task(self._offer(list(unique.values())))
         self._offering.add(task)
         task.add_done_callback(self._offering.discard)
 
     async def _offer(self, records: list[_Held]) -> None:
-        keys = {h.job.event.eventId: (h.partition, h.offset) for h in records}
         generation = min(h.generation for h in records)
         try:
             results = await self._service.process([h.job for h in records])
             messages = {h.job.event.eventId: h.message for h in records}
             await self._publish(results, messages, [], generation)  # holds again what waits
-            for key in keys.values():  # the rest is durable now: commits may pass it
-                held = self._held.get(key)
-                if held is not None and held.due == float("inf"):
+            for h in records:  # the rest is durable now: commits may pass it
+                key = (h.partition, h.offset)
+                # Only our own mark: after a lost and regained partition the same offset
+                # may be held, or offered, by newer work.
+                if self._held.get(key) is h:
                     self._held.pop(key, None)
         except Exception as error:  # the database or Kafka away: the offsets stay held
             log.warning(

@@ -242,6 +242,14 @@ class Partition:
     records: list[Record] = field(default_factory=list)
     committed: int = 0
     owner: Node | None = None
+    # Bumped at every assignment: work fetched under an earlier one must neither move
+    # the position nor hold records, even when the partition is ours again (the real
+    # loop's generations, consumer/loop.py).
+    epoch: int = 0
+
+    def assign(self, owner: Node | None) -> None:
+        self.owner = owner
+        self.epoch += 1
 
 
 # ----------------------------------------------------------------------------- consumers
@@ -322,9 +330,12 @@ class Node:
             if not batch:
                 await asyncio.sleep(IDLE_POLL if world.chaos else IDLE_POLL * 5)
                 continue
-            await self._process(batch)
+            epochs = {p.name: p.epoch for p, _, _ in batch}
+            await self._process(batch, epochs)
             for partition in {p.name: p for p, _, _ in batch}.values():
-                self.positions[partition.name] = max(o + 1 for p, o, _ in batch if p is partition)
+                if self._still_ours(partition, epochs):
+                    end = max(o + 1 for p, o, _ in batch if p is partition)
+                    self.positions[partition.name] = end
             await self.checkpoint()
             self._commit()
 
@@ -342,16 +353,24 @@ class Node:
             unique: dict[str, tuple[tuple[str, int], Record]] = {}
             for key, record in due:
                 unique.setdefault(record.event_id, (key, record))
+            marks = {}
             for key, record in unique.values():  # still held (no commit passes) meanwhile
-                self.held[key] = (float("inf"), record)
-            await self._process([(world.partitions[k[0]], k[1], r) for k, r in unique.values()])
-            for key, _ in unique.values():
-                if self.held.get(key, (0.0,))[0] == float("inf"):
-                    del self.held[key]  # settled; what must wait again was held anew
+                marks[key] = self.held[key] = (float("inf"), record)
+            epochs = {k[0]: world.partitions[k[0]].epoch for k, _ in unique.values()}
+            offered = [(world.partitions[k[0]], k[1], r) for k, r in unique.values()]
+            await self._process(offered, epochs)
+            for key, mark in marks.items():  # settled; what must wait again was held anew
+                if self.held.get(key) is mark:  # not newer work's hold of the same offset
+                    del self.held[key]
             await self.checkpoint()
             self._commit()
 
-    async def _process(self, batch: Sequence[tuple[Partition, int, Record]]) -> None:
+    def _still_ours(self, partition: Partition, epochs: Mapping[str, int]) -> bool:
+        return partition.owner is self and partition.epoch == epochs[partition.name]
+
+    async def _process(
+        self, batch: Sequence[tuple[Partition, int, Record]], epochs: Mapping[str, int]
+    ) -> None:
         jobs: dict[str, tuple[Partition, int, Record]] = {}
         for partition, offset, record in batch:
             jobs.setdefault(record.event_id, (partition, offset, record))
@@ -362,7 +381,7 @@ class Node:
         for result in results:
             partition, offset, record = jobs[result.job.event.eventId]
             if result.outcome in WAITING:
-                if partition.owner is self:  # revoked meanwhile: the new owner reads it
+                if self._still_ours(partition, epochs):  # else the new owner reads it
                     due = self.world.now() + result.wait_seconds
                     self.held[(partition.name, offset)] = (due, record)
                 continue
@@ -559,7 +578,7 @@ class World:
         node.start()
         orphans = [p for p in self.partitions.values() if p.owner is None]
         for partition in orphans:
-            partition.owner = node
+            partition.assign(node)
         return node
 
     async def coordinate(self) -> None:
@@ -575,7 +594,7 @@ class World:
             for partition in self.partitions.values():
                 owner = partition.owner
                 if owner is not None and owner not in members:
-                    partition.owner = None
+                    partition.assign(None)
                     owner.positions.pop(partition.name, None)
                     owner.held = {k: v for k, v in owner.held.items() if k[0] != partition.name}
             live = [n for n in self.nodes if n.alive]
@@ -584,8 +603,9 @@ class World:
             members = [n for n in self.nodes if n.alive and now - n.last_seen <= SESSION_TIMEOUT]
             for partition in self.partitions.values():
                 if partition.owner is None and members:
-                    partition.owner = min(members, key=lambda n: len(n.owned()))
-                    partition.owner.positions.pop(partition.name, None)
+                    owner = min(members, key=lambda n: len(n.owned()))
+                    partition.assign(owner)
+                    owner.positions.pop(partition.name, None)
 
     def drained(self) -> bool:
         if any(p.committed < len(p.records) for p in self.partitions.values()):
