@@ -22,7 +22,7 @@ from sms_relay.adapters.kafka import (
 from sms_relay.adapters.postgres import create_engine
 from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_client
 from sms_relay.errors import SmsRelayError
-from sms_relay.ledger import PostgresLedger
+from sms_relay.ledger import Ledger, PostgresLedger
 from sms_relay.listen import cannot_listen
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import ConsumerMetrics, PolicyMetrics
@@ -30,7 +30,7 @@ from sms_relay.ops.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_cla
 from sms_relay.policy import DestinationPolicy, log_scope
 from sms_relay.ratelimit import RateLimiter
 from sms_relay.retry import RetryPolicy, TierPlan
-from sms_relay.sending import DeliveryService, InDoubtResend
+from sms_relay.sending import DeliveryService, InDoubtResend, SmsSender
 from sms_relay.settings import Settings
 from sms_relay.templates import ORDER_SHIPPED
 
@@ -42,6 +42,30 @@ def topics_used(settings: Settings) -> list[str]:
     kafka = settings.kafka
     tiers = [kafka.retry_topic(tier) for tier in settings.sending.retry_tiers]
     return [kafka.topic_order_shipped, *tiers, kafka.dlq_topic, kafka.topic_delivery_status]
+
+
+def delivery_service(
+    settings: Settings, ledger: Ledger, sender: SmsSender, metrics: ConsumerMetrics
+) -> DeliveryService:
+    """The delivery core as `SMS_*` and the Twilio settings configure it."""
+    sending = settings.sending
+    return DeliveryService(
+        ledger,
+        sender,
+        limiter=RateLimiter(sending.messages_per_second, sending.burst),
+        concurrency=sending.concurrency,
+        policy=RetryPolicy(
+            sending.max_attempts, sending.backoff_base_seconds, sending.backoff_max_seconds
+        ),
+        tiers=TierPlan(sending.tier_delays()),
+        metrics=metrics,
+        phone_hash_key=settings.phone_hash_key.get_secret_value(),
+        public_base_url=str(settings.public_base_url),
+        settle_seconds=sending.settle_seconds,
+        horizon_seconds=sending.reconcile_horizon_seconds,
+        request_timeout_seconds=settings.twilio.request_timeout_seconds,
+        in_doubt_resend=InDoubtResend(sending.in_doubt_resend),
+    )
 
 
 async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegistry) -> None:
@@ -57,22 +81,11 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     engine = create_engine(settings.database_url.get_secret_value())
     client = create_client(settings.twilio)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    service = DeliveryService(
+    service = delivery_service(
+        settings,
         PostgresLedger(engine, owner, sending.lease_seconds),
         TwilioSmsSender(client, settings.twilio),
-        limiter=RateLimiter(sending.messages_per_second, sending.burst),
-        concurrency=sending.concurrency,
-        policy=RetryPolicy(
-            sending.max_attempts, sending.backoff_base_seconds, sending.backoff_max_seconds
-        ),
-        tiers=TierPlan(sending.tier_delays()),
-        metrics=metrics,
-        phone_hash_key=settings.phone_hash_key.get_secret_value(),
-        public_base_url=str(settings.public_base_url),
-        settle_seconds=sending.settle_seconds,
-        horizon_seconds=sending.reconcile_horizon_seconds,
-        request_timeout_seconds=settings.twilio.request_timeout_seconds,
-        in_doubt_resend=InDoubtResend(sending.in_doubt_resend),
+        metrics,
     )
     producer = AsyncProducer(create_producer(settings.kafka))
     # Lag per partition comes from librdkafka's own statistics: no extra broker calls,
