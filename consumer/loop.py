@@ -42,10 +42,11 @@ from sms_relay.templates import EventKind
 
 log = logging.getLogger(__name__)
 
-# Four measured +8-10% over two at 128 in flight (BENCHMARKS.md); batches are cut so that
-# all of them together hold about 15 s of sending at the configured rate.
+# Four measured +8-10% over two at 128 in flight (BENCHMARKS.md). Batches are cut so that
+# all of them together hold about 2 s of sending at the configured rate: a revoke waits
+# for what is in flight, and every member's rebalance waits for that revoke.
 MAX_BATCHES_IN_FLIGHT = 4
-SECONDS_OF_SENDING_IN_FLIGHT = 15
+SECONDS_OF_SENDING_IN_FLIGHT = 2
 POLL_SECONDS = 0.5  # the longest wait for records (stop and due holds are looked at after)
 
 
@@ -112,7 +113,7 @@ class ConsumeLoop:
         self._lost_at: dict[Partition, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # No poll while the pipeline is full, and a revoke or a shutdown waits for what is
-        # in flight: keep it to ~15 s of sending at the configured rate, well within
+        # in flight: keep it to ~2 s of sending at the configured rate, far within
         # max.poll.interval.ms (300 s) and SMS_SHUTDOWN_GRACE_SECONDS (20 s).
         rate = settings.sending.messages_per_second
         per_batch = int(rate * SECONDS_OF_SENDING_IN_FLIGHT / MAX_BATCHES_IN_FLIGHT)
