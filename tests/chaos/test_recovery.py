@@ -8,8 +8,9 @@ fixture shortens those) and print what they counted: lost, duplicated, and the w
 p99 delay between each kill (or freeze) and the sending of every event the stricken
 process held, counted from the last strike on a process that held it: when a later kill
 hits the process that had taken the event over, its recovery starts anew (the worst
-delay from the first strike is printed too). Which events it held comes from the ledger at that moment (its claims,
-`claimed` or `sending`); when each was sent, from the simulator's log of created messages.
+delay from the first strike is printed too). Which events it held comes from the ledger
+at that moment (its claims, `claimed` or `sending`); when each was sent, from the
+simulator's log of created messages.
 """
 
 from __future__ import annotations
