@@ -185,6 +185,11 @@ class Tally:
     sent_on_stale_claims: int
 
 
+def _timeline(row: dict[str, Any]) -> str:
+    keys = ("state", "attempts", "lease_owner", "doubt_since", "sending_started_at", "updated_at")
+    return " ".join(f"{k}={row.get(k)}" for k in keys)
+
+
 def report(
     capsys: pytest.CaptureFixture[str],
     scenario: str,
@@ -232,7 +237,18 @@ def report(
             print(
                 f"  slowest {event_id}: {delay:.1f}s after the strike at "
                 f"{datetime.fromtimestamp(slowest.at, UTC).isoformat(timespec='milliseconds')}"
+                f" on pid {slowest.pid}"
             )
+            print(f"    its row: {_timeline(deliveries(settings).get(event_id, {}))}")
+            body = {
+                ORDER_SHIPPED.render(OrderShipped.model_validate(r)): r["eventId"] for r in records
+            }
+            tried = [
+                f"{m['time'][11:23]} {m.get('outcome')}"
+                for m in simulator.messages()
+                if body.get(str(m["params"].get("Body", ""))) == event_id
+            ]
+            print(f"    its creates at the simulator: {', '.join(tried) or 'none'}")
         rows = deliveries(settings)
         for event_id in sorted(unique - set(sent))[:10]:  # what became of the unsent
             row = rows.get(event_id, {})
