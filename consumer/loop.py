@@ -134,9 +134,11 @@ class ConsumeLoop:
         try:
             while not stop.is_set():
                 self._resume_due()
-                self._offer_due()
+                # Never wait past the next held record's due time, so a throttled send
+                # comes back after its backoff, not up to POLL_SECONDS later.
+                next_due = self._offer_due()
                 await self._reap()
-                wait = self._wait_limit()
+                wait = min(POLL_SECONDS, max(0.001, next_due - time.monotonic()))
                 if len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT:
                     await asyncio.wait({self._in_flight[0].task}, timeout=wait)
                     continue
@@ -213,21 +215,20 @@ class ConsumeLoop:
     def _stale(self, partition: Partition, generation: int) -> bool:
         return self._lost_at.get(partition, -1) > generation
 
-    def _wait_limit(self) -> float:
-        """How long the loop may wait for records or a batch: never past the next held
-        record's due time, so a throttled send comes back after its backoff, not later."""
-        # list() first: the polling thread may drop held records meanwhile (revoke).
-        due = min((h.due for h in list(self._held.values())), default=math.inf)
-        return min(POLL_SECONDS, max(0.001, due - time.monotonic()))
-
-    def _offer_due(self) -> None:
-        """Offer the held records whose wait is over again, as one batch of their own.
-        Their offsets are held, so they need no place in the ordered chain."""
+    def _offer_due(self) -> float:
+        """Offer the held records whose wait is over again, as one batch of their own;
+        returns when the next of the others is due (monotonic). Their offsets are held,
+        so they need no place in the ordered chain."""
         now = time.monotonic()
+        due, next_due = [], math.inf
         # list() first: the polling thread may drop held records meanwhile (revoke).
-        due = [h for h in list(self._held.values()) if h.due <= now]
+        for h in list(self._held.values()):
+            if h.due <= now:
+                due.append(h)
+            else:
+                next_due = min(next_due, h.due)
         if not due:
-            return
+            return next_due
         unique: dict[str, _Held] = {}
         for held in due:
             key = held.job.event.eventId
@@ -240,6 +241,7 @@ class ConsumeLoop:
         task = asyncio.create_task(self._offer(list(unique.values())))
         self._offering.add(task)
         task.add_done_callback(self._offering.discard)
+        return next_due
 
     async def _offer(self, records: list[_Held]) -> None:
         generation = min(h.generation for h in records)

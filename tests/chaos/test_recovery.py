@@ -79,9 +79,14 @@ def events_with_duplicates(prefix: str, unique: int, rng: random.Random) -> list
     return records
 
 
+def events_by_body(records: list[dict[str, Any]]) -> dict[str, str]:
+    """SMS body -> eventId: how the simulator's log names the event of a message."""
+    return {ORDER_SHIPPED.render(OrderShipped.model_validate(r)): r["eventId"] for r in records}
+
+
 def first_sends(simulator: SimulatorServer, records: list[dict[str, Any]]) -> dict[str, float]:
     """eventId -> when the simulator created its first message."""
-    event_of = {ORDER_SHIPPED.render(OrderShipped.model_validate(r)): r["eventId"] for r in records}
+    event_of = events_by_body(records)
     first: dict[str, float] = {}
     for entry in simulator.messages():
         event_id = event_of.get(str(entry["params"].get("Body", "")))
@@ -153,22 +158,19 @@ def strike(settings: Settings, process: ConsumerProcess, how: signal.Signals) ->
     return Strike(at, process.process.pid, held, lease_until, tokens)
 
 
-def last_strikes(strikes: list[Strike]) -> dict[str, Strike]:
-    """Each held event's last strike: a later kill of the process that had taken the event
-    over (in doubt, mid-reconciliation) starts its recovery anew, from that kill."""
-    last: dict[str, Strike] = {}
-    for s in sorted(strikes, key=lambda s: s.at):
-        last.update(dict.fromkeys(s.held, s))
-    return last
+def strike_of_each(strikes: list[Strike], *, first: bool = False) -> dict[str, Strike]:
+    """Each held event's last strike (`first`: its first): a later kill of the process that
+    had taken the event over (in doubt, mid-reconciliation) starts its recovery anew."""
+    chosen: dict[str, Strike] = {}
+    for s in sorted(strikes, key=lambda s: s.at, reverse=first):
+        chosen.update(dict.fromkeys(s.held, s))
+    return chosen
 
 
 def delays(strikes: list[Strike], sent: dict[str, float], *, first: bool = False) -> list[float]:
     """Seconds from the last strike that hit each held event's holder (`first`: from the
     first) to its sending (0 when sent before it; infinite when never sent)."""
-    if first:
-        pairs = {e: s for s in sorted(strikes, key=lambda s: -s.at) for e in s.held}
-    else:
-        pairs = last_strikes(strikes)
+    pairs = strike_of_each(strikes, first=first)
     return [max(0.0, sent[e] - s.at) if e in sent else math.inf for e, s in pairs.items()]
 
 
@@ -231,7 +233,7 @@ def report(
                 else ""
             )
         )
-        late = [(sent.get(e, math.inf) - s.at, e, s) for e, s in last_strikes(strikes).items()]
+        late = [(sent.get(e, math.inf) - s.at, e, s) for e, s in strike_of_each(strikes).items()]
         if late:  # to find the slowest one in the consumers' logs
             delay, event_id, slowest = max(late)
             print(
@@ -240,9 +242,7 @@ def report(
                 f" on pid {slowest.pid}"
             )
             print(f"    its row: {_timeline(deliveries(settings).get(event_id, {}))}")
-            body = {
-                ORDER_SHIPPED.render(OrderShipped.model_validate(r)): r["eventId"] for r in records
-            }
+            body = events_by_body(records)
             tried = [
                 f"{m['time'][11:23]} {m.get('outcome')}"
                 for m in simulator.messages()
