@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumer.batch import Batch, Partition, decode
 from consumer.effects import Effects
+from consumer.intake import Intake
 from consumer.records import now_ms
 from sms_relay.adapters.kafka import AsyncProducer, position
 from sms_relay.metrics import ConsumerMetrics
@@ -118,6 +119,7 @@ class ConsumeLoop:
         rate = settings.sending.messages_per_second
         per_batch = int(rate * SECONDS_OF_SENDING_IN_FLIGHT / MAX_BATCHES_IN_FLIGHT)
         self._batch_size = max(1, min(settings.sending.batch_size, per_batch))
+        self._intake = Intake(consumer, self._batch_size)
 
     @property
     def topics(self) -> list[str]:
@@ -301,6 +303,7 @@ class ConsumeLoop:
 
     def _on_assign(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": len(partitions)})
+        self._intake.assign((tp.topic, tp.partition) for tp in partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         # Runs inside consume() on the polling thread, while the event loop is free: let
@@ -331,7 +334,8 @@ class ConsumeLoop:
             self._paused.pop(partition, None)
             self._durable.pop(partition, None)
             self._committed.pop(partition, None)
-        # The new owner reads the held records again from the last commit.
+        # The new owner reads the held and the buffered records again from the last commit.
+        self._intake.revoke(gone)
         dropped = self._drop_held(lambda partition, _offset: partition in gone)
         log.info("partitions gone", extra={"partitions": len(gone), "heldDropped": dropped})
         self._metrics.paused_partitions.set(len(self._paused))
@@ -355,18 +359,16 @@ class ConsumeLoop:
         tp = TopicPartition(topic, partition, offset)
         self._consumer.seek(tp)
         self._consumer.pause([tp])
+        self._intake.drop((topic, partition), resume=False)  # read again after the wait
         self._paused[(topic, partition)] = due_ms
         self._metrics.paused_partitions.set(len(self._paused))
 
     def _commit_and_poll(self, timeout: float) -> list[Message]:
         """One trip of the polling thread: commit what is durable, then fetch."""
         self._commit()
-        # Wait for the first record only, then take what is already fetched: waiting for a
-        # full batch held low-rate records back by up to the timeout (BENCHMARKS.md).
-        first: list[Message] = self._consumer.consume(1, timeout)
-        if not first or self._batch_size == 1:
-            return first
-        return first + self._consumer.consume(self._batch_size - 1, 0)
+        # Waits for the first record only, then takes what is already fetched: waiting for
+        # a full batch held low-rate records back by up to the timeout (BENCHMARKS.md).
+        return self._intake.poll(timeout)
 
     def _commit(self) -> None:
         """Commit what is durable, never past a held record."""
@@ -399,6 +401,7 @@ class ConsumeLoop:
         # Held records at or after a rewound offset are read again: forget them.
         self._drop_held(lambda partition, offset: offset >= first.get(partition, offset + 1))
         for (topic, partition), offset in first.items():
+            self._intake.drop((topic, partition), resume=True)  # what it fetched is read again
             try:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException:

@@ -211,6 +211,16 @@ class DeliveryService:
         settlements: dict[str, tuple[Job, Settlement]] = {}
         for job in jobs:
             claim = claims[job.event.eventId]
+            if claim.outcome is ClaimOutcome.IN_DOUBT:
+                # Rare (after a crash or an uncertain send); the trace of a slow recovery.
+                log.info(
+                    "claimed an event in doubt",
+                    extra={
+                        "eventId": job.event.eventId,
+                        "priorState": claim.prior_state,
+                        "doubtSince": claim.doubt_since.isoformat() if claim.doubt_since else None,
+                    },
+                )
             if claim.outcome in (ClaimOutcome.DUPLICATE, ClaimOutcome.BUSY):
                 results.append(self._not_ours(job, claim))
             elif claim.suppressed and claim.outcome is not ClaimOutcome.IN_DOUBT:
