@@ -143,7 +143,10 @@ claimed AS (
         -- (the holder may have been resending after it). GREATEST ignores a NULL.
         doubt_since = CASE WHEN d.state = 'sending'
             THEN GREATEST(d.doubt_since, LEAST(d.lease_until, clock_timestamp()))
-            ELSE d.doubt_since END
+            ELSE d.doubt_since END,
+        -- The doubt is recorded: the new holder marks `sending` again only right before
+        -- it creates, so its death while it only reconciles moves the doubt no further.
+        state = CASE WHEN d.state = 'sending' THEN 'retry_scheduled' ELSE d.state END
     WHERE d.state IN ('claimed', 'sending', 'retry_scheduled')
         AND (d.lease_until IS NULL OR d.lease_until <= clock_timestamp()
              -- our own claim from a batch that failed and was rewound (the service never

@@ -91,6 +91,7 @@ class InMemoryLedger:
                 if row.state is DeliveryState.SENDING:  # see the SQL: from the lease's end
                     ended = min(row.lease_until, now)
                     row.doubt_since = max(row.doubt_since or ended, ended)
+                    row.state = DeliveryState.RETRY_SCHEDULED
                 row.lease_owner, row.lease_token, row.lease_until = (
                     self._owner,
                     token,

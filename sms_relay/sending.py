@@ -232,26 +232,30 @@ class DeliveryService:
 
         bodies = {job.event.eventId: job.kind.render(job.event) for job, _ in sendable}
         hashes = {event_id: body_hash(body) for event_id, body in bodies.items()}
+        # A claim in doubt reconciles first: it is marked `sending` only right before it
+        # creates again (in `_attempt`). The others are marked now, in one round trip.
+        later = {job.event.eventId for job, claim in sendable if _reconciles_first(claim)}
         started = await self._ledger.mark_sending(
             [
                 (job.event.eventId, _token(claim), hashes[job.event.eventId])
                 for job, claim in sendable
+                if job.event.eventId not in later
             ]
         )
         deliveries = []
         for job, claim in sendable:
             event_id = job.event.eventId
-            if event_id in started:
-                marked = replace(
-                    claim,
-                    window_start=started[event_id],
-                    sent_body_hashes=tuple(
-                        dict.fromkeys((*claim.sent_body_hashes, hashes[event_id]))
-                    ),
-                )
-                deliveries.append(self._deliver(job, marked, bodies[event_id]))
-            else:
+            window = claim.window_start if event_id in later else started.get(event_id)
+            if window is None:
                 results.append(self._lost(job))
+                continue
+            marked = replace(
+                claim,
+                window_start=window,
+                sent_body_hashes=tuple(dict.fromkeys((*claim.sent_body_hashes, hashes[event_id]))),
+            )
+            unmarked = hashes[event_id] if event_id in later else None
+            deliveries.append(self._deliver(job, marked, bodies[event_id], unmarked))
         waits: dict[str, _Attempted] = {}  # held back, not handed to a tier
         for job, claim, attempted in await asyncio.gather(*deliveries):
             if attempted.state == "handed_on":
@@ -392,10 +396,13 @@ class DeliveryService:
             dlq_reason="in_doubt_unresolved" if unresolved else "retries_exhausted",
         )
 
-    async def _deliver(self, job: Job, claim: Claim, body: str) -> tuple[Job, Claim, _Attempted]:
+    async def _deliver(
+        self, job: Job, claim: Claim, body: str, unmarked: str | None
+    ) -> tuple[Job, Claim, _Attempted]:
+        """`unmarked`: the body's hash, when the claim is not marked `sending` yet."""
         attempts = max(job.attempts, claim.attempts)
         try:
-            return job, claim, await self._attempt(job, claim, body, attempts)
+            return job, claim, await self._attempt(job, claim, body, attempts, unmarked)
         except LeaseTooShortError:
             return job, claim, _Attempted("handed_on", attempts)
         except Exception as error:  # contained: see the module's docstring
@@ -410,7 +417,9 @@ class DeliveryService:
                 _Attempted("transient", attempts, error=type(error).__name__, doubt=doubt),
             )
 
-    async def _attempt(self, job: Job, claim: Claim, body: str, attempts: int) -> _Attempted:
+    async def _attempt(
+        self, job: Job, claim: Claim, body: str, attempts: int, unmarked: str | None
+    ) -> _Attempted:
         event_id, to = job.event.eventId, job.event.phone
         doubt = claim.doubt_since
         assert claim.window_start is not None, "marked sending before any attempt"
@@ -429,6 +438,11 @@ class DeliveryService:
                     return resolved
             if tries >= self._policy.max_attempts:
                 return _Attempted("transient", attempts, error="attempts exhausted", doubt=doubt)
+            if unmarked is not None:  # from now on a message of ours may exist
+                marking = [(event_id, _token(claim), unmarked)]
+                if event_id not in await self._ledger.mark_sending(marking):
+                    raise LeaseTooShortError("taken over before the send")
+                unmarked = None
             tries += 1
             attempts += 1
             try:
@@ -515,6 +529,11 @@ class DeliveryService:
 
 def _transient(attempts: int, error: ProviderError, doubt: datetime | None) -> _Attempted:
     return _Attempted("transient", attempts, code=error.code, error=str(error), doubt=doubt)
+
+
+def _reconciles_first(claim: Claim) -> bool:
+    """In doubt, with a window to search: its claim left the row `retry_scheduled`."""
+    return claim.outcome is ClaimOutcome.IN_DOUBT and claim.window_start is not None
 
 
 def _token(claim: Claim) -> int:

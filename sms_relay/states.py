@@ -7,6 +7,12 @@
        ├──► suppressed
        └──► (a lease ran out while `sending`: the next claim reconciles with Twilio)
 
+A claim that takes over a `sending` row whose lease ran out records the doubt (from that
+lease's end) and moves the row to `retry_scheduled`: `sending` always means that the
+lease holder may have called Twilio. The new holder reconciles from `retry_scheduled`
+and marks the row `sending` only right before it creates again, so a holder that dies
+while it only reconciles leaves the doubt where it was.
+
 The ledger (`sms_relay.ledger`) owns every write; this module only names and orders.
 """
 
@@ -56,8 +62,11 @@ TWILIO_RANK: dict[str, int] = {
 # Every move the ledger makes. The status projection's moves are the rank order above.
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
     S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED}),
-    S.RETRY_SCHEDULED: frozenset({S.SENDING, S.SUPPRESSED}),
-    S.SENDING: frozenset(
+    # A holder in doubt that only reconciled settles from here (found, not yet, given up).
+    S.RETRY_SCHEDULED: frozenset(
+        {S.SENDING, S.SUPPRESSED, S.ACCEPTED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
+    ),
+    S.SENDING: frozenset(  # retry_scheduled also when a claim takes it over in doubt
         {S.SENDING, S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
     ),
     S.DEAD_LETTERED: frozenset({S.RETRY_SCHEDULED}),  # `dlq replay`

@@ -103,6 +103,29 @@ async def test_a_takeover_counts_the_doubt_from_the_lease_end_even_after_an_olde
     assert taken.doubt_since > old + timedelta(minutes=4)
 
 
+async def test_a_takeover_that_dies_before_it_sends_again_leaves_the_doubt_where_it_was(
+    make_ledger: MakeLedger,
+) -> None:
+    # The heir only reconciled (it never marked the row `sending`, so it never called
+    # create) when it died: its lease's end is no new doubt.
+    dead, heir, last = make_ledger("dead", 0.3), make_ledger("heir", 0.3), make_ledger("last", 30)
+    token = (await dead.claim([ask("evt_doubt3")]))["evt_doubt3"].lease_token or 0
+    await dead.mark_sending([("evt_doubt3", token, "h")])
+    await asyncio.sleep(0.5)
+    taken = (await heir.claim([ask("evt_doubt3")]))["evt_doubt3"]
+    assert taken.outcome is ClaimOutcome.IN_DOUBT
+    assert taken.prior_state is S.SENDING
+    await asyncio.sleep(0.5)
+
+    again = (await last.claim([ask("evt_doubt3")]))["evt_doubt3"]
+    assert again.outcome is ClaimOutcome.IN_DOUBT
+    assert again.prior_state is S.RETRY_SCHEDULED, "the takeover recorded the doubt"
+    assert again.doubt_since == taken.doubt_since
+    # Reconciliation found the message: settled from there, no `sending` in between.
+    found = Settlement("evt_doubt3", again.lease_token or 0, S.ACCEPTED, 1, message_sid="SM3")
+    assert (await last.settle([found])).written == {"evt_doubt3"}
+
+
 async def test_concurrent_claims_of_one_event_admit_exactly_one(make_ledger: MakeLedger) -> None:
     ledgers = [make_ledger(f"owner{i}", 30) for i in range(8)]
     claims = await asyncio.gather(*(ledger.claim([ask("evt_race01")]) for ledger in ledgers))

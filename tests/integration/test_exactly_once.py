@@ -282,6 +282,31 @@ async def test_an_event_re_emitted_with_a_changed_body_is_reconciled_to_the_firs
     assert len(created(simulator)) == 1
 
 
+async def test_an_event_taken_over_in_doubt_is_marked_sending_only_for_its_resend(
+    settings: Settings, simulator: SimulatorServer
+) -> None:
+    """While the heir only reconciles, the row is not `sending`: were the heir killed
+    then, the next claim would count the doubt from the heir's lease and wait a second
+    lease and horizon for a create that never happened (issue 10)."""
+    patient = with_sending(settings, settle_seconds=4.0)  # the heir waits in the window
+    event = order_event(phone=PHONE)
+    await left_in_doubt(patient, event, body_of(event))
+    produce(patient, patient.kafka.topic_order_shipped, [event])
+
+    def heirs_row() -> dict[str, Any] | None:
+        row = deliveries(patient).get(event["eventId"], {})
+        return row if row.get("lease_owner") not in (None, "dead-consumer") else None
+
+    async with running_consumer(patient):
+        taken = await eventually(heirs_row, timeout=30, interval=0.05, what="the heir's claim")
+        row = await settled(patient, event["eventId"])
+
+    assert taken["state"] == "retry_scheduled", "marked `sending` while it only reconciles"
+    assert taken["doubt_since"] is not None
+    assert [m["outcome"] for m in created(simulator)] == ["ok"], "sent once, after the horizon"
+    assert row["message_sid"] == created(simulator)[0]["sid"]
+
+
 # ---- 6. one event cannot take another's SID --------------------------------------------
 
 
