@@ -7,10 +7,12 @@ Both scenarios run with the shipped lease, retry tiers, settle window and horizo
 fixture shortens those) and print what they counted: lost, duplicated, and the worst and
 p99 delay between each kill (or freeze) and the sending of every event the stricken
 process held, counted from the last strike on a process that held it: when a later kill
-hits the process that had taken the event over, its recovery starts anew (the worst
+hits a process that may have sent the event again, its recovery starts anew (the worst
 delay from the first strike is printed too). Which events it held comes from the ledger
-at that moment (its claims, `claimed` or `sending`); when each was sent, from the
-simulator's log of created messages.
+at that moment (its claims, `claimed` or `sending`; a process that took an event over in
+doubt and only reconciles it leaves the row `retry_scheduled`, so its death does not
+restart the clock); when each was sent, from the simulator's log of created messages.
+Both assert issue 10's target: every held event sent within 30 s.
 """
 
 from __future__ import annotations
@@ -47,12 +49,6 @@ from tests.support import (
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.integration]
 
 TARGET_SECONDS = 30.0  # issue 10: every held event sent within 30 s of the kill or freeze
-# What the tests assert. Alone on the machine both scenarios stay within the target (23 to
-# 27.4 s over many runs); in the full suite three runs of the five kills measured 25.8,
-# 33.0 and 34.2 s: kills in quick succession hand a partition to a replacement that is
-# killed in turn, and a second session timeout passes before anyone alive reads it
-# (README, "Rebalances and shutdown"). Issue 10 stays open for that.
-BOUND_SECONDS = 45.0
 SEED = 10
 
 
@@ -260,7 +256,7 @@ def report(
 
 
 @pytest.mark.timeout(240)
-async def test_five_sigkills_send_every_held_event_once_and_within_the_bound(
+async def test_five_sigkills_send_every_held_event_once_and_within_30_s(
     settings: Settings,
     simulator: SimulatorServer,
     tmp_path: Path,
@@ -290,7 +286,7 @@ async def test_five_sigkills_send_every_held_event_once_and_within_the_bound(
             strikes.append(strike(settings, victim, signal.SIGKILL))
             assert len(first_sends(simulator, records)) < unique, "kills land mid-stream"
             alive.append(ConsumerProcess(settings, str(tmp_path / f"r{n}.log")))
-        await wait_for_sends(simulator, records, until=strikes[-1].at + BOUND_SECONDS + 15)
+        await wait_for_sends(simulator, records, until=strikes[-1].at + TARGET_SECONDS + 15)
     finally:
         for process in alive:
             process.stop(60)
@@ -298,7 +294,7 @@ async def test_five_sigkills_send_every_held_event_once_and_within_the_bound(
     tally = report(capsys, "5 SIGKILLs", settings, records, strikes, simulator)
     assert tally.duplicated == 0
     # Within this bounded wait a late event looks lost, so the delay is asserted first.
-    assert tally.worst <= BOUND_SECONDS, f"a held event was sent {tally.worst:.1f}s after"
+    assert tally.worst <= TARGET_SECONDS, f"a held event was sent {tally.worst:.1f}s after"
     assert tally.lost == 0
 
 
@@ -334,14 +330,14 @@ async def test_a_consumer_frozen_past_its_lease_sends_nothing_on_its_old_claims(
         finally:
             frozen.process.send_signal(signal.SIGCONT)
             woke_at = time.time()
-        await wait_for_sends(simulator, records, until=strikes[0].at + BOUND_SECONDS + 15)
+        await wait_for_sends(simulator, records, until=strikes[0].at + TARGET_SECONDS + 15)
     finally:
         for process in processes:
             process.stop(60)
 
     tally = report(capsys, "SIGSTOP", settings, records, strikes, simulator, woke_at)
     assert tally.duplicated == 0, "the woken process sent what the other one had sent"
-    assert tally.worst <= BOUND_SECONDS, f"a held event was sent {tally.worst:.1f}s after"
+    assert tally.worst <= TARGET_SECONDS, f"a held event was sent {tally.worst:.1f}s after"
     assert tally.lost == 0
     # Its leases ran out while it was frozen: it never calls Twilio on those claims again.
     assert tally.sent_on_stale_claims == 0
