@@ -134,13 +134,16 @@ def ensure_topics(
     ]
     if not wanted:
         return []
-    for future in admin.create_topics(wanted, operation_timeout=timeout).values():
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result()
+            created.append(name)
         except KafkaException as error:
+            # Made a moment ago (by us or another process): the metadata lags behind.
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    return [topic.topic for topic in wanted]
+    return created
 
 
 TOPIC_LOOKS = 12  # times 0.25 s: how long a new topic may take to show in the metadata
