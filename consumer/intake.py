@@ -21,9 +21,8 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from consumer.batch import Partition
 from sms_relay.adapters.kafka import position
-
-Partition = tuple[str, int]
 
 
 class Intake:

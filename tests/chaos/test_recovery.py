@@ -155,8 +155,8 @@ def strike(settings: Settings, process: ConsumerProcess, how: signal.Signals) ->
 
 
 def strike_of_each(strikes: list[Strike], *, first: bool = False) -> dict[str, Strike]:
-    """Each held event's last strike (`first`: its first): a later kill of the process that
-    had taken the event over (in doubt, mid-reconciliation) starts its recovery anew."""
+    """Each held event's last strike (`first`: its first): a later kill of a process that
+    may have sent the event again (its row `sending`) starts its recovery anew."""
     chosen: dict[str, Strike] = {}
     for s in sorted(strikes, key=lambda s: s.at, reverse=first):
         chosen.update(dict.fromkeys(s.held, s))
@@ -201,7 +201,8 @@ def report(
     sent = first_sends(simulator, records)
     unique = {r["eventId"] for r in records}
     waits = sorted(delays(strikes, sent))
-    tokens = {e: row["lease_token"] for e, row in deliveries(settings).items()}
+    rows = deliveries(settings)
+    tokens = {e: row["lease_token"] for e, row in rows.items()}
     tally = Tally(
         lost=len(unique - set(sent)),
         duplicated=sent_twice(simulator),
@@ -237,7 +238,7 @@ def report(
                 f"{datetime.fromtimestamp(slowest.at, UTC).isoformat(timespec='milliseconds')}"
                 f" on pid {slowest.pid}"
             )
-            print(f"    its row: {_timeline(deliveries(settings).get(event_id, {}))}")
+            print(f"    its row: {_timeline(rows.get(event_id, {}))}")
             body = events_by_body(records)
             tried = [
                 f"{m['time'][11:23]} {m.get('outcome')}"
@@ -245,7 +246,6 @@ def report(
                 if body.get(str(m["params"].get("Body", ""))) == event_id
             ]
             print(f"    its creates at the simulator: {', '.join(tried) or 'none'}")
-        rows = deliveries(settings)
         for event_id in sorted(unique - set(sent))[:10]:  # what became of the unsent
             row = rows.get(event_id, {})
             print(
