@@ -102,7 +102,8 @@ class Ledger(Protocol):
         Returns the ids still held, each with its window start (its first send)."""
 
     async def renew(self, leases: Mapping[str, int]) -> set[str]:
-        """Extend the leases (event_id -> token) still held; returns their ids."""
+        """Extend the leases (event_id -> token) still held and live; returns their ids.
+        A lease released by a settle, or run out, is never extended again."""
 
     async def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
         """Write outcomes under their leases (the rest were lost) and release them."""
@@ -178,11 +179,15 @@ RETURNING d.event_id, d.sending_started_at
 """
 )
 
+# Only a live lease is extended. A settle releases the lease but keeps its token, and a
+# heartbeat sent just before it (or blocked on its row lock) must not hand the released
+# row a fresh lease: the next claimer would wait that whole lease out as `busy`.
 _RENEW = text(
     """
 UPDATE deliveries d SET lease_until = clock_timestamp() + make_interval(secs => :lease)
 FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS bigint[])) AS v(event_id, token)
 WHERE d.event_id = v.event_id AND d.lease_token = v.token
+    AND d.lease_until > clock_timestamp()
 RETURNING d.event_id
 """
 )

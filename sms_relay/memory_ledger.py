@@ -137,7 +137,7 @@ class InMemoryLedger:
         renewed = set()
         for event_id, token in leases.items():
             row = self._held(event_id, token)
-            if row is not None:
+            if row is not None and row.lease_until > now:  # released or run out: never
                 row.lease_until = now + self._lease
                 renewed.add(event_id)
         return renewed

@@ -230,6 +230,34 @@ async def test_renewal_extends_a_held_lease_and_tells_when_it_was_taken(
     assert await holder.renew({"evt_renew": token}) == set(), "fenced"
 
 
+async def test_a_heartbeat_after_the_settle_never_extends_the_released_lease(
+    make_ledger: MakeLedger,
+) -> None:
+    """A heartbeat sent just before a settle (in PostgreSQL: blocked on its row lock) runs
+    after it with the same token. Renewing then handed the released row a whole new
+    lease, and the next claimer waited it out as busy (13 s in the chaos test)."""
+    holder, other = make_ledger("holder", 30), make_ledger("other", 30)
+    for state in (S.RETRY_SCHEDULED, S.ACCEPTED):
+        event_id = f"evt_late_beat_{state}"
+        token = (await holder.claim([ask(event_id)]))[event_id].lease_token or 0
+        await holder.mark_sending([(event_id, token, "h")])
+        sid = "SM_late_beat" if state is S.ACCEPTED else None
+        settled = Settlement(event_id, token, state, 1, message_sid=sid)
+        assert (await holder.settle([settled])).written == {event_id}
+        assert await holder.renew({event_id: token}) == set(), "released: not renewed"
+        after = (await other.claim([ask(event_id)]))[event_id]
+        assert after.outcome is not ClaimOutcome.BUSY, f"{state}: claimable at once"
+
+
+async def test_a_lease_that_ran_out_is_not_renewed_even_when_no_one_took_it(
+    make_ledger: MakeLedger,
+) -> None:
+    holder = make_ledger("holder", 0.2)
+    token = (await holder.claim([ask("evt_ran_out")]))["evt_ran_out"].lease_token or 0
+    await asyncio.sleep(0.3)
+    assert await holder.renew({"evt_ran_out": token}) == set()
+
+
 async def test_reported_is_kept_per_settled_step(make_ledger: MakeLedger) -> None:
     ledger = make_ledger("owner", 30)
     token = (await ledger.claim([ask("evt_report")]))["evt_report"].lease_token or 0
