@@ -36,7 +36,7 @@ from sms_relay.leases import LeaseKeeper
 from sms_relay.ledger import Claim, ClaimOutcome, ClaimRequest, Ledger, Settlement
 from sms_relay.masking import body_hash, mask_phone, phone_hash
 from sms_relay.metrics import ConsumerMetrics
-from sms_relay.ratelimit import RateLimiter
+from sms_relay.ratelimit import Lane, RateLimiter, Slots
 from sms_relay.reconcile import Doubt, MessageLister, Reconciler, Verdict
 from sms_relay.retry import RetryPolicy, TierPlan
 from sms_relay.states import CONSUMER_SETTLED, DeliveryState
@@ -152,7 +152,7 @@ class DeliveryService:
         self._ledger = ledger
         self._sender = sender
         self._limiter = limiter
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self._policy = policy
         self._tiers = tiers
         self._metrics = metrics
@@ -430,6 +430,8 @@ class DeliveryService:
         # Creates since this record entered its topic (a held record comes back with the
         # same attempt count): after max_attempts of them the event moves a tier on.
         tries = max(attempts - job.attempts, 0)
+        # Held back, taken over, or back from a tier: it has waited, so it goes first.
+        lane = Lane.FIRST if claim.outcome is ClaimOutcome.NEW else Lane.OVERDUE
         while True:
             if doubt is not None:
                 pending = Doubt(event_id, to, claim.sent_body_hashes, claim.window_start, doubt)
@@ -446,7 +448,7 @@ class DeliveryService:
             tries += 1
             attempts += 1
             try:
-                sent = await self._send(to, body, event_id, before_call)
+                sent = await self._send(to, body, event_id, before_call, lane)
                 return _Attempted("accepted", attempts, sid=sent.sid)
             except ProviderThrottledError as error:
                 delay = self._policy.next_delay(tries, error)
@@ -514,10 +516,16 @@ class DeliveryService:
         return _Attempted("failed", attempts, code=error.code, error=str(error))
 
     async def _send(
-        self, to: str, body: str, event_id: str, before_call: Callable[[], Awaitable[None]]
+        self,
+        to: str,
+        body: str,
+        event_id: str,
+        before_call: Callable[[], Awaitable[None]],
+        lane: Lane,
     ) -> SentMessage:
-        async with self._slots:
-            await self._limiter.acquire()
+        await self._slots.acquire(lane)
+        try:
+            await self._limiter.acquire(lane)
             await before_call()
             self._metrics.sends_in_flight.inc()
             try:
@@ -525,6 +533,8 @@ class DeliveryService:
                     return await self._sender.send(to, body, self._callback_base + quote(event_id))
             finally:
                 self._metrics.sends_in_flight.dec()
+        finally:
+            self._slots.release()
 
 
 def _transient(attempts: int, error: ProviderError, doubt: datetime | None) -> _Attempted:

@@ -436,10 +436,26 @@ class CheckedLedger:
         return await self._call(lambda: self._ledger.mark_sending(items))
 
     async def renew(self, leases: Mapping[str, int]) -> set[str]:
-        return await self._call(lambda: self._ledger.renew(leases))
+        async def renew_and_check() -> set[str]:
+            renewed = await self._ledger.renew(leases)
+            released = self._node.world.released
+            for event_id in renewed:
+                if (event_id, leases[event_id]) in released:
+                    self._node.world.broken.append(
+                        f"{event_id}: a heartbeat renewed the lease its settle had released"
+                    )
+            return renewed
+
+        return await self._call(renew_and_check)
 
     async def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
-        return await self._call(lambda: self._ledger.settle(settlements))
+        async def settle_and_note() -> SettleResult:
+            result = await self._ledger.settle(settlements)
+            tokens = {s.event_id: s.lease_token for s in settlements}
+            self._node.world.released.update((e, tokens[e]) for e in result.written)
+            return result
+
+        return await self._call(settle_and_note)
 
     async def mark_reported(self, steps: Sequence[tuple[str, DeliveryState]]) -> None:
         await self._call(lambda: self._ledger.mark_reported(steps))
@@ -523,6 +539,9 @@ class World:
         self.trace: list[str] = []
         self.events: dict[str, OrderShipped] = {}
         self.virtual_seconds = 0.0
+        # Broken while the world ran (checked as it happens, reported by check()).
+        self.broken: list[str] = []
+        self.released: set[tuple[str, int]] = set()  # (event id, token) a settle released
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -657,7 +676,7 @@ class World:
         one, or ends failed, suppressed or, under SMS_IN_DOUBT_RESEND=never, dead-lettered
         in doubt (counted and alerted).
         """
-        problems = []
+        problems = list(self.broken)
         if not self.drained():
             problems.append("the world did not drain: records left uncommitted or held")
         groups: dict[tuple[str, str], list[str]] = {}

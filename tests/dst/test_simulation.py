@@ -58,3 +58,29 @@ def test_the_simulation_can_fail() -> None:
     finally:
         memory_ledger.InMemoryLedger.claim = original  # type: ignore[method-assign]
     assert broken, "200 seeds with doubts forgotten broke no invariant"
+
+
+def test_the_simulation_finds_a_heartbeat_that_revives_a_released_lease() -> None:
+    """The ledger as it was: a renewal matched the token alone, so a heartbeat that
+    reached the ledger after the settle gave the released row a whole new lease (the
+    frozen chaos case's 32 s runs). These seeds found it among 3,000."""
+    from sms_relay import memory_ledger
+
+    original = memory_ledger.InMemoryLedger.renew
+
+    async def reviving(self: memory_ledger.InMemoryLedger, leases):  # type: ignore[no-untyped-def]
+        now = self._db.clock()
+        renewed = set()
+        for event_id, token in leases.items():
+            row = self._db.rows.get(event_id)
+            if row is not None and row.lease_token == token:
+                row.lease_until = now + self._lease
+                renewed.add(event_id)
+        return renewed
+
+    memory_ledger.InMemoryLedger.renew = reviving  # type: ignore[method-assign]
+    try:
+        broken = [s for s in (2539, 2560, 2708, 2760) if simulate(s).violations]
+    finally:
+        memory_ledger.InMemoryLedger.renew = original  # type: ignore[method-assign]
+    assert broken, "no seed caught a heartbeat reviving a settled lease"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from sms_relay.errors import (
@@ -11,7 +13,7 @@ from sms_relay.errors import (
     ProviderUnavailableError,
 )
 from sms_relay.masking import mask_phone, phone_hash, redact
-from sms_relay.ratelimit import RateLimiter
+from sms_relay.ratelimit import Lane, RateLimiter, Slots
 from sms_relay.retry import RetryPolicy, TierPlan
 from sms_relay.settings import load_settings
 
@@ -91,3 +93,59 @@ async def test_late_wake_ups_do_not_lower_the_rate() -> None:
     # 10 sends at 4/s with a burst of 2: 2 s ideally; lateness is credited back, so the
     # total stays well under the 2.4 s that 8 uncredited late waits would take.
     assert now[0] < 2.2
+
+
+async def test_an_overdue_send_takes_the_next_token_ahead_of_first_sends() -> None:
+    """A taken-over event's resend must not queue behind a backlog of first sends."""
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds + 1e-9  # never short of the due moment by a rounding error
+        for _ in range(5):  # a wait spans several turns of the loop, as a real one does
+            await asyncio.sleep(0)
+
+    limiter = RateLimiter(rate=10, clock=lambda: now[0], sleep=sleep)
+    order: list[str] = []
+
+    async def send(name: str, lane: Lane) -> None:
+        await limiter.acquire(lane)
+        order.append(name)
+
+    first = [asyncio.create_task(send(f"first{i}", Lane.FIRST)) for i in range(4)]
+    await asyncio.sleep(0)  # first0 took the free token; first1 waits for the next
+    overdue = asyncio.create_task(send("overdue", Lane.OVERDUE))
+    await asyncio.gather(*first, overdue)
+    assert order == ["first0", "first1", "overdue", "first2", "first3"]
+    assert now[0] == pytest.approx(0.4), "the rate is unchanged"
+
+
+async def test_slots_go_to_the_overdue_lane_first_and_are_never_lost_to_a_cancel() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    order: list[str] = []
+
+    async def hold(name: str, lane: Lane) -> None:
+        await slots.acquire(lane)
+        order.append(name)
+        slots.release()
+
+    waiting = {
+        name: asyncio.create_task(hold(name, lane))
+        for name, lane in [("a", Lane.FIRST), ("b", Lane.FIRST), ("c", Lane.OVERDUE)]
+    }
+    gone = asyncio.create_task(hold("gone", Lane.OVERDUE))
+    await asyncio.sleep(0)
+    gone.cancel()  # cancelled while waiting: it must not take a slot with it
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.gather(*waiting.values())
+    assert order == ["c", "a", "b"]
+    # Handed the slot in the same turn as it was cancelled: it passes the slot on.
+    await slots.acquire()
+    late = asyncio.create_task(slots.acquire(Lane.FIRST))
+    await asyncio.sleep(0)
+    slots.release()
+    late.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    await asyncio.wait_for(slots.acquire(), timeout=1)  # the slot is free again
