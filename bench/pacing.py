@@ -56,12 +56,9 @@ async def laned(sends: int) -> None:
     slots, limiter = Slots(CONCURRENCY), RateLimiter(RATE)
 
     async def send(lane: Lane) -> None:
-        await slots.acquire(lane)
-        try:
+        async with slots.held(lane):
             await limiter.acquire(lane)
             await asyncio.sleep(0)
-        finally:
-            slots.release()
 
     await asyncio.gather(*(send(Lane.OVERDUE if i % 5 == 0 else Lane.FIRST) for i in range(sends)))
 

@@ -6,10 +6,11 @@ tier) has waited already, and must not queue behind a backlog of first sends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import IntEnum
 
 
@@ -38,6 +39,14 @@ class Slots:
             if turn.done() and not turn.cancelled():
                 self.release()  # handed a slot just as we were cancelled: pass it on
             raise
+
+    @contextlib.asynccontextmanager
+    async def held(self, lane: Lane = Lane.FIRST) -> AsyncIterator[None]:
+        await self.acquire(lane)
+        try:
+            yield
+        finally:
+            self.release()
 
     def release(self) -> None:
         while self._waiting:  # a freed slot goes straight to the next waiter
@@ -68,8 +77,7 @@ class RateLimiter:
         self._turn = Slots(1)
 
     async def acquire(self, lane: Lane = Lane.FIRST) -> None:
-        await self._turn.acquire(lane)
-        try:
+        async with self._turn.held(lane):
             while True:
                 # Time slept past the due moment (a busy loop wakes late) is credited
                 # as tokens, so late wake-ups do not lower the rate.
@@ -80,5 +88,3 @@ class RateLimiter:
                     self._tokens -= 1
                     return
                 await self._sleep((1 - self._tokens) / self._rate)
-        finally:
-            self._turn.release()

@@ -523,8 +523,7 @@ class DeliveryService:
         before_call: Callable[[], Awaitable[None]],
         lane: Lane,
     ) -> SentMessage:
-        await self._slots.acquire(lane)
-        try:
+        async with self._slots.held(lane):
             await self._limiter.acquire(lane)
             await before_call()
             self._metrics.sends_in_flight.inc()
@@ -533,8 +532,6 @@ class DeliveryService:
                     return await self._sender.send(to, body, self._callback_base + quote(event_id))
             finally:
                 self._metrics.sends_in_flight.dec()
-        finally:
-            self._slots.release()
 
 
 def _transient(attempts: int, error: ProviderError, doubt: datetime | None) -> _Attempted:
