@@ -314,10 +314,18 @@ async def test_a_consumer_frozen_past_its_lease_sends_nothing_on_its_old_claims(
     frozen = processes[0]
     strikes: list[Strike] = []
     try:
+        # A send in flight, and more claims than SMS_CONCURRENCY can have at Twilio:
+        # some of what it holds was never created, so the other process must take it
+        # over and send it, not only find it. (Frozen at its first sends, all eleven it
+        # held were in flight, and recovery was one list call.)
+        enough = settings.sending.concurrency + 10
         await eventually(
-            lambda: held_by(settings, frozen, ("sending",))[0],
+            lambda: (
+                len(held_by(settings, frozen)[0]) >= enough
+                and bool(held_by(settings, frozen, ("sending",))[0])
+            ),
             timeout=60,
-            what="a send of the process to freeze in flight",
+            what=f"a send of the process to freeze in flight, and {enough} claims",
         )
         strikes.append(strike(settings, frozen, signal.SIGSTOP))
         try:
