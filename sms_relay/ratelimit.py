@@ -84,7 +84,9 @@ class RateLimiter:
                 now = self._clock()
                 self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
                 self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                # A token short only by a rounding error is whole: sleeping for 1e-17 s
+                # would not move a clock, and this loop would never end.
+                if self._tokens >= 1 - 1e-9:
+                    self._tokens = max(0.0, self._tokens - 1)
                     return
                 await self._sleep((1 - self._tokens) / self._rate)

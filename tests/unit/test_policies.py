@@ -100,7 +100,7 @@ async def test_an_overdue_send_takes_the_next_token_ahead_of_first_sends() -> No
     now = [0.0]
 
     async def sleep(seconds: float) -> None:
-        now[0] += seconds + 1e-9  # never short of the due moment by a rounding error
+        now[0] += seconds  # float sums may fall a rounding error short of a whole token
         for _ in range(5):  # a wait spans several turns of the loop, as a real one does
             await asyncio.sleep(0)
 
@@ -149,3 +149,18 @@ async def test_slots_go_to_the_overdue_lane_first_and_are_never_lost_to_a_cancel
     with pytest.raises(asyncio.CancelledError):
         await late
     await asyncio.wait_for(slots.acquire(), timeout=1)  # the slot is free again
+
+
+async def test_a_token_short_by_a_rounding_error_is_whole() -> None:
+    """Sums of 0.1 s fall a rounding error short of a whole token at 10/s; the wait for
+    the rest (1e-16 s) moved no clock, and the limiter slept on it forever."""
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+        await asyncio.sleep(0)
+
+    limiter = RateLimiter(rate=10, clock=lambda: now[0], sleep=sleep)
+    for _ in range(50):
+        await asyncio.wait_for(limiter.acquire(), timeout=2)
+    assert now[0] == pytest.approx(4.9)
