@@ -24,14 +24,22 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from consumer.batch import Partition
 from sms_relay.adapters.kafka import position
 
+# Records buffered per partition before it is paused, at the least. Fairness comes from
+# taking the partitions in turn, not from this bound: it only caps memory (~0.5 MB a
+# partition). A small one made every resume wait for a fetch round (fetch.wait.max.ms,
+# 500 ms): re-reading settled records (a replay, a handover) ran at 114/s with the
+# default 5-record batches, against ~600/s with this (BENCHMARKS.md, bench.replay).
+MIN_BUFFERED_PER_PARTITION = 500
+
 
 class Intake:
-    def __init__(self, consumer: Consumer, batch_size: int) -> None:
+    def __init__(self, consumer: Consumer, batch_size: int, per_partition: int = 0) -> None:
+        """`per_partition`: records buffered before a partition is paused; by default
+        two batches (a resumed partition refetches while one is still in hand), and at
+        least MIN_BUFFERED_PER_PARTITION."""
         self._consumer = consumer
         self._batch_size = batch_size
-        # Two batches' worth per partition: a resumed partition refetches while one
-        # batch of it is still in hand.
-        self._full = 2 * batch_size
+        self._full = per_partition or max(2 * batch_size, MIN_BUFFERED_PER_PARTITION)
         self._buffers: dict[Partition, deque[Message]] = {}
         self._errors: list[Message] = []  # for decode() to log
         self._paused: set[Partition] = set()  # paused here because their buffer is full

@@ -16,6 +16,7 @@ from sms_relay.settings import KafkaSettings
 pytestmark = pytest.mark.integration
 
 BATCH = 10
+FULL = 2 * BATCH  # per partition before a pause: small, so the pauses are exercised
 BACKLOG = 300  # per partition: 30 batches each
 
 
@@ -67,7 +68,7 @@ def test_a_partition_assigned_late_is_read_in_the_next_batches_despite_the_other
 ) -> None:
     """librdkafka alone delivers the late partition after all 2 x 300 records fetched for
     the others (30 s at 20 sends/s): the events a dead member held waited in that line."""
-    intake = Intake(consumer, BATCH)
+    intake = Intake(consumer, BATCH, per_partition=FULL)
     assign(consumer, intake, topic, 0, 1)
     first = intake.poll(10)
     assert first, "the backlog is read"
@@ -80,13 +81,13 @@ def test_a_partition_assigned_late_is_read_in_the_next_batches_despite_the_other
     assert before <= 4 * BATCH, f"{before} records were read before the late partition's first"
     assert found[0] == 0, "from its start, in order"
     # What is fetched ahead stays bounded: two batches a partition, and one fetch round.
-    assert intake.buffered <= 3 * (2 * BATCH + BATCH)
+    assert intake.buffered <= 3 * (FULL + BATCH)
 
 
 def test_every_record_comes_once_and_in_order_through_pauses_and_resumes(
     topic: str, consumer: Consumer
 ) -> None:
-    intake = Intake(consumer, BATCH)
+    intake = Intake(consumer, BATCH, per_partition=FULL)
     assign(consumer, intake, topic, 0, 1, 2)
     seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
     deadline = time.monotonic() + 30
@@ -106,7 +107,7 @@ def test_a_partition_paused_when_it_was_lost_is_read_again_once_assigned_back(
     """librdkafka keeps a partition's pause across an unassign and a new assignment: a
     retry tier paused for its wait, or a full buffer, then lost and regained, was never
     read again."""
-    intake = Intake(consumer, BATCH)
+    intake = Intake(consumer, BATCH, per_partition=FULL)
     assign(consumer, intake, topic, 0)
     poll_until(intake, 0)
     for _ in range(5):  # fills its buffer: paused by the intake
@@ -123,7 +124,7 @@ def test_a_partition_paused_when_it_was_lost_is_read_again_once_assigned_back(
 def test_a_rewound_partition_is_read_again_from_the_rewind_even_when_paused(
     topic: str, consumer: Consumer
 ) -> None:
-    intake = Intake(consumer, BATCH)
+    intake = Intake(consumer, BATCH, per_partition=FULL)
     assign(consumer, intake, topic, 0)
     taken: list[int] = []
     while len(taken) < 3 * BATCH:  # its buffer full (paused) by now
