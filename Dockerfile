@@ -15,6 +15,7 @@ COPY schemas ./schemas
 COPY sms_relay ./sms_relay
 COPY consumer ./consumer
 COPY callbacks ./callbacks
+COPY cli ./cli
 RUN pip install . \
     && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent sms-relay
 

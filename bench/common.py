@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sms_relay.simulator.client import SimulatorClient, SimulatorError
+from sms_relay.simulator.control_client import SimulatorClient, SimulatorError
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -174,7 +174,7 @@ def relay_process(command: str, env: dict[str, str], log_path: Path) -> subproce
     """`sms-relay <command>` as a process of its own, its output appended to `log_path`."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "sms_relay.cli", command],
+            [sys.executable, "-m", "cli.main", command],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -186,7 +186,7 @@ def simulator_process(account_sid: str, auth_token: str) -> Iterator[SimulatorCl
     """The Twilio simulator in its own process, like the real Twilio: it must not compete
     for the interpreter of what it measures. Status callbacks are never posted."""
     port = free_port()
-    command = [sys.executable, "-m", "sms_relay.cli", "simulator", "--port", str(port)]
+    command = [sys.executable, "-m", "cli.main", "simulator", "--port", str(port)]
     command += ["--callback-delay-ms", "0", "--drop-callbacks", "1"]
     env = {**os.environ, "TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token}
     process = subprocess.Popen(

@@ -38,9 +38,9 @@ from confluent_kafka import Producer
 from sqlalchemy import NullPool, create_engine, text
 
 from bench.common import simulator_process
-from sms_relay.adapters.kafka import configure_group, ensure_topics
+from sms_relay.adapters.kafka.clients import configure_group, ensure_topics
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
-from sms_relay.simulator.client import SimulatorClient
+from sms_relay.simulator.control_client import SimulatorClient
 from tests.support import (
     ConsumerProcess,
     delete_group_configs,

@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 
-from sms_relay.ratelimit import Lane, RateLimiter, Slots
+from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
 
 CONCURRENCY = 128
 RATE = 50_000.0

@@ -39,9 +39,9 @@ from bench.common import (
     progress,
     rate,
 )
-from sms_relay.adapters.kafka import ensure_topics
+from sms_relay.adapters.kafka.clients import ensure_topics
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
-from sms_relay.simulator.client import SimulatorClient
+from sms_relay.simulator.control_client import SimulatorClient
 from tests.support import delete_topics, fresh_kafka_settings, fresh_schema, settings_env
 
 PUBLIC_BASE_URL = "http://127.0.0.1:8080"  # the simulator never posts callbacks here
@@ -250,7 +250,7 @@ def consumer_processes(
     env["TWILIO_FROM_NUMBER"] = FROM_NUMBER
     processes = []
     for n in range(count):
-        command = [sys.executable, "-m", "sms_relay.cli", "consumer"]
+        command = [sys.executable, "-m", "cli.main", "consumer"]
         if profile is not None:
             spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw"]
             spy += ["--nolineno", "--gil", "-r", "200", "-o", str(profile), "--"]

@@ -18,9 +18,7 @@ from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callbacks import health, inbound, orders, status, verify
-from callbacks.http import route_name
-from callbacks.keys import (
+from callbacks.app_keys import (
     API_KEYS,
     ENGINE,
     KAFKA_PROBE,
@@ -33,31 +31,36 @@ from callbacks.keys import (
     SUPPRESSIONS,
     VERIFY,
 )
-from callbacks.projector import ProjectionRunner
-from callbacks.reconciler import MissingCallbacksReconciler
-from callbacks.signature import twilio_signature
-from sms_relay.adapters.kafka import AsyncProducer, create_producer, require_topics
-from sms_relay.adapters.postgres import create_engine
-from sms_relay.adapters.twilio import (
+from callbacks.http import route_name
+from callbacks.jobs.missing_callbacks import MissingCallbacksReconciler
+from callbacks.jobs.projection_runner import ProjectionRunner
+from callbacks.routes import health, orders
+from callbacks.routes import inbound_sms as inbound
+from callbacks.routes import status_callback as status
+from callbacks.routes import verify_endpoints as verify
+from callbacks.signature_check import twilio_signature
+from sms_relay.adapters.kafka.clients import AsyncProducer, create_producer, require_topics
+from sms_relay.adapters.postgres.rate_windows import prune
+from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.twilio.twilio_api import (
     TwilioVerifier,
     close_client,
     create_client,
     fetch_message,
     message_created_at,
 )
-from sms_relay.apikeys import ApiKeys
+from sms_relay.domain.destinations import DestinationPolicy, log_scope
+from sms_relay.domain.kinds import EVENT_KINDS
 from sms_relay.errors import ConfigurationError, ProviderUnavailableError, ServiceUnavailableError
-from sms_relay.limits import prune
 from sms_relay.listen import listening_socket
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics, PolicyMetrics
-from sms_relay.outbox import DATABASE_ERRORS, Outbox, OutboxRelay
-from sms_relay.policy import DestinationPolicy, log_scope
-from sms_relay.projection import StatusProjection
 from sms_relay.settings import Settings
-from sms_relay.suppression import PostgresSuppressions
-from sms_relay.templates import EVENT_KINDS
-from sms_relay.verify import VerifyLimits, VerifyService
+from sms_relay.status.api_keys import ApiKeys
+from sms_relay.status.opt_out import PostgresSuppressions
+from sms_relay.status.outbox import DATABASE_ERRORS, Outbox, OutboxRelay
+from sms_relay.status.phone_verification import VerifyLimits, VerifyService
+from sms_relay.status.status_projection import StatusProjection
 
 log = logging.getLogger(__name__)
 

@@ -12,27 +12,27 @@ import uuid
 import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
+from consumer.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
 from consumer.loop import ConsumeLoop
-from sms_relay.adapters.kafka import (
+from sms_relay.adapters.kafka.clients import (
     AsyncProducer,
     create_consumer,
     create_producer,
     require_topics,
 )
-from sms_relay.adapters.postgres import create_engine
-from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_client
+from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.twilio.twilio_api import TwilioSmsSender, close_client, create_client
+from sms_relay.delivery.ledger import Ledger, PostgresLedger
+from sms_relay.delivery.pacing import RateLimiter
+from sms_relay.delivery.service import DeliveryService, InDoubtResend, SmsSender
+from sms_relay.domain.destinations import DestinationPolicy, log_scope
+from sms_relay.domain.kinds import ORDER_SHIPPED
+from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.errors import SmsRelayError
-from sms_relay.ledger import Ledger, PostgresLedger
 from sms_relay.listen import cannot_listen
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import ConsumerMetrics, PolicyMetrics
-from sms_relay.ops.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
-from sms_relay.policy import DestinationPolicy, log_scope
-from sms_relay.ratelimit import RateLimiter
-from sms_relay.retry import RetryPolicy, TierPlan
-from sms_relay.sending import DeliveryService, InDoubtResend, SmsSender
 from sms_relay.settings import Settings
-from sms_relay.templates import ORDER_SHIPPED
 
 log = logging.getLogger(__name__)
 

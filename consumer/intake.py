@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumer.batch import Partition
-from sms_relay.adapters.kafka import position
+from sms_relay.adapters.kafka.clients import position
 
 # Records buffered per partition before it is paused, at the least. Fairness comes from
 # taking the partitions in turn, not from this bound: it only caps memory (~0.5 MB a

@@ -35,11 +35,11 @@ from consumer.batch import Batch, Partition, decode
 from consumer.effects import Effects
 from consumer.intake import Intake
 from consumer.records import now_ms
-from sms_relay.adapters.kafka import AsyncProducer, position
+from sms_relay.adapters.kafka.clients import AsyncProducer, position
+from sms_relay.delivery.service import WAITING, DeliveryService, Job, Outcome, Result
+from sms_relay.domain.kinds import EventKind
 from sms_relay.metrics import ConsumerMetrics
-from sms_relay.sending import WAITING, DeliveryService, Job, Outcome, Result
 from sms_relay.settings import Settings
-from sms_relay.templates import EventKind
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,16 @@ from confluent_kafka import Message
 from pydantic import ValidationError
 
 from schemas.events import DeliveryStatusChanged, SmsRequested, Status, event_id_of
-from sms_relay.adapters.kafka import Headers, KafkaHeaders, decode_headers, encode_headers, position
+from sms_relay.adapters.kafka.clients import (
+    Headers,
+    KafkaHeaders,
+    decode_headers,
+    encode_headers,
+    position,
+)
+from sms_relay.domain.destinations import REASONS as POLICY_REASONS
+from sms_relay.domain.kinds import EventKind
 from sms_relay.masking import mask_phone
-from sms_relay.policy import REASONS as POLICY_REASONS
-from sms_relay.templates import EventKind
 
 
 @dataclass(frozen=True)

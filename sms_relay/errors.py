@@ -7,13 +7,13 @@
     └── ProviderError               Twilio said no, or could not be asked
         ├── ProviderRejectedError   a 4xx other than 429: permanent, carries Twilio's code
         │   └── ProviderAccountError  ... but our account's or settings' fault (401/403,
-        │                             sender, geo permissions: `sms_relay.twilio_codes`):
+        │                             sender, geo permissions: `sms_relay.domain.twilio_codes`):
         │                             transient across retry tiers, and alerted at once
         ├── ProviderThrottledError  429: Twilio did not process it; safe to resend
         └── ProviderUnavailableError  5xx, timeout, dropped connection: may have been
                                       processed, so reconcile before any resend
 
-Library exceptions (twilio, aiohttp) are translated in `sms_relay.adapters.twilio`;
+Library exceptions (twilio, aiohttp) are translated in `sms_relay.adapters.twilio.twilio_api`;
 the core never sees them.
 """
 

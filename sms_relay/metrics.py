@@ -155,7 +155,7 @@ class ConsumerMetrics:
             "Retry-tier partitions paused until their next record is due",
             registry=registry,
         )
-        # Set by sms_relay.ops.gauges.watch_stuck_claims; the same value on every consumer
+        # Set by consumer.gauges.watch_stuck_claims; the same value on every consumer
         # process (it counts the shared ledger), so rules take max(), not sum().
         self.stuck_sending_claims = Gauge(
             "sms_relay_stuck_sending_claims",

@@ -268,7 +268,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _lease_holds_a_call(self) -> Self:
-        from sms_relay.leases import longest_call_fits
+        from sms_relay.delivery.leases import longest_call_fits
 
         if not longest_call_fits(self.sending.lease_seconds, self.twilio.request_timeout_seconds):
             raise ValueError(

@@ -134,7 +134,7 @@ def delete_group_configs(kafka: KafkaSettings) -> None:
     from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
     from confluent_kafka.admin._resource import ResourceType
 
-    from sms_relay.adapters.kafka import GROUP_CONFIGS
+    from sms_relay.adapters.kafka.clients import GROUP_CONFIGS
 
     entries = [
         ConfigEntry(name, "", incremental_operation=AlterConfigOpType.DELETE)
@@ -299,7 +299,7 @@ class ConsumerProcess:
         env = {**os.environ, **settings_env(settings), "METRICS_PORT": "0"}
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sms_relay.cli", "consumer"],
+            [sys.executable, "-m", "cli.main", "consumer"],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from sms_relay.adapters.postgres import metadata
+from sms_relay.adapters.postgres.tables import metadata
 
 url = context.config.get_main_option("sqlalchemy.url")
 assert url is not None

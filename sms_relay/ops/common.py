@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, KafkaException
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sms_relay.adapters.postgres import create_engine
+from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.errors import SmsRelayError
 from sms_relay.logs import scrub, secrets_of
 from sms_relay.settings import Settings

@@ -20,9 +20,9 @@ from confluent_kafka import KafkaError, Message, Producer
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sms_relay.adapters.kafka import create_producer, encode_headers
-from sms_relay.adapters.postgres import dlq_replays
-from sms_relay.ledger import reopen_dead_lettered
+from sms_relay.adapters.kafka.clients import create_producer, encode_headers
+from sms_relay.adapters.postgres.tables import dlq_replays
+from sms_relay.delivery.ledger import reopen_dead_lettered
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
     OpsError,
@@ -33,7 +33,7 @@ from sms_relay.ops.common import (
     run_with_engine,
     table,
 )
-from sms_relay.ops.dlq_records import DlqRecord, Filters, annotate, read_topic
+from sms_relay.ops.dlq_reader import DlqRecord, Filters, annotate, read_topic
 from sms_relay.settings import Settings
 
 CHUNK = 50

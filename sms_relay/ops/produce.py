@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
-from sms_relay.adapters.kafka import create_producer
+from sms_relay.adapters.kafka.clients import create_producer
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
     METADATA_TIMEOUT,

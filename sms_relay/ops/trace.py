@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sms_relay.adapters.postgres import deliveries, dlq_replays, ingestions, status_history
+from sms_relay.adapters.postgres.tables import deliveries, dlq_replays, ingestions, status_history
 from sms_relay.logs import scrub
 from sms_relay.ops.common import NotFoundError, emit, iso, run_with_engine, table
 from sms_relay.settings import Settings

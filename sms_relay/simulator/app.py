@@ -11,10 +11,12 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
-from . import control, messages, verify
-from .callbacks import DISPATCHER, CallbackDispatcher
+from . import control
+from . import messages_api as messages
+from . import verify_api as verify
 from .config import SimulatorConfig
-from .messages import CLOSING, DROPPED
+from .lifecycle import DISPATCHER, CallbackDispatcher
+from .messages_api import CLOSING, DROPPED
 from .store import STORE, Store
 from .wire import API_VERSION, error_response, not_found
 

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .callbacks import DISPATCHER
+from .lifecycle import DISPATCHER
 from .store import SCRIPTABLE, STORE, iso8601_ms
 from .wire import API_VERSION, DEFAULT_INBOUND_TO, num_segments
 

@@ -9,8 +9,8 @@ from types import TracebackType
 from aiohttp import web
 
 from .app import PrivacyAccessLogger, create_simulator_app
-from .client import AsyncSimulatorClient, SimulatorClient, SimulatorError
 from .config import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SimulatorConfig
+from .control_client import AsyncSimulatorClient, SimulatorClient, SimulatorError
 
 _START_TIMEOUT_S = 10.0
 

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from callbacks.app import PrivacyAccessLogger, create_app
-from callbacks.keys import API_KEYS
+from callbacks.app_keys import API_KEYS
 from sms_relay.settings import Settings
 from tests.support import DEFAULT_PHONE
 

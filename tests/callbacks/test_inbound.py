@@ -9,7 +9,7 @@ from pydantic import AnyHttpUrl
 from sms_relay.masking import phone_hash
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
-from sms_relay.suppression import Keyword, classify
+from sms_relay.status.opt_out import Keyword, classify
 from tests.callbacks.conftest import (
     Callbacks,
     callbacks_settings,

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import unused_port
 from confluent_kafka import Message
 
-from callbacks.keys import API_KEYS
+from callbacks.app_keys import API_KEYS
 from sms_relay.settings import DestinationSettings, Settings
 from tests.callbacks.conftest import (
     Callbacks,

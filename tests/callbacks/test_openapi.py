@@ -13,10 +13,10 @@ from aiohttp import web
 from openapi_spec_validator import validate
 
 from callbacks.app import create_app
-from callbacks.verify import VerifyCheckRequest, VerifyStartRequest
+from callbacks.routes.verify_endpoints import VerifyCheckRequest, VerifyStartRequest
 from schemas.twilio import TwilioInboundMessage, TwilioStatusCallback
+from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.settings import Settings, TwilioSettings
-from sms_relay.templates import ORDER_SHIPPED
 
 ROOT = Path(__file__).resolve().parents[2]
 

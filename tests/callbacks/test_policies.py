@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from callbacks.http import forwarded_client
-from sms_relay.projection import rank
-from sms_relay.verify import client_network
+from sms_relay.status.phone_verification import client_network
+from sms_relay.status.status_projection import rank
 
 PEER = "10.0.0.5"
 

@@ -40,7 +40,7 @@ async def test_the_process_serves_warns_without_signatures_and_stops_on_sigterm(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sms_relay.cli",
+        "cli.main",
         "callbacks",
         env=env,
         stdout=subprocess.PIPE,
@@ -67,7 +67,7 @@ def test_production_refuses_to_start_without_signature_checks(settings: Settings
         "REQUIRE_TWILIO_SIGNATURE": "false",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "sms_relay.cli", "callbacks"],
+        [sys.executable, "-m", "cli.main", "callbacks"],
         env=env,
         capture_output=True,
         timeout=60,

@@ -33,10 +33,10 @@ import pytest
 from sqlalchemy import NullPool, create_engine, text
 
 from schemas.events import OrderShipped
-from sms_relay.adapters.kafka import ensure_topics
+from sms_relay.adapters.kafka.clients import ensure_topics
+from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.settings import SendingSettings, Settings
 from sms_relay.simulator.server import SimulatorServer
-from sms_relay.templates import ORDER_SHIPPED
 from tests.support import (
     ConsumerProcess,
     created_bodies,

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sms_relay.adapters.postgres import create_engine
-from sms_relay.ledger import ClaimOutcome, ClaimRequest, Ledger, PostgresLedger, Settlement
-from sms_relay.memory_ledger import InMemoryLedger, MemoryDatabase
-from sms_relay.states import DeliveryState
+from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
+from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.delivery.ledger import ClaimOutcome, ClaimRequest, Ledger, PostgresLedger, Settlement
+from sms_relay.domain.states import DeliveryState
 
 S = DeliveryState
 MakeLedger = Callable[[str, float], Ledger]

@@ -35,24 +35,24 @@ from urllib.parse import unquote
 from prometheus_client import CollectorRegistry
 
 from schemas.events import OrderShipped
-from sms_relay.adapters.twilio import ListedMessage, ListedPage, SentMessage
+from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
+from sms_relay.adapters.twilio.twilio_api import ListedMessage, ListedPage, SentMessage
 from sms_relay.clock import LoopClock
+from sms_relay.delivery.leases import LEASE_MARGIN_SECONDS
+from sms_relay.delivery.ledger import Claim, ClaimRequest, Settlement, SettleResult
+from sms_relay.delivery.pacing import RateLimiter
+from sms_relay.delivery.service import WAITING, DeliveryService, InDoubtResend, Job, Outcome, Result
+from sms_relay.domain.kinds import ORDER_SHIPPED
+from sms_relay.domain.retry import RetryPolicy, TierPlan
+from sms_relay.domain.states import DeliveryState
 from sms_relay.errors import (
     ProviderAccountError,
     ProviderRejectedError,
     ProviderThrottledError,
     ProviderUnavailableError,
 )
-from sms_relay.leases import LEASE_MARGIN_SECONDS
-from sms_relay.ledger import Claim, ClaimRequest, Settlement, SettleResult
 from sms_relay.masking import body_hash, phone_hash
-from sms_relay.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.metrics import ConsumerMetrics
-from sms_relay.ratelimit import RateLimiter
-from sms_relay.retry import RetryPolicy, TierPlan
-from sms_relay.sending import WAITING, DeliveryService, InDoubtResend, Job, Outcome, Result
-from sms_relay.states import DeliveryState
-from sms_relay.templates import ORDER_SHIPPED
 from tests.dst.vloop import VirtualTimeLoop
 
 T = TypeVar("T")

@@ -39,7 +39,7 @@ def test_a_seed_repeats_exactly() -> None:
 
 def test_the_simulation_can_fail() -> None:
     """The invariants are not vacuous: a ledger that forgets doubts is caught."""
-    from sms_relay import memory_ledger
+    from sms_relay.adapters.memory import memory_ledger
 
     original = memory_ledger.InMemoryLedger.claim
 
@@ -64,7 +64,7 @@ def test_the_simulation_finds_a_heartbeat_that_revives_a_released_lease() -> Non
     """The ledger as it was: a renewal matched the token alone, so a heartbeat that
     reached the ledger after the settle gave the released row a whole new lease (the
     frozen chaos case's 32 s runs). These seeds found it among 3,000."""
-    from sms_relay import memory_ledger
+    from sms_relay.adapters.memory import memory_ledger
 
     original = memory_ledger.InMemoryLedger.renew
 

@@ -13,14 +13,19 @@ from prometheus_client import CollectorRegistry
 from consumer.app import delivery_service
 from consumer.batch import decode
 from consumer.loop import ConsumeLoop, _Held
-from sms_relay.adapters.kafka import AsyncProducer, create_consumer, create_producer, position
-from sms_relay.adapters.postgres import create_engine
-from sms_relay.adapters.twilio import TwilioSmsSender, close_client, create_client
-from sms_relay.ledger import PostgresLedger
+from sms_relay.adapters.kafka.clients import (
+    AsyncProducer,
+    create_consumer,
+    create_producer,
+    position,
+)
+from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.twilio.twilio_api import TwilioSmsSender, close_client, create_client
+from sms_relay.delivery.ledger import PostgresLedger
+from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
-from sms_relay.templates import ORDER_SHIPPED
 from tests.support import deliveries, eventually, order_event, produce, topic_reader
 
 pytestmark = pytest.mark.integration

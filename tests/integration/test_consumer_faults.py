@@ -8,14 +8,14 @@ from collections import Counter
 import pytest
 from twilio.rest import Client
 
-from sms_relay.adapters.kafka import decode_headers
-from sms_relay.adapters.postgres import create_engine
-from sms_relay.ledger import ClaimRequest, PostgresLedger, Settlement
+from sms_relay.adapters.kafka.clients import decode_headers
+from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.delivery.ledger import ClaimRequest, PostgresLedger, Settlement
+from sms_relay.domain.kinds import ORDER_SHIPPED
+from sms_relay.domain.states import DeliveryState
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
-from sms_relay.states import DeliveryState
-from sms_relay.templates import ORDER_SHIPPED
 from tests.conftest import TEST_FROM
 from tests.support import (
     created_bodies,

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from sms_relay.adapters.kafka import decode_headers
+from sms_relay.adapters.kafka.clients import decode_headers
 from sms_relay.settings import DestinationSettings, Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import (

@@ -22,16 +22,16 @@ from twilio.rest import Client
 
 from consumer.loop import ConsumeLoop
 from schemas.events import DeliveryStatusChanged, Status
-from sms_relay.adapters.kafka import decode_headers, ensure_topics
-from sms_relay.adapters.postgres import create_engine
-from sms_relay.ledger import ClaimRequest, PostgresLedger, Settlement
+from sms_relay.adapters.kafka.clients import decode_headers, ensure_topics
+from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.delivery.ledger import ClaimRequest, PostgresLedger, Settlement
+from sms_relay.domain.kinds import ORDER_SHIPPED
+from sms_relay.domain.states import DeliveryState
 from sms_relay.masking import body_hash, mask_phone
 from sms_relay.metrics import CallbackMetrics
-from sms_relay.projection import StatusProjection
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
-from sms_relay.states import DeliveryState
-from sms_relay.templates import ORDER_SHIPPED
+from sms_relay.status.status_projection import StatusProjection
 from tests.conftest import TEST_FROM
 from tests.ops import conftest as ops_fixtures
 from tests.ops.conftest import Cli

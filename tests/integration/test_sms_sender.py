@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sms_relay.adapters.twilio import (
+from sms_relay.adapters.twilio.twilio_api import (
     SentMessage,
     TwilioSmsSender,
     close_client,

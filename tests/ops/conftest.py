@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sms_relay.cli import main
+from cli.main import main
 from sms_relay.settings import Settings
 from tests.support import settings_env
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sms_relay.adapters.kafka import decode_headers
+from sms_relay.adapters.kafka.clients import decode_headers
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.ops.conftest import Cli

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import NullPool, create_engine
 
-from sms_relay.adapters.postgres import metadata
+from sms_relay.adapters.postgres.tables import metadata
 
 pytestmark = pytest.mark.integration
 

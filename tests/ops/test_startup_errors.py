@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
 
-from sms_relay.adapters.kafka import STARTUP_DEADLINE_SECONDS
+from sms_relay.adapters.kafka.clients import STARTUP_DEADLINE_SECONDS
 from sms_relay.settings import Settings
 from tests.support import eventually, settings_env
 
@@ -27,7 +27,7 @@ def run_cli(command: str, settings: Settings, **env: str) -> tuple[int, str, flo
     """`sms-relay COMMAND` with the test's settings: (exit code, stderr, seconds taken)."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "sms_relay.cli", command],
+        [sys.executable, "-m", "cli.main", command],
         env={**os.environ, **settings_env(settings), **env},
         capture_output=True,
         text=True,
@@ -113,7 +113,7 @@ async def test_callbacks_start_without_a_broker_because_the_outbox_holds_callbac
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sms_relay.cli",
+        "cli.main",
         "callbacks",
         env=env,
         stdout=subprocess.DEVNULL,

@@ -12,9 +12,9 @@ import sys
 import pytest
 from twilio.rest import Client
 
-from sms_relay.simulator.cli import build_config, configure_parser
-from sms_relay.simulator.client import SimulatorClient, SimulatorError
+from sms_relay.simulator.command import build_config, configure_parser
 from sms_relay.simulator.config import DEFAULT_ACCOUNT_SID
+from sms_relay.simulator.control_client import SimulatorClient, SimulatorError
 from tests.support import eventually_sync
 
 from .helpers import ACCOUNT_SID, AUTH_TOKEN, SENDER
@@ -144,7 +144,7 @@ def test_runs_as_a_process_until_signalled(stop_signal: signal.Signals) -> None:
     env = {**os.environ, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
     env.pop("TWILIO_EDGE", None)
     env.pop("TWILIO_REGION", None)
-    command = [sys.executable, "-m", "sms_relay.simulator.cli", f"--port={port}"]
+    command = [sys.executable, "-m", "sms_relay.simulator.command", f"--port={port}"]
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as process:

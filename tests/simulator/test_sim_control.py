@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from twilio.request_validator import RequestValidator
 
-from sms_relay.simulator.client import SimulatorClient, SimulatorError
 from sms_relay.simulator.config import SimulatorConfig
+from sms_relay.simulator.control_client import SimulatorClient, SimulatorError
 from sms_relay.simulator.server import SimulatorServer
 
 from .conftest import MakeSimulator

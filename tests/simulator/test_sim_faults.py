@@ -14,7 +14,7 @@ import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 
-from sms_relay.simulator.client import SimulatorError
+from sms_relay.simulator.control_client import SimulatorError
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import eventually_sync
 

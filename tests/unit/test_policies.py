@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
+from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.errors import (
     ConfigurationError,
     ProviderRejectedError,
@@ -13,8 +15,6 @@ from sms_relay.errors import (
     ProviderUnavailableError,
 )
 from sms_relay.masking import mask_phone, phone_hash, redact
-from sms_relay.ratelimit import Lane, RateLimiter, Slots
-from sms_relay.retry import RetryPolicy, TierPlan
 from sms_relay.settings import load_settings
 
 

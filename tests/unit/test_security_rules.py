@@ -7,10 +7,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from sms_relay.domain.destinations import DestinationPolicy, host_allowed
+from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.errors import ConfigurationError
-from sms_relay.policy import DestinationPolicy, host_allowed
 from sms_relay.settings import DestinationSettings, load_settings
-from sms_relay.templates import ORDER_SHIPPED
 
 
 def event(**changes: object) -> bytes:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from sms_relay.adapters.twilio import _translate
+from sms_relay.adapters.twilio.twilio_api import _translate
+from sms_relay.domain.twilio_codes import Fault, fault_of
 from sms_relay.errors import (
     ProviderAccountError,
     ProviderRejectedError,
     ProviderThrottledError,
     ProviderUnavailableError,
 )
-from sms_relay.twilio_codes import Fault, fault_of
 
 # The recipient's own: invalid, unreachable, unsubscribed, not SMS-capable.
 RECIPIENT = [21211, 21214, 21610, 21612, 21614]

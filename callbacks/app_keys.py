@@ -1,0 +1,37 @@
+"""The application's dependencies, each under its own `web.AppKey` (set in `callbacks.app`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sms_relay.adapters.kafka.clients import AsyncProducer
+from sms_relay.domain.kinds import EventKind
+from sms_relay.metrics import CallbackMetrics
+from sms_relay.settings import Settings
+from sms_relay.status.api_keys import ApiKeys
+from sms_relay.status.opt_out import PostgresSuppressions
+from sms_relay.status.outbox import Outbox
+from sms_relay.status.phone_verification import VerifyService
+
+# Answers whether the broker is reachable (a metadata request), for /readyz.
+KafkaProbe = Callable[[float], Awaitable[bool]]
+# When Twilio received an inbound message (by its SID); raises ProviderRejectedError when
+# Twilio does not know it, ProviderUnavailableError when Twilio cannot be asked.
+ReceivedAt = Callable[[str], Awaitable[datetime]]
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", CallbackMetrics)
+ENGINE = web.AppKey("engine", AsyncEngine)
+PRODUCER = web.AppKey("producer", AsyncProducer)
+KAFKA_PROBE: web.AppKey[KafkaProbe] = web.AppKey("kafka_probe")
+OUTBOX = web.AppKey("outbox", Outbox)
+SUPPRESSIONS = web.AppKey("suppressions", PostgresSuppressions)
+VERIFY = web.AppKey("verify", VerifyService)
+API_KEYS = web.AppKey("api_keys", ApiKeys)
+# Each ingestible kind by name, with the destination policy of these settings.
+KINDS: web.AppKey[dict[str, EventKind]] = web.AppKey("kinds")
+RECEIVED_AT: web.AppKey[ReceivedAt] = web.AppKey("received_at")

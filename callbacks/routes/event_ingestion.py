@@ -1,0 +1,150 @@
+"""Ingestion over HTTP: API keys, their scopes and rate limits, the audit trail.
+
+Every ingestion route (today `POST /api/order-shipped-sms`) runs the same steps before it
+produces anything: a valid, live key (401 otherwise), a key scoped to the route's event
+kind (403), the key's own rate limit, shared by every replica (429), then the event's
+validation by its `EventKind` (with the destination policy), exactly as the consumer
+validates it (400).
+
+Duplicates: a client learns that an eventId is known, and its state, only for events
+that it (the same client name, whatever its key) ingested itself. Any other known eventId
+gets the answer a new one gets (202 `queued`) and nothing is produced, since the consumer
+would skip it anyway: no caller can probe for other clients' eventIds or their states.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from confluent_kafka import KafkaException
+from pydantic import ValidationError
+from sqlalchemy import insert, text
+
+from callbacks.app_keys import API_KEYS, ENGINE, KINDS, METRICS, PRODUCER, SETTINGS
+from callbacks.http import invalid, json_error
+from sms_relay.adapters.kafka.clients import encode_headers
+from sms_relay.adapters.postgres.rate_windows import Limit, hit
+from sms_relay.adapters.postgres.tables import ingestions
+from sms_relay.status.api_keys import ApiKey
+from sms_relay.status.outbox import DATABASE_ERRORS
+
+log = logging.getLogger(__name__)
+
+BEARER = "Bearer "
+
+_EARLIER = text(
+    "SELECT (SELECT state FROM deliveries WHERE event_id = :id) AS state, "
+    "EXISTS (SELECT 1 FROM ingestions WHERE event_id = :id AND client = :client) AS own, "
+    "EXISTS (SELECT 1 FROM ingestions WHERE event_id = :id) AS ingested"
+)
+
+
+async def ingest(request: web.Request, kind_name: str, topic: str, key_of: str) -> web.Response:
+    """Authorize, validate, dedupe, produce the bytes unchanged to `topic` (record key: the
+    event's `key_of` field), record who sent it. 503 when PostgreSQL or Kafka cannot take
+    part."""
+    try:
+        answer, result = await _ingest(request, kind_name, topic, key_of)
+    except DATABASE_ERRORS as error:
+        log.error("ingestion unavailable: PostgreSQL", extra={"error": repr(error)})
+        answer = json_error(503, "unavailable", "the service cannot take events now; retry later")
+        result = "unavailable"
+    request.app[METRICS].orders.labels(result).inc()
+    return answer
+
+
+async def _ingest(
+    request: web.Request, kind_name: str, topic: str, key_of: str
+) -> tuple[web.Response, str]:
+    """The answer and its result label (a metric)."""
+    client = await _authorize(request, kind_name)
+    if isinstance(client, web.Response):
+        return client, _RESULTS[client.status]
+    raw = await request.read()
+    try:
+        event = request.app[KINDS][kind_name].parse(raw)
+    except ValidationError as error:
+        return invalid(error, "event"), "invalid"
+    async with request.app[ENGINE].connect() as connection:
+        earlier = (
+            await connection.execute(_EARLIER, {"id": event.eventId, "client": client.client})
+        ).one()
+    if earlier.own:
+        state = earlier.state or "queued"
+        body = {"eventId": event.eventId, "duplicate": True, "status": state}
+        return web.json_response(body), "duplicate"
+    if earlier.ingested or earlier.state is not None:
+        # Someone else's event (or one from Kafka): answered like a new one, not produced.
+        return _queued(event.eventId), "duplicate_hidden"
+    settings = request.app[SETTINGS]
+    try:
+        await request.app[PRODUCER].send(
+            topic,
+            raw,
+            key=str(getattr(event, key_of)),
+            headers=encode_headers({"api-key-id": client.key_id, "client": client.client}),
+            timeout=settings.callbacks_kafka_deadline_seconds * 2,
+        )
+    except (TimeoutError, KafkaException):
+        answer = json_error(503, "unavailable", "the event could not be queued; retry later")
+        return answer, "unavailable"
+    await _audit(request, event.eventId, kind_name, client, topic)
+    return _queued(event.eventId), "queued"
+
+
+_RESULTS = {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}
+
+
+def _queued(event_id: str) -> web.Response:
+    return web.json_response({"eventId": event_id, "status": "queued"}, status=202)
+
+
+async def _authorize(request: web.Request, kind_name: str) -> ApiKey | web.Response:
+    header = request.headers.get("Authorization", "")
+    presented = header[len(BEARER) :].strip() if header.startswith(BEARER) else ""
+    key = await request.app[API_KEYS].authenticate(presented) if presented else None
+    if key is None:
+        return json_error(
+            401,
+            "unauthorized",
+            "a valid API key is required (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": 'Bearer realm="sms-relay"'},
+        )
+    if not key.may_send(kind_name):
+        return json_error(403, "forbidden", f"this API key may not send {kind_name} events")
+    wait = await hit(
+        request.app[ENGINE], [Limit(key.limit_key, key.rate_limit, key.rate_window_seconds)]
+    )
+    if wait is not None:
+        seconds = max(1, int(wait + 0.999))
+        return json_error(
+            429,
+            "rate_limited",
+            "this API key's request rate is exceeded; retry after the delay",
+            headers={"Retry-After": str(seconds)},
+            retryAfterSeconds=seconds,
+        )
+    return key
+
+
+async def _audit(
+    request: web.Request, event_id: str, kind_name: str, key: ApiKey, topic: str
+) -> None:
+    """Which client put the event on the topic (key id and client name, never the key)."""
+    try:
+        async with request.app[ENGINE].begin() as connection:
+            await connection.execute(
+                insert(ingestions).values(
+                    event_id=event_id,
+                    event_type=kind_name,
+                    key_id=key.key_id,
+                    client=key.client,
+                    topic=topic,
+                )
+            )
+    except DATABASE_ERRORS as error:
+        # The record is on Kafka (with the key id in its headers); only the row is missing.
+        log.error(
+            "ingestion audit row not stored", extra={"eventId": event_id, "error": repr(error)}
+        )

@@ -1,0 +1,81 @@
+"""The states of a delivery, who may write each, and the moves between them.
+
+    claimed ──► sending ──► accepted ──► queued/sent/delivered/... (Twilio, by callback)
+       │           │  ├───► failed (permanent error of the recipient)
+       │           │  ├───► retry_scheduled ──► sending (claimed again from a retry topic)
+       │           │  └───► dead_lettered ──► retry_scheduled (`dlq replay`)
+       ├──► suppressed
+       └──► (a lease ran out while `sending`: the next claim reconciles with Twilio)
+
+A claim that takes over a `sending` row whose lease ran out records the doubt (from that
+lease's end) and moves the row to `retry_scheduled`: `sending` always means that the
+lease holder may have called Twilio. The new holder reconciles from `retry_scheduled`
+and marks the row `sending` only right before it creates again, so a holder that dies
+while it only reconciles leaves the doubt where it was.
+
+The ledger (`sms_relay.delivery.ledger`) owns every write; this module only names and orders.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DeliveryState(StrEnum):
+    CLAIMED = "claimed"
+    SENDING = "sending"  # a send of ours may be in flight (not Twilio's `sending`)
+    RETRY_SCHEDULED = "retry_scheduled"
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    READ = "read"
+    SUPPRESSED = "suppressed"
+    DEAD_LETTERED = "dead_lettered"
+
+
+S = DeliveryState
+
+# A new claim may take these over once their lease has run out.
+RESUMABLE = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED})
+
+# What the consumer settles a claim as; each has a status record the consumer publishes.
+CONSUMER_SETTLED = frozenset({S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED})
+
+# Twilio's statuses as they may stand in `deliveries.state`, by rank: the projection
+# moves a row only upwards, so a late `sent` never overwrites `delivered`. Twilio's own
+# `sending` is kept in the history only (in `deliveries.state` it would mean ours).
+TWILIO_RANK: dict[str, int] = {
+    S.ACCEPTED: 0,
+    S.QUEUED: 1,
+    S.SENT: 3,
+    S.DELIVERED: 4,
+    S.UNDELIVERED: 4,
+    S.FAILED: 4,
+    S.CANCELED: 4,
+    S.READ: 5,
+}
+
+# Every move the ledger makes. The status projection's moves are the rank order above.
+TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
+    S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED}),
+    # A holder in doubt that only reconciled settles from here (found, not yet, given up).
+    S.RETRY_SCHEDULED: frozenset(
+        {S.SENDING, S.SUPPRESSED, S.ACCEPTED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
+    ),
+    S.SENDING: frozenset(  # retry_scheduled also when a claim takes it over in doubt
+        {S.SENDING, S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
+    ),
+    S.DEAD_LETTERED: frozenset({S.RETRY_SCHEDULED}),  # `dlq replay`
+}
+
+
+def may_move(source: DeliveryState, target: DeliveryState) -> bool:
+    """True when the ledger may write `target` over `source`. A claim keeps the state
+    and only takes the lease (a new row starts `claimed`)."""
+    if target in TRANSITIONS.get(source, frozenset()):
+        return True
+    return source in TWILIO_RANK and TWILIO_RANK.get(target, -1) > TWILIO_RANK[source]

@@ -1,0 +1,370 @@
+"""Durable publishing: a PostgreSQL outbox row first, Kafka within a deadline, a relay after.
+
+    publish(record)
+      1. INSERT INTO callback_outbox ... ON CONFLICT DO NOTHING
+         └─ conflict: the token (or the content key) was seen before ──► DUPLICATE
+      2. produce (acks=all), wait up to the deadline
+         ├─ acknowledged ──► PUBLISHED (UPDATE published_at follows, batched)
+         └─ no answer ──► the row stays unpublished ──► OUTBOXED (the relay publishes it)
+      PostgreSQL unreachable in step 1: produce anyway ──► PUBLISHED_UNTRACKED, or
+      neither reachable ──► OutboxUnavailableError (the webhook answers 503).
+
+Step 1 commits the rows of every webhook waiting at that moment in one statement (a
+group commit, in autocommit: one round trip for all of them), unless a use case adds its
+own write, which gets a transaction of its own. The UPDATE of step 2 is off the
+request's path: acknowledged rows are marked together in the same way. Each webhook
+still answers only once its own row is committed and its record acknowledged.
+
+Crash windows: dying between 1 and 2 leaves an unpublished row, which the relay
+publishes (no loss). Dying between the ack and the UPDATE (a few milliseconds, the
+batching included) makes the relay publish the record a second time (at-least-once);
+its idempotency token lets every reader, the status projection included, drop the copy.
+A record that missed the deadline is still in librdkafka's queue until
+`message.timeout.ms`: if it is acknowledged late the row is marked then, and the relay
+only takes rows older than that timeout, so the two never publish the same row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from confluent_kafka import KafkaException
+from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sms_relay.adapters.kafka.clients import AsyncProducer, KafkaHeaders
+from sms_relay.errors import SmsRelayError
+from sms_relay.metrics import CallbackMetrics
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "PostgreSQL could not take it now" (down, unreachable, pool exhausted).
+# Anything else, a missing table included, is a bug or a missed migration and propagates.
+DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
+
+# Any unique key seen before (the token, or the content key) makes the record a duplicate.
+_INSERT = text(
+    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token, content_key) "
+    "VALUES (:topic, :key, :value, CAST(:headers AS jsonb), :token, :content_key) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+_INSERT_MANY = text(
+    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token, content_key) "
+    "SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS bytea[]), "
+    "CAST(:values AS bytea[]), CAST(:headers AS jsonb[]), CAST(:tokens AS text[]), "
+    "CAST(:content_keys AS text[])) "
+    "ON CONFLICT DO NOTHING RETURNING id, idempotency_token"
+)
+_MARK = text("UPDATE callback_outbox SET published_at = now() WHERE id = ANY(:ids)")
+_TAKE = text(
+    "SELECT id, topic, key, value, headers FROM callback_outbox "
+    "WHERE published_at IS NULL AND created_at < now() - make_interval(secs => :grace) "
+    "ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
+)
+_PENDING = text("SELECT count(*) FROM callback_outbox WHERE published_at IS NULL")
+_PRUNE = text(
+    "DELETE FROM callback_outbox WHERE id IN (SELECT id FROM callback_outbox "
+    "WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => :keep) "
+    "LIMIT 5000)"
+)
+
+
+class OutboxUnavailableError(SmsRelayError):
+    """Raised by `Outbox.publish` when neither PostgreSQL nor Kafka took the record."""
+
+    retriable = True
+
+
+class Durability(StrEnum):
+    PUBLISHED = "published"  # the broker acknowledged it (acks=all)
+    OUTBOXED = "outboxed"  # in PostgreSQL; the relay publishes it once Kafka answers
+    DUPLICATE = "duplicate"  # its token was taken before: already durable, not published again
+    PUBLISHED_UNTRACKED = "published_untracked"  # PostgreSQL away; acknowledged, no token kept
+
+
+@dataclass(frozen=True)
+class OutboundRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    # Unique per logical record (Twilio's I-Twilio-Idempotency-Token for callbacks).
+    token: str
+    headers: dict[str, str] = field(default_factory=dict)
+    # Unique per content where a token alone can be forged (a replayed status callback).
+    content_key: str | None = None
+
+    def kafka_headers(self) -> KafkaHeaders | None:
+        return [(k, v.encode()) for k, v in self.headers.items()] or None
+
+
+# Runs inside the outbox row's transaction, so a use case's own write commits with it.
+AlsoInTransaction = Callable[[AsyncConnection], Awaitable[None]]
+
+
+class Outbox:
+    """Publishes records durably: see the module docstring for the order of steps."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        producer: AsyncProducer,
+        metrics: CallbackMetrics,
+        *,
+        deadline_seconds: float,
+        message_timeout_seconds: float,
+        database_deadline_seconds: float = 3.0,
+    ) -> None:
+        self._engine = engine
+        # The same pool; each statement commits on its own.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._producer = producer
+        self._metrics = metrics
+        self._deadline = deadline_seconds
+        self._db_deadline = database_deadline_seconds
+        # After a missed deadline, skip waiting for Kafka for a while: the relay probes it.
+        self._suspect_for = message_timeout_seconds
+        self._suspect_until = 0.0
+        self._unmarked: list[int] = []  # acknowledged, published_at not yet written
+        self._marking: asyncio.Task[None] | None = None
+        self._uninserted: list[tuple[OutboundRecord, asyncio.Future[int | None]]] = []
+        self._inserting: asyncio.Task[None] | None = None
+
+    @property
+    def kafka_suspect(self) -> bool:
+        return time.monotonic() < self._suspect_until
+
+    def kafka_answered(self) -> None:
+        self._suspect_until = 0.0
+
+    async def publish(
+        self, record: OutboundRecord, also: AlsoInTransaction | None = None
+    ) -> Durability:
+        """Make `record` durable once. Raises OutboxUnavailableError when nothing took it."""
+        try:
+            row_id = await self._insert(record, also)
+        except DATABASE_ERRORS as error:
+            log.error("outbox insert failed; publishing without it", extra={"error": repr(error)})
+            return await self._publish_untracked(record)
+        if row_id is None:
+            return Durability.DUPLICATE
+        if self.kafka_suspect:
+            return Durability.OUTBOXED
+        future = self._producer.produce(
+            record.topic, record.value, record.key, record.kafka_headers()
+        )
+        try:
+            async with asyncio.timeout(self._deadline):
+                await asyncio.shield(future)
+        except TimeoutError:
+            self._metrics.kafka_deadline_missed.inc()
+            self._suspect_until = time.monotonic() + self._suspect_for
+            future.add_done_callback(lambda done: self._acknowledged_late(row_id, done))
+            return Durability.OUTBOXED
+        except KafkaException as error:
+            log.warning("kafka refused a record; the relay retries it", extra={"error": str(error)})
+            return Durability.OUTBOXED
+        self.kafka_answered()
+        self._mark_soon(row_id)
+        return Durability.PUBLISHED
+
+    async def close(self) -> None:
+        """Wait for the rows being inserted and the acknowledged rows being marked."""
+        tasks = [t for t in (self._inserting, self._marking) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _insert(self, record: OutboundRecord, also: AlsoInTransaction | None) -> int | None:
+        """The new row's id, or None when the token was taken. Raises DATABASE_ERRORS."""
+        if also is None:
+            done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            self._uninserted.append((record, done))
+            if self._inserting is None or self._inserting.done():
+                self._inserting = asyncio.get_running_loop().create_task(self._insert_waiting())
+            return await asyncio.shield(done)
+        params = {
+            "topic": record.topic,
+            "key": record.key,
+            "value": record.value,
+            "headers": json.dumps(record.headers),
+            "token": record.token,
+            "content_key": record.content_key,
+        }
+        async with asyncio.timeout(self._db_deadline), self._engine.begin() as connection:
+            row_id = (await connection.execute(_INSERT, params)).scalar_one_or_none()
+            if row_id is not None:
+                await also(connection)
+        return row_id
+
+    async def _insert_waiting(self) -> None:
+        """Insert every waiting row in one statement, then those that arrived meanwhile."""
+        while self._uninserted:
+            waiting, self._uninserted = self._uninserted[:1000], self._uninserted[1000:]
+            # A record whose token or content key an earlier one in the batch has is a copy.
+            first: dict[str, int] = {}  # token -> its first record
+            seen_content: set[str] = set()
+            for n, (record, _) in enumerate(waiting):
+                if record.token in first or record.content_key in seen_content:
+                    continue
+                first[record.token] = n
+                if record.content_key is not None:
+                    seen_content.add(record.content_key)
+            records = [waiting[n][0] for n in first.values()]
+            params = {
+                "topics": [r.topic for r in records],
+                "keys": [r.key for r in records],
+                "values": [r.value for r in records],
+                "headers": [json.dumps(r.headers) for r in records],
+                "tokens": [r.token for r in records],
+                "content_keys": [r.content_key for r in records],
+            }
+            try:
+                async with (
+                    asyncio.timeout(self._db_deadline),
+                    self._autocommit.connect() as connection,
+                ):
+                    rows = (await connection.execute(_INSERT_MANY, params)).all()
+            except DATABASE_ERRORS as error:
+                for _, done in waiting:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            ids = {token: row_id for row_id, token in rows}
+            for n, (record, done) in enumerate(waiting):
+                if not done.done():
+                    mine = first.get(record.token) == n
+                    done.set_result(ids.get(record.token) if mine else None)
+
+    async def _publish_untracked(self, record: OutboundRecord) -> Durability:
+        try:
+            await self._producer.send(
+                record.topic,
+                record.value,
+                record.key,
+                record.kafka_headers(),
+                timeout=self._deadline,
+            )
+        except (TimeoutError, KafkaException) as error:
+            raise OutboxUnavailableError("neither PostgreSQL nor Kafka took the record") from error
+        return Durability.PUBLISHED_UNTRACKED
+
+    def _mark_soon(self, row_id: int) -> None:
+        """Queue a row to be marked published. One task marks whatever is waiting in one
+        statement, then what arrived meanwhile: no timer, and no webhook waits for it."""
+        self._unmarked.append(row_id)
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.get_running_loop().create_task(self._mark_waiting())
+
+    async def _mark_waiting(self) -> None:
+        while self._unmarked:
+            ids, self._unmarked = self._unmarked, []
+            await self._mark(ids)
+
+    async def _mark(self, ids: list[int]) -> None:
+        """Best effort: an unmarked row is published again by the relay (a duplicate)."""
+        try:
+            async with asyncio.timeout(self._db_deadline), self._autocommit.connect() as connection:
+                await connection.execute(_MARK, {"ids": ids})
+        except DATABASE_ERRORS as error:
+            log.warning("could not mark outbox rows published", extra={"error": repr(error)})
+
+    def _acknowledged_late(self, row_id: int, done: asyncio.Future[None]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # failed for good: the row stays for the relay
+        self._mark_soon(row_id)
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows in order, once Kafka answers; prunes old ones.
+
+    Rows younger than `grace_seconds` may still be in a webhook's hands (or in
+    librdkafka's queue), so they are left alone. Replicas share the work with
+    FOR UPDATE SKIP LOCKED.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        producer: AsyncProducer,
+        metrics: CallbackMetrics,
+        *,
+        grace_seconds: float,
+        message_timeout_seconds: float,
+        retention_seconds: float,
+        on_published: Callable[[], None] = lambda: None,
+        batch_size: int = 500,
+    ) -> None:
+        self._engine = engine
+        self._producer = producer
+        self._metrics = metrics
+        self._grace = grace_seconds
+        self._wait = message_timeout_seconds + 1.0
+        self._retention = retention_seconds
+        self._on_published = on_published
+        self._batch_size = batch_size
+
+    async def drain_once(self) -> int:
+        """Publish one batch; returns how many rows were published.
+
+        Raises what PostgreSQL raises (see DATABASE_ERRORS); Kafka failures leave the
+        rows for the next round.
+        """
+        async with self._engine.begin() as connection:
+            params = {"grace": self._grace, "limit": self._batch_size}
+            rows = (await connection.execute(_TAKE, params)).all()
+            if not rows:
+                return 0
+            futures = [
+                self._producer.produce(
+                    row.topic,
+                    bytes(row.value),
+                    bytes(row.key) if row.key is not None else None,
+                    [(k, str(v).encode()) for k, v in (row.headers or {}).items()] or None,
+                )
+                for row in rows
+            ]
+            # librdkafka settles every record within message.timeout.ms: wait for the
+            # verdict rather than guess, so a late ack is never published twice.
+            async with asyncio.timeout(self._wait):
+                outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            published = [
+                row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None
+            ]
+            if published:
+                await connection.execute(_MARK, {"ids": published})
+        if published:
+            self._metrics.outbox_relayed.inc(len(published))
+            self._on_published()
+            log.info("outbox relayed", extra={"records": len(published)})
+        return len(published)
+
+    async def pending(self) -> int:
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(_PENDING)).scalar_one())
+
+    async def prune(self) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(_PRUNE, {"keep": self._retention})
+
+    async def run(self, interval: float, stop: asyncio.Event) -> None:
+        """Drain until `stop` is set; PostgreSQL or Kafka trouble only delays a round."""
+        last_prune = 0.0
+        while not stop.is_set():
+            try:
+                while await self.drain_once() == self._batch_size:
+                    pass
+                self._metrics.outbox_pending.set(await self.pending())
+                if time.monotonic() - last_prune > 300:
+                    await self.prune()
+                    last_prune = time.monotonic()
+            except (*DATABASE_ERRORS, KafkaException) as error:
+                log.warning("outbox relay round failed", extra={"error": repr(error)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
