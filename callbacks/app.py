@@ -55,6 +55,7 @@ from sms_relay.errors import ConfigurationError, ProviderUnavailableError, Servi
 from sms_relay.listen import listening_socket
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics, PolicyMetrics
+from sms_relay.periodic import every
 from sms_relay.settings import Settings
 from sms_relay.status.api_keys import ApiKeys
 from sms_relay.status.opt_out import PostgresSuppressions
@@ -314,13 +315,13 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 async def _prune_limits(engine: AsyncEngine, stop: asyncio.Event) -> None:
     """Forget rate-limit rows whose every hit has left its window (never earlier)."""
-    while not stop.is_set():
-        try:
-            await prune(engine)
-        except DATABASE_ERRORS as error:
-            log.warning("rate-limit pruning failed", extra={"error": repr(error)})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), _PRUNE_INTERVAL_SECONDS)
+    await every(
+        _PRUNE_INTERVAL_SECONDS,
+        partial(prune, engine),
+        stop,
+        what="rate-limit pruning",
+        survives=DATABASE_ERRORS,
+    )
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

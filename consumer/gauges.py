@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.metrics import ConsumerMetrics
+from sms_relay.periodic import every
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,11 @@ async def watch_stuck_claims(
     """Refresh the stuck-claim and unresolved-doubt gauges every `interval_seconds` until
     `stop` is set; a failed query keeps the last values (the database alerts have their
     own signal)."""
-    while not stop.is_set():
-        try:
-            count = await count_stuck_claims(engine, stuck_after_seconds)
-            metrics.stuck_sending_claims.set(count)
-            metrics.unresolved_doubts.set(await count_unresolved_doubts(engine))
-        except SQLAlchemyError as error:
-            log.warning("stuck-claim count failed", extra={"error": type(error).__name__})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_seconds)
+
+    async def refresh() -> None:
+        metrics.stuck_sending_claims.set(await count_stuck_claims(engine, stuck_after_seconds))
+        metrics.unresolved_doubts.set(await count_unresolved_doubts(engine))
+
+    await every(
+        interval_seconds, refresh, stop, what="stuck-claim count", survives=(SQLAlchemyError,)
+    )

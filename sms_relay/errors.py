@@ -2,8 +2,13 @@
 
     SmsRelayError
     ├── ConfigurationError          bad settings; the process refuses to start
-    ├── ServiceUnavailableError     Kafka did not answer at start-up; trying later can help
-    ├── LeaseLostError              another consumer took the claim; stop touching it
+    ├── ServiceUnavailableError     an outside system did not answer; trying later can help
+    │   ├── DatabaseUnavailableError  PostgreSQL refused, dropped or timed out a statement
+    │   ├── BrokerUnavailableError    Kafka did not take or give a record in time
+    │   └── OutboxUnavailableError    neither PostgreSQL nor Kafka took a status record
+    ├── LeaseTooShortError          the lease would not outlive the next Twilio call
+    ├── OpsError                    an on-call command cannot do what was asked (exit code)
+    │   └── NotFoundError           ... because what it names does not exist
     └── ProviderError               Twilio said no, or could not be asked
         ├── ProviderRejectedError   a 4xx other than 429: permanent, carries Twilio's code
         │   └── ProviderAccountError  ... but our account's or settings' fault (401/403,
@@ -13,8 +18,10 @@
         └── ProviderUnavailableError  5xx, timeout, dropped connection: may have been
                                       processed, so reconcile before any resend
 
-Library exceptions (twilio, aiohttp) are translated in `sms_relay.adapters.twilio.twilio_api`;
-the core never sees them.
+Library exceptions stop at the adapters: SQLAlchemy's and psycopg's in
+`sms_relay.adapters.postgres`, confluent-kafka's in `sms_relay.adapters.kafka`, twilio's
+and aiohttp's in `sms_relay.adapters.twilio`. The use cases (`sms_relay.delivery`,
+`sms_relay.status`) never see them.
 """
 
 from __future__ import annotations
@@ -29,13 +36,40 @@ class ConfigurationError(SmsRelayError):
 
 
 class ServiceUnavailableError(SmsRelayError):
-    """Raised at start-up when a service the process needs does not answer in time."""
+    """Raised when a service the process needs does not answer in time."""
 
     retriable = True
 
 
-class LeaseLostError(SmsRelayError):
-    """Raised by the ledger when a write's lease token no longer matches (fencing)."""
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """Raised by the PostgreSQL adapters when a statement could not be run or finished."""
+
+
+class BrokerUnavailableError(ServiceUnavailableError):
+    """Raised by the Kafka adapters when the broker did not answer or refused a record."""
+
+
+class OutboxUnavailableError(ServiceUnavailableError):
+    """Raised by `Outbox.publish` when neither PostgreSQL nor Kafka took the record."""
+
+
+class LeaseTooShortError(SmsRelayError):
+    """The lease would not outlive the next Twilio call: stop before making it."""
+
+
+class OpsError(SmsRelayError):
+    """An on-call command cannot do what was asked; the message is the one line shown."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class NotFoundError(OpsError):
+    """What the command names (an event, a key, a number) does not exist (exit status 1)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
 
 
 class ProviderError(SmsRelayError):
@@ -52,10 +86,6 @@ class ProviderRejectedError(ProviderError):
 class ProviderAccountError(ProviderRejectedError):
     """Twilio refused because of our credentials, sender or account settings: nothing
     was sent, and a fix in the console makes the same request succeed."""
-
-
-class LeaseTooShortError(SmsRelayError):
-    """The lease would not outlive the next Twilio call: stop before making it."""
 
 
 class ProviderThrottledError(ProviderError):

@@ -11,18 +11,18 @@ through the outbox when Twilio knows more than we do. The token
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import DeliveryStatusChanged, Status
+from sms_relay.adapters.postgres.deliveries import take_stuck_accepted
 from sms_relay.adapters.twilio.twilio_api import FetchedMessage
-from sms_relay.delivery.ledger import take_stuck_accepted
-from sms_relay.errors import ProviderError
+from sms_relay.errors import OutboxUnavailableError, ProviderError
 from sms_relay.metrics import CallbackMetrics
-from sms_relay.status.outbox import DATABASE_ERRORS, OutboundRecord, Outbox, OutboxUnavailableError
+from sms_relay.periodic import every
+from sms_relay.status.outbox import DATABASE_ERRORS, OutboundRecord, Outbox
 from sms_relay.status.status_projection import rank
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,9 @@ class MissingCallbacksReconciler:
         return sum(results)
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.reconcile_once()
-            except DATABASE_ERRORS as error:
-                log.warning("reconciler round failed", extra={"error": repr(error)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+        await every(
+            interval, self.reconcile_once, stop, what="reconciler round", survives=DATABASE_ERRORS
+        )
 
     async def _check(self, row: dict[str, str]) -> bool:
         async with self._slots:

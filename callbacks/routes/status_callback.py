@@ -12,8 +12,9 @@ from callbacks.app_keys import METRICS, OUTBOX, SETTINGS
 from callbacks.http import invalid, json_error, read_form
 from schemas.events import DeliveryStatusChanged, Status
 from schemas.twilio import TwilioStatusCallback
+from sms_relay.errors import OutboxUnavailableError
 from sms_relay.masking import mask_phone
-from sms_relay.status.outbox import OutboundRecord, OutboxUnavailableError
+from sms_relay.status.outbox import OutboundRecord
 from sms_relay.status.status_projection import idempotency_token
 
 log = logging.getLogger(__name__)

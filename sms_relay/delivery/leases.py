@@ -9,16 +9,16 @@ never longer than the ledger's, whatever the two clocks say.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from sms_relay.clock import Clock
-from sms_relay.delivery.ledger import Ledger
+from sms_relay.delivery.ports import Ledger
 from sms_relay.errors import LeaseTooShortError
 from sms_relay.metrics import ConsumerMetrics
+from sms_relay.periodic import every
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,7 @@ class LeaseKeeper:
 
     async def heartbeat(self, stop: asyncio.Event) -> None:
         """Renew every `interval` until `stop` is set."""
-        while not stop.is_set():
-            await self.renew()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+        await every(self.interval, self.renew, stop, what="lease renewal")
 
     async def _renew_all(self) -> None:
         sent_at = self._clock.monotonic()

@@ -27,8 +27,8 @@ from sms_relay.adapters.twilio.twilio_api import SentMessage
 from sms_relay.clock import SYSTEM_CLOCK, Clock
 from sms_relay.delivery.in_doubt import Doubt, MessageLister, Reconciler, Verdict
 from sms_relay.delivery.leases import LeaseKeeper
-from sms_relay.delivery.ledger import Claim, ClaimOutcome, ClaimRequest, Ledger, Settlement
 from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
+from sms_relay.delivery.ports import Claim, ClaimOutcome, ClaimRequest, Ledger, Settlement
 from sms_relay.domain.kinds import EventKind
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.domain.states import CONSUMER_SETTLED, DeliveryState

@@ -13,7 +13,8 @@ lease holder may have called Twilio. The new holder reconciles from `retry_sched
 and marks the row `sending` only right before it creates again, so a holder that dies
 while it only reconciles leaves the doubt where it was.
 
-The ledger (`sms_relay.delivery.ledger`) owns every write; this module only names and orders.
+The ledger (`sms_relay.adapters.postgres.deliveries`) owns every write; this module only
+names and orders.
 """
 
 from __future__ import annotations

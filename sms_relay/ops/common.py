@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres.tables import create_engine
-from sms_relay.errors import SmsRelayError
+from sms_relay.errors import OpsError
 from sms_relay.logs import scrub, secrets_of
 from sms_relay.settings import Settings
 
@@ -30,21 +30,6 @@ KAFKA_LOGGER.addHandler(logging.NullHandler())
 KAFKA_LOGGER.propagate = False
 # How long a command waits for the broker's first answer before saying it is unreachable.
 METADATA_TIMEOUT = 15.0
-
-
-class OpsError(SmsRelayError):
-    """An on-call command cannot do what was asked; the message is the one line shown."""
-
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class NotFoundError(OpsError):
-    """What was asked for does not exist (exit status 1)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, exit_code=1)
 
 
 def command(name: str, handler: Handler) -> Handler:

@@ -21,11 +21,11 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.kafka.clients import create_producer, encode_headers
+from sms_relay.adapters.postgres.deliveries import reopen_dead_lettered
 from sms_relay.adapters.postgres.tables import dlq_replays
-from sms_relay.delivery.ledger import reopen_dead_lettered
+from sms_relay.errors import OpsError
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
-    OpsError,
     Progress,
     add_json_flag,
     emit,

@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schemas.events import event_id_of
 from sms_relay.adapters.kafka.clients import create_consumer, decode_headers, position
 from sms_relay.adapters.postgres.tables import deliveries, dlq_replays
-from sms_relay.ops.common import KAFKA_LOGGER, METADATA_TIMEOUT, OpsError, iso, kafka_unreachable
+from sms_relay.errors import OpsError
+from sms_relay.ops.common import KAFKA_LOGGER, METADATA_TIMEOUT, iso, kafka_unreachable
 from sms_relay.settings import KafkaSettings
 
 # Records that never became a delivery: replaying them only helps if upstream fixed them.

@@ -16,10 +16,10 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from sms_relay.adapters.kafka.clients import create_producer
+from sms_relay.errors import OpsError
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
     METADATA_TIMEOUT,
-    OpsError,
     Progress,
     add_json_flag,
     emit,

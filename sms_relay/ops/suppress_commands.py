@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.phone import check_e164
 from sms_relay.adapters.postgres.tables import suppressions
+from sms_relay.errors import NotFoundError, OpsError
 from sms_relay.masking import mask_phone, phone_hash
-from sms_relay.ops.common import NotFoundError, OpsError, emit, iso, run_with_engine, table
+from sms_relay.ops.common import emit, iso, run_with_engine, table
 from sms_relay.settings import Settings
 
 MANUAL = "manual"

@@ -9,8 +9,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres.tables import deliveries, dlq_replays, ingestions, status_history
+from sms_relay.errors import NotFoundError
 from sms_relay.logs import scrub
-from sms_relay.ops.common import NotFoundError, emit, iso, run_with_engine, table
+from sms_relay.ops.common import emit, iso, run_with_engine, table
 from sms_relay.settings import Settings
 
 

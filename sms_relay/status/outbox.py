@@ -27,7 +27,6 @@ only takes rows older than that timeout, so the two never publish the same row.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -42,8 +41,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sms_relay.adapters.kafka.clients import AsyncProducer, KafkaHeaders
-from sms_relay.errors import SmsRelayError
+from sms_relay.errors import OutboxUnavailableError
 from sms_relay.metrics import CallbackMetrics
+from sms_relay.periodic import every
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,6 @@ _PRUNE = text(
     "WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => :keep) "
     "LIMIT 5000)"
 )
-
-
-class OutboxUnavailableError(SmsRelayError):
-    """Raised by `Outbox.publish` when neither PostgreSQL nor Kafka took the record."""
-
-    retriable = True
 
 
 class Durability(StrEnum):
@@ -356,15 +350,20 @@ class OutboxRelay:
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         """Drain until `stop` is set; PostgreSQL or Kafka trouble only delays a round."""
         last_prune = 0.0
-        while not stop.is_set():
-            try:
-                while await self.drain_once() == self._batch_size:
-                    pass
-                self._metrics.outbox_pending.set(await self.pending())
-                if time.monotonic() - last_prune > 300:
-                    await self.prune()
-                    last_prune = time.monotonic()
-            except (*DATABASE_ERRORS, KafkaException) as error:
-                log.warning("outbox relay round failed", extra={"error": repr(error)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+
+        async def round_() -> None:
+            nonlocal last_prune
+            while await self.drain_once() == self._batch_size:
+                pass
+            self._metrics.outbox_pending.set(await self.pending())
+            if time.monotonic() - last_prune > 300:
+                await self.prune()
+                last_prune = time.monotonic()
+
+        await every(
+            interval,
+            round_,
+            stop,
+            what="outbox relay round",
+            survives=(*DATABASE_ERRORS, KafkaException),
+        )

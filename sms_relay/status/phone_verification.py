@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import PhoneVerified, utc_now
 from sms_relay.adapters.postgres.rate_windows import Limit, hit
-from sms_relay.errors import ProviderError, ProviderUnavailableError
+from sms_relay.errors import OutboxUnavailableError, ProviderError, ProviderUnavailableError
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.metrics import CallbackMetrics
-from sms_relay.status.outbox import DATABASE_ERRORS, OutboundRecord, Outbox, OutboxUnavailableError
+from sms_relay.status.outbox import DATABASE_ERRORS, OutboundRecord, Outbox
 
 log = logging.getLogger(__name__)
 

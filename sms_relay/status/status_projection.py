@@ -7,7 +7,7 @@ delivery's state is *derived* from its history: the highest-ranked Twilio status
 `sent` never overwrites `delivered`, the first final status stays, and a callback that
 arrives before the consumer recorded `accepted` is applied when `accepted` comes.
 
-The derivation is the ledger's (`sms_relay.delivery.ledger.derive_twilio_states`: the ledger owns
+The derivation is the ledger's (`sms_relay.delivery.ports.derive_twilio_states`: the ledger owns
 every write to `deliveries`). Only rows at `accepted` or past it move: `claimed`,
 `sending`, `retry_scheduled`, `suppressed` and `dead_lettered` belong to the consumer.
 Twilio's own `sending` is kept in the history but never written to `deliveries.state`,
@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import DeliveryStatusChanged, Status
-from sms_relay.delivery.ledger import derive_twilio_states
+from sms_relay.adapters.postgres.deliveries import derive_twilio_states
 from sms_relay.domain.states import TWILIO_RANK
 from sms_relay.metrics import CallbackMetrics
 
