@@ -18,11 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import DeliveryStatusChanged, Status
 from sms_relay.adapters.postgres.deliveries import take_stuck_accepted
-from sms_relay.adapters.twilio.twilio_api import FetchedMessage
 from sms_relay.errors import OutboxUnavailableError, ProviderError
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.periodic import every
 from sms_relay.status.outbox import DATABASE_ERRORS, OutboundRecord, Outbox
+from sms_relay.status.ports import FetchedMessage
 from sms_relay.status.status_projection import rank
 
 log = logging.getLogger(__name__)

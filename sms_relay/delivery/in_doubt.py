@@ -16,14 +16,13 @@ connection the message may exist, and the Messages API takes no idempotency key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
-from sms_relay.adapters.twilio.twilio_api import ListedMessage, ListedPage
 from sms_relay.clock import Clock
+from sms_relay.delivery.ports import ListedMessage, MessageLister, SidOwners
 from sms_relay.errors import ProviderError, ProviderUnavailableError
 from sms_relay.masking import mask_phone
 from sms_relay.metrics import ConsumerMetrics
@@ -35,14 +34,6 @@ CLOCK_SKEW = timedelta(seconds=5)
 # A recipient with more messages than this since the first send is listed no further:
 # the doubt stays (and is retried) rather than a resend being risked on a partial list.
 MAX_PAGES = 10
-
-
-class MessageLister(Protocol):
-    async def list_page(self, to: str, page: str | None) -> ListedPage: ...
-
-
-class SidOwners(Protocol):
-    async def owned_sids(self, sids: Sequence[str], event_id: str) -> set[str]: ...
 
 
 @dataclass(frozen=True)

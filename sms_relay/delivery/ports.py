@@ -20,6 +20,45 @@ from typing import Protocol
 
 from sms_relay.domain.states import RESUMABLE, DeliveryState
 
+# ---- Twilio, as the delivery core sees it (`sms_relay.adapters.twilio`).
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    sid: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ListedMessage:
+    """One message of a list page, as reconciliation needs it (the body only hashed)."""
+
+    sid: str
+    body_hash: str | None
+    created_at: datetime | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ListedPage:
+    messages: list[ListedMessage]
+    next_page: str | None  # the next page's URL, None on the last
+
+
+class MessageLister(Protocol):
+    async def list_page(self, to: str, page: str | None) -> ListedPage: ...
+
+
+class SidOwners(Protocol):
+    async def owned_sids(self, sids: Sequence[str], event_id: str) -> set[str]: ...
+
+
+class SmsSender(MessageLister, Protocol):
+    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage: ...
+
+
+# ---- The ledger.
+
 
 class ClaimOutcome(StrEnum):
     NEW = "new"

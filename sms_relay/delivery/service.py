@@ -19,19 +19,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 from urllib.parse import quote
 
 from schemas.events import SmsRequested, Status
-from sms_relay.adapters.twilio.twilio_api import SentMessage
 from sms_relay.clock import SYSTEM_CLOCK, Clock
-from sms_relay.delivery.in_doubt import Doubt, MessageLister, Reconciler, Verdict
+from sms_relay.delivery.in_doubt import Doubt, Reconciler, Verdict
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
-from sms_relay.delivery.ports import Claim, ClaimOutcome, ClaimRequest, Ledger, Settlement
+from sms_relay.delivery.ports import (
+    Claim,
+    ClaimOutcome,
+    ClaimRequest,
+    Ledger,
+    SentMessage,
+    Settlement,
+    SmsSender,
+)
 from sms_relay.domain.kinds import EventKind
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.domain.states import CONSUMER_SETTLED, DeliveryState
+from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
 from sms_relay.errors import (
     LeaseTooShortError,
     ProviderAccountError,
@@ -44,12 +51,7 @@ from sms_relay.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
 
-OPT_OUT_ERROR = 21610  # "Attempt to send to unsubscribed recipient"
 S = DeliveryState
-
-
-class SmsSender(MessageLister, Protocol):
-    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage: ...
 
 
 class InDoubtResend(StrEnum):

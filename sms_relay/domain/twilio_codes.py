@@ -18,6 +18,9 @@ class Fault(StrEnum):
     ACCOUNT = "account"  # ours: credentials, sender, account settings, request shape
 
 
+# "Attempt to send to unsubscribed recipient": the number sent STOP; suppress it.
+OPT_OUT_ERROR = 21610
+
 RECIPIENT_CODES: dict[int, str] = {
     21211: "Invalid 'To' Phone Number",
     21214: "'To' phone number cannot be reached",

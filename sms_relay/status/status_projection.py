@@ -27,11 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schemas.events import DeliveryStatusChanged, Status
 from sms_relay.adapters.postgres.deliveries import derive_twilio_states
 from sms_relay.domain.states import TWILIO_RANK
+from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
 from sms_relay.metrics import CallbackMetrics
 
 log = logging.getLogger(__name__)
 
-OPT_OUT_ERROR = 21610  # "Attempt to send to unsubscribed recipient"
 
 TWILIO_SOURCES = ("callbacks", "reconciler")
 

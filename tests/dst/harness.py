@@ -36,11 +36,18 @@ from prometheus_client import CollectorRegistry
 
 from schemas.events import OrderShipped
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
-from sms_relay.adapters.twilio.twilio_api import ListedMessage, ListedPage, SentMessage
 from sms_relay.clock import LoopClock
 from sms_relay.delivery.leases import LEASE_MARGIN_SECONDS
 from sms_relay.delivery.pacing import RateLimiter
-from sms_relay.delivery.ports import Claim, ClaimRequest, Settlement, SettleResult
+from sms_relay.delivery.ports import (
+    Claim,
+    ClaimRequest,
+    ListedMessage,
+    ListedPage,
+    SentMessage,
+    Settlement,
+    SettleResult,
+)
 from sms_relay.delivery.service import WAITING, DeliveryService, InDoubtResend, Job, Outcome, Result
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.retry import RetryPolicy, TierPlan

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from sms_relay.adapters.twilio.twilio_api import (
-    SentMessage,
     TwilioSmsSender,
     close_client,
     create_client,
     provider_call,
 )
+from sms_relay.delivery.ports import SentMessage
 from sms_relay.errors import (
     ProviderError,
     ProviderRejectedError,

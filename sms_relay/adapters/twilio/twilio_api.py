@@ -6,7 +6,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote_plus, urlencode
@@ -19,6 +18,7 @@ from twilio.http.response import Response
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 
+from sms_relay.delivery.ports import ListedMessage, ListedPage, SentMessage
 from sms_relay.domain.twilio_codes import Fault, fault_of
 from sms_relay.errors import (
     ConfigurationError,
@@ -30,6 +30,7 @@ from sms_relay.errors import (
 )
 from sms_relay.masking import body_hash
 from sms_relay.settings import TwilioSettings
+from sms_relay.status.ports import FetchedMessage
 
 
 class HeaderAuthHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped SDK
@@ -115,28 +116,6 @@ async def provider_call(deadline_seconds: float) -> AsyncIterator[None]:
             yield
     except (TwilioException, aiohttp.ClientError, TimeoutError, OSError) as error:
         raise _translate(error) from None
-
-
-@dataclass(frozen=True)
-class SentMessage:
-    sid: str
-    status: str
-
-
-@dataclass(frozen=True)
-class ListedMessage:
-    """One message of a list page, as reconciliation needs it (the body only hashed)."""
-
-    sid: str
-    body_hash: str | None
-    created_at: datetime | None
-    sent_at: datetime | None
-
-
-@dataclass(frozen=True)
-class ListedPage:
-    messages: list[ListedMessage]
-    next_page: str | None  # the next page's URL, None on the last
 
 
 LIST_PAGE_SIZE = 100
@@ -230,13 +209,6 @@ def webhook_signature_valid(
         return False
     algorithm = get_signature_algorithm(signature_settings)
     return bool(RequestValidator(auth_token).validate(url, params, signature, algorithm))
-
-
-@dataclass(frozen=True)
-class FetchedMessage:
-    sid: str
-    status: str
-    error_code: int | None
 
 
 async def fetch_message(client: Client, settings: TwilioSettings, sid: str) -> FetchedMessage:
