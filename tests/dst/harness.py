@@ -17,7 +17,7 @@ without `date_sent`, either list order, and two events with one number and one b
 After the chaos the faults stop, the world drains, the DLQ is replayed once, and the
 invariants are checked. The guarantee holds under its stated assumption: a consumer's
 pause between its last lease check and its request reaching Twilio, plus Twilio's list
-lag, stays within the lease margin plus the reconciliation horizon (see README).
+lag, stays within the lease margin plus the reconciliation horizon (see docs/exactly-once.md).
 """
 
 from __future__ import annotations
