@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import shlex
+import signal
 import subprocess
 import time
 import uuid
@@ -128,6 +129,26 @@ def delete_topics(kafka: KafkaSettings, timeout: float = 30) -> None:
             future.result()
 
 
+def wait_for_topics(kafka: KafkaSettings, names: Sequence[str], timeout: float = 30) -> None:
+    """Until every topic in `names` is in the broker's metadata with a leader for each
+    partition: a topic made a moment ago may not be yet, and a first publish to it waits."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+
+    def ready() -> bool:
+        topics = admin.list_topics(timeout=timeout).topics
+        return all(
+            name in topics
+            and topics[name].error is None
+            and bool(topics[name].partitions)
+            and all(p.leader >= 0 for p in topics[name].partitions.values())
+            for name in names
+        )
+
+    eventually_sync(ready, timeout=timeout, interval=0.1)
+
+
 def delete_group_configs(kafka: KafkaSettings) -> None:
     """Remove the KIP-848 configs of `kafka`'s group (they outlive the group itself)."""
     from confluent_kafka.admin import AdminClient
@@ -200,6 +221,61 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Message]:
+    """Every record on `topic` up to its end offsets as of this call, in partition order.
+
+    The partitions are assigned explicitly (no group to join, no rebalance to wait for)
+    and each is read until its high water mark taken at the start; so what this returns
+    is all there was at that moment, however slow the read. For "nothing more arrived",
+    once the producing side provably finished.
+    """
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",  # never joined: no subscribe()
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        assert metadata.error is None, f"{topic}: {metadata.error}"
+        ends: dict[int, int] = {}
+        starts: list[TopicPartition] = []
+        for partition in sorted(metadata.partitions):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout, cached=False
+            )
+            if high > low:
+                ends[partition] = high
+                starts.append(TopicPartition(topic, partition, low))
+        consumer.assign(starts)
+        by_partition: dict[int, list[Message]] = {p: [] for p in ends}
+        following = {p: tp.offset for p, tp in zip(ends, starts, strict=True)}
+        deadline = time.monotonic() + timeout
+        while any(following[p] < end for p, end in ends.items()):
+            assert time.monotonic() < deadline, (
+                f"{topic} not read to {ends} within {timeout}s (at {following})"
+            )
+            for message in consumer.consume(500, 0.5):
+                partition, offset = message.partition(), message.offset()
+                if message.error() is not None or partition is None or offset is None:
+                    continue
+                if offset < ends[partition]:
+                    by_partition[partition].append(message)
+                following[partition] = max(following[partition], offset + 1)
+        return [m for p in sorted(by_partition) for m in by_partition[p]]
+    finally:
+        consumer.close()
+
+
+def read_values_to_end(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    """`read_to_end`, each value decoded as JSON."""
+    return [json.loads(m.value() or b"null") for m in read_to_end(settings, topic)]
 
 
 @contextmanager
@@ -289,21 +365,30 @@ def created_bodies(messages: list[dict[str, Any]]) -> list[str]:
 
 
 class ConsumerProcess:
-    """`sms-relay consumer` as a real child process with the test's settings."""
+    """`sms-relay consumer` as a real child process with the test's settings.
+
+    A context manager: however the test ends, the process is stopped (SIGTERM, then
+    SIGKILL past the timeout), so no consumer outlives its test to disturb the next.
+    """
 
     def __init__(self, settings: Settings, log_path: str) -> None:
         import os
-        import subprocess
         import sys
 
         env = {**os.environ, **settings_env(settings), "METRICS_PORT": "0"}
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop() and kill()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "consumer"],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def __enter__(self) -> ConsumerProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, nothing is committed or flushed."""
@@ -312,9 +397,16 @@ class ConsumerProcess:
         self._log.close()
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM and wait: the graceful path."""
+        """SIGTERM and wait (the graceful path); SIGKILL when it has not exited within
+        `timeout`, so the code is then -9. Stopping a stopped process returns its code."""
         if self.process.poll() is None:
             self.process.terminate()
-        code = self.process.wait(timeout)
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)  # a frozen one takes the TERM too
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(10)
         self._log.close()
         return code
