@@ -273,6 +273,48 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Mes
         consumer.close()
 
 
+def end_offsets(settings: Settings, topic: str, timeout: float = 30) -> dict[int, int]:
+    """Partition -> high water mark of `topic`, as of this call."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "never-joined"}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout, False)[1]
+            for p in sorted(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+async def committed_to_end(settings: Settings, topic: str, timeout: float = 30) -> None:
+    """Wait until the consumer group of `settings` has committed every partition of
+    `topic` up to its end offsets as of this call: every record there is processed, its
+    effects durable (the consumer commits only then). A check that nothing more happened
+    because of those records can follow."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    ends = {p: end for p, end in end_offsets(settings, topic).items() if end > 0}
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    group = settings.kafka.consumer_group
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in ends])
+
+    def committed() -> dict[int, int]:
+        answer = admin.list_consumer_group_offsets([request])[group].result(timeout)
+        return {tp.partition: tp.offset for tp in answer.topic_partitions or []}
+
+    def done() -> bool:
+        return all(committed().get(p, -1) >= end for p, end in ends.items())
+
+    await eventually(
+        lambda: asyncio.to_thread(done), timeout, what=f"{group} committed {topic} to {ends}"
+    )
+
+
 def read_values_to_end(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """`read_to_end`, each value decoded as JSON."""
     return [json.loads(m.value() or b"null") for m in read_to_end(settings, topic)]
