@@ -132,6 +132,11 @@ async def test_callbacks_start_without_a_broker_because_the_outbox_holds_callbac
         await eventually(lambda: _healthy(f"http://127.0.0.1:{port}/healthz"), what="healthz")
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            if process.returncode is None:  # never left running for the next test
+                process.kill()
+                await process.wait()
     assert process.returncode == 0
     assert "starting without Kafka" in stderr.decode()
