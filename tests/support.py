@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry
 
 from sms_relay.settings import KafkaSettings, Settings
@@ -68,16 +68,22 @@ async def eventually(
 
 
 def eventually_sync(
-    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01
+    predicate: Callable[[], T | None],
+    timeout: float = 20.0,
+    interval: float = 0.01,
+    what: str = "condition",
 ) -> T:
-    """`eventually` for tests without an event loop."""
+    """`eventually` for tests without an event loop. The timeout is only how long a
+    failing test takes to fail: generous, as a busy host is slow."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what} (last: {result!r})"
+            )
         time.sleep(interval)
 
 
@@ -136,15 +142,17 @@ def wait_for_topics(kafka: KafkaSettings, names: Sequence[str], timeout: float =
 
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
 
-    def ready() -> bool:
-        topics = admin.list_topics(timeout=timeout).topics
-        return all(
-            name in topics
-            and topics[name].error is None
-            and bool(topics[name].partitions)
-            and all(p.leader >= 0 for p in topics[name].partitions.values())
-            for name in names
+    def known(name: str) -> bool:  # one topic's metadata: a shared broker has thousands
+        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
+        return (
+            topic is not None
+            and topic.error is None
+            and bool(topic.partitions)
+            and all(p.leader >= 0 for p in topic.partitions.values())
         )
+
+    def ready() -> bool:
+        return all(known(name) for name in names)
 
     eventually_sync(ready, timeout=timeout, interval=0.1)
 
@@ -185,13 +193,22 @@ def produce(
     values: Sequence[bytes | dict[str, Any]],
     headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
-    """Keyed by orderId (one order, one partition); `headers` go on every record."""
+    """Keyed by orderId (one order, one partition); `headers` go on every record. Returns
+    once the broker acknowledged every record; fails on any refused (a record that failed
+    leaves the queue too, so an empty queue alone proves nothing)."""
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
+    refused: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            refused.append(str(error))
+
     for value in values:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         key = value.get("orderId") if isinstance(value, dict) else None
-        producer.produce(topic, value=raw, key=key, headers=headers)
+        producer.produce(topic, value=raw, key=key, headers=headers, on_delivery=delivered)
     assert producer.flush(30) == 0
+    assert refused == [], f"records refused by {topic}: {refused}"
 
 
 class TopicReader:
@@ -223,6 +240,32 @@ class TopicReader:
         self._consumer.close()
 
 
+def _watermarks(consumer: Consumer, topic: str, timeout: float) -> dict[int, tuple[int, int]]:
+    """Partition -> (low, high) water marks of `topic`, asked of the broker now."""
+    from confluent_kafka import TopicPartition
+
+    metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    assert metadata.error is None, f"{topic}: {metadata.error}"
+    marks = {}
+    for partition in sorted(metadata.partitions):
+        mark = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout)
+        assert mark is not None, f"{topic} [{partition}]: no water marks within {timeout}s"
+        marks[partition] = mark
+    return marks
+
+
+def _unjoined_consumer(settings: Settings) -> Consumer:
+    """A consumer that never joins a group (partitions are assigned to it, if any)."""
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",  # never joined: no subscribe()
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
+
+
 def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Message]:
     """Every record on `topic` up to its end offsets as of this call, in partition order.
 
@@ -233,29 +276,15 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Mes
     """
     from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": f"reader-{uuid.uuid4().hex}",  # never joined: no subscribe()
-            "enable.auto.commit": False,
-            "isolation.level": "read_uncommitted",
-        }
-    )
+    consumer = _unjoined_consumer(settings)
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
-        assert metadata.error is None, f"{topic}: {metadata.error}"
         ends: dict[int, int] = {}
-        starts: list[TopicPartition] = []
-        for partition in sorted(metadata.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout, cached=False
-            )
+        following: dict[int, int] = {}  # the next offset to read, per partition
+        for number, (low, high) in _watermarks(consumer, topic, timeout).items():
             if high > low:
-                ends[partition] = high
-                starts.append(TopicPartition(topic, partition, low))
-        consumer.assign(starts)
+                ends[number], following[number] = high, low
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in following.items()])
         by_partition: dict[int, list[Message]] = {p: [] for p in ends}
-        following = {p: tp.offset for p, tp in zip(ends, starts, strict=True)}
         deadline = time.monotonic() + timeout
         while any(following[p] < end for p, end in ends.items()):
             assert time.monotonic() < deadline, (
@@ -275,17 +304,9 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Mes
 
 def end_offsets(settings: Settings, topic: str, timeout: float = 30) -> dict[int, int]:
     """Partition -> high water mark of `topic`, as of this call."""
-    from confluent_kafka import TopicPartition
-
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "never-joined"}
-    )
+    consumer = _unjoined_consumer(settings)
     try:
-        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout, False)[1]
-            for p in sorted(partitions)
-        }
+        return {p: high for p, (_low, high) in _watermarks(consumer, topic, timeout).items()}
     finally:
         consumer.close()
 
@@ -299,6 +320,8 @@ async def committed_to_end(settings: Settings, topic: str, timeout: float = 30) 
     from confluent_kafka.admin import AdminClient
 
     ends = {p: end for p, end in end_offsets(settings, topic).items() if end > 0}
+    if not ends:
+        return
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     group = settings.kafka.consumer_group
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in ends])

@@ -64,7 +64,7 @@ def fetched(consumer: Consumer, topic: str, *partitions: int) -> None:
         ]
         return all(mark is not None and mark[1] >= 0 for mark in marks)
 
-    eventually_sync(answered, timeout=10)
+    eventually_sync(answered, what=f"a fetch of partitions {partitions}")
 
 
 def offsets(batch: list[Message], partition: int) -> list[int]:
