@@ -190,11 +190,13 @@ async def test_stuck_sending_claims_are_counted_and_published(settings: Settings
 
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch_stuck_claims(engine, metrics, 900, stop, 0.05))
-        await eventually(lambda: stuck() == 1 and doubts() == 0, what="the gauges set")
-        query(settings, "UPDATE deliveries SET state = 'accepted' WHERE event_id = 'stuck_1'")
-        query(settings, "UPDATE deliveries SET doubt_since = now() WHERE event_id = 'live_1'")
-        await eventually(lambda: stuck() == 0 and doubts() == 1, what="the gauges moved")
-        stop.set()
-        await asyncio.wait_for(watcher, 5)
+        try:
+            await eventually(lambda: stuck() == 1 and doubts() == 0, what="the gauges set")
+            query(settings, "UPDATE deliveries SET state = 'accepted' WHERE event_id = 'stuck_1'")
+            query(settings, "UPDATE deliveries SET doubt_since = now() WHERE event_id = 'live_1'")
+            await eventually(lambda: stuck() == 0 and doubts() == 1, what="the gauges moved")
+        finally:  # stopped however the test ends, before its engine goes
+            stop.set()
+            await asyncio.wait_for(watcher, 30)
     finally:
         await engine.dispose()
