@@ -21,6 +21,7 @@ from tests.support import (
     fresh_kafka_settings,
     fresh_schema,
     local_stack_env,
+    wait_for_topics,
 )
 
 TEST_FROM = "+15005550006"
@@ -102,7 +103,9 @@ def settings(
         messages_per_second=200,
         batch_size=100,
     )
-    ensure_topics(kafka_settings, sending.retry_tiers)
+    # In the broker's metadata before the test starts: a topic made a moment ago may not
+    # be yet, and the services under test look for it only briefly.
+    wait_for_topics(kafka_settings, ensure_topics(kafka_settings, sending.retry_tiers))
     config = simulator.config
     return Settings(
         database_url=database_url,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import shlex
+import signal
 import subprocess
 import time
 import uuid
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry
 
 from sms_relay.settings import KafkaSettings, Settings
@@ -67,16 +68,22 @@ async def eventually(
 
 
 def eventually_sync(
-    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01
+    predicate: Callable[[], T | None],
+    timeout: float = 20.0,
+    interval: float = 0.01,
+    what: str = "condition",
 ) -> T:
-    """`eventually` for tests without an event loop."""
+    """`eventually` for tests without an event loop. The timeout is only how long a
+    failing test takes to fail: generous, as a busy host is slow."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what} (last: {result!r})"
+            )
         time.sleep(interval)
 
 
@@ -128,6 +135,28 @@ def delete_topics(kafka: KafkaSettings, timeout: float = 30) -> None:
             future.result()
 
 
+def wait_for_topics(kafka: KafkaSettings, names: Sequence[str], timeout: float = 30) -> None:
+    """Until every topic in `names` is in the broker's metadata with a leader for each
+    partition: a topic made a moment ago may not be yet, and a first publish to it waits."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+
+    def known(name: str) -> bool:  # one topic's metadata: a shared broker has thousands
+        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
+        return (
+            topic is not None
+            and topic.error is None
+            and bool(topic.partitions)
+            and all(p.leader >= 0 for p in topic.partitions.values())
+        )
+
+    def ready() -> bool:
+        return all(known(name) for name in names)
+
+    eventually_sync(ready, timeout=timeout, interval=0.1)
+
+
 def delete_group_configs(kafka: KafkaSettings) -> None:
     """Remove the KIP-848 configs of `kafka`'s group (they outlive the group itself)."""
     from confluent_kafka.admin import AdminClient
@@ -164,13 +193,22 @@ def produce(
     values: Sequence[bytes | dict[str, Any]],
     headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
-    """Keyed by orderId (one order, one partition); `headers` go on every record."""
+    """Keyed by orderId (one order, one partition); `headers` go on every record. Returns
+    once the broker acknowledged every record; fails on any refused (a record that failed
+    leaves the queue too, so an empty queue alone proves nothing)."""
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
+    refused: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            refused.append(str(error))
+
     for value in values:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         key = value.get("orderId") if isinstance(value, dict) else None
-        producer.produce(topic, value=raw, key=key, headers=headers)
+        producer.produce(topic, value=raw, key=key, headers=headers, on_delivery=delivered)
     assert producer.flush(30) == 0
+    assert refused == [], f"records refused by {topic}: {refused}"
 
 
 class TopicReader:
@@ -200,6 +238,109 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _watermarks(consumer: Consumer, topic: str, timeout: float) -> dict[int, tuple[int, int]]:
+    """Partition -> (low, high) water marks of `topic`, asked of the broker now."""
+    from confluent_kafka import TopicPartition
+
+    metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    assert metadata.error is None, f"{topic}: {metadata.error}"
+    marks = {}
+    for partition in sorted(metadata.partitions):
+        mark = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout)
+        assert mark is not None, f"{topic} [{partition}]: no water marks within {timeout}s"
+        marks[partition] = mark
+    return marks
+
+
+def _unjoined_consumer(settings: Settings) -> Consumer:
+    """A consumer that never joins a group (partitions are assigned to it, if any)."""
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",  # never joined: no subscribe()
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
+
+
+def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Message]:
+    """Every record on `topic` up to its end offsets as of this call, in partition order.
+
+    The partitions are assigned explicitly (no group to join, no rebalance to wait for)
+    and each is read until its high water mark taken at the start; so what this returns
+    is all there was at that moment, however slow the read. For "nothing more arrived",
+    once the producing side provably finished.
+    """
+    from confluent_kafka import TopicPartition
+
+    consumer = _unjoined_consumer(settings)
+    try:
+        ends: dict[int, int] = {}
+        following: dict[int, int] = {}  # the next offset to read, per partition
+        for number, (low, high) in _watermarks(consumer, topic, timeout).items():
+            if high > low:
+                ends[number], following[number] = high, low
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in following.items()])
+        by_partition: dict[int, list[Message]] = {p: [] for p in ends}
+        deadline = time.monotonic() + timeout
+        while any(following[p] < end for p, end in ends.items()):
+            assert time.monotonic() < deadline, (
+                f"{topic} not read to {ends} within {timeout}s (at {following})"
+            )
+            for message in consumer.consume(500, 0.5):
+                partition, offset = message.partition(), message.offset()
+                if message.error() is not None or partition is None or offset is None:
+                    continue
+                if offset < ends[partition]:
+                    by_partition[partition].append(message)
+                following[partition] = max(following[partition], offset + 1)
+        return [m for p in sorted(by_partition) for m in by_partition[p]]
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str, timeout: float = 30) -> dict[int, int]:
+    """Partition -> high water mark of `topic`, as of this call."""
+    consumer = _unjoined_consumer(settings)
+    try:
+        return {p: high for p, (_low, high) in _watermarks(consumer, topic, timeout).items()}
+    finally:
+        consumer.close()
+
+
+async def committed_to_end(settings: Settings, topic: str, timeout: float = 30) -> None:
+    """Wait until the consumer group of `settings` has committed every partition of
+    `topic` up to its end offsets as of this call: every record there is processed, its
+    effects durable (the consumer commits only then). A check that nothing more happened
+    because of those records can follow."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    ends = {p: end for p, end in end_offsets(settings, topic).items() if end > 0}
+    if not ends:
+        return
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    group = settings.kafka.consumer_group
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in ends])
+
+    def committed() -> dict[int, int]:
+        answer = admin.list_consumer_group_offsets([request])[group].result(timeout)
+        return {tp.partition: tp.offset for tp in answer.topic_partitions or []}
+
+    def done() -> bool:
+        return all(committed().get(p, -1) >= end for p, end in ends.items())
+
+    await eventually(
+        lambda: asyncio.to_thread(done), timeout, what=f"{group} committed {topic} to {ends}"
+    )
+
+
+def read_values_to_end(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    """`read_to_end`, each value decoded as JSON."""
+    return [json.loads(m.value() or b"null") for m in read_to_end(settings, topic)]
 
 
 @contextmanager
@@ -289,21 +430,30 @@ def created_bodies(messages: list[dict[str, Any]]) -> list[str]:
 
 
 class ConsumerProcess:
-    """`sms-relay consumer` as a real child process with the test's settings."""
+    """`sms-relay consumer` as a real child process with the test's settings.
+
+    A context manager: however the test ends, the process is stopped (SIGTERM, then
+    SIGKILL past the timeout), so no consumer outlives its test to disturb the next.
+    """
 
     def __init__(self, settings: Settings, log_path: str) -> None:
         import os
-        import subprocess
         import sys
 
         env = {**os.environ, **settings_env(settings), "METRICS_PORT": "0"}
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop() and kill()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "consumer"],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def __enter__(self) -> ConsumerProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, nothing is committed or flushed."""
@@ -312,9 +462,16 @@ class ConsumerProcess:
         self._log.close()
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM and wait: the graceful path."""
+        """SIGTERM and wait (the graceful path); SIGKILL when it has not exited within
+        `timeout`, so the code is then -9. Stopping a stopped process returns its code."""
         if self.process.poll() is None:
             self.process.terminate()
-        code = self.process.wait(timeout)
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)  # a frozen one takes the TERM too
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(10)
         self._log.close()
         return code

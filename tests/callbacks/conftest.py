@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
@@ -23,9 +24,9 @@ from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from callbacks.app import PrivacyAccessLogger, create_app
-from callbacks.app_keys import API_KEYS
-from sms_relay.settings import Settings
-from tests.support import DEFAULT_PHONE
+from callbacks.app_keys import API_KEYS, KAFKA_PROBE
+from sms_relay.settings import KafkaSettings, Settings
+from tests.support import DEFAULT_PHONE, eventually, wait_for_topics
 
 Form = Mapping[str, str] | MultiDict[str]
 
@@ -139,6 +140,30 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
     return text_body
 
 
+def _broker_listens(kafka: KafkaSettings) -> bool:
+    """Whether anything listens at the first bootstrap address (a test's "Kafka away" is a
+    port where nothing does: refused at once)."""
+    host, _, port = kafka.bootstrap_servers.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError:
+        return False
+    return True
+
+
+async def _producer_warm(app: web.Application, settings: Settings) -> None:
+    """Before the app serves: its topics in the broker's metadata and its producer
+    connected. The app warms its producer within the 1 s Kafka deadline these tests give
+    it, which a busy host misses right after the topics were made; the first callback
+    would then miss its deadline too and be outboxed, not published."""
+    kafka = settings.kafka
+    if not _broker_listens(kafka):
+        return
+    names = [kafka.topic_delivery_status, kafka.topic_phone_verified, kafka.topic_order_shipped]
+    await asyncio.to_thread(wait_for_topics, kafka, names)
+    await eventually(lambda: app[KAFKA_PROBE](5), timeout=30, what="the app's producer connected")
+
+
 @asynccontextmanager
 async def running_callbacks(settings: Settings) -> AsyncIterator[Callbacks]:
     """The real app on its own port (a real socket: the simulator can call it back), and
@@ -148,6 +173,7 @@ async def running_callbacks(settings: Settings) -> AsyncIterator[Callbacks]:
     runner = web.AppRunner(app, access_log_class=PrivacyAccessLogger, handle_signals=False)
     await runner.setup()
     try:
+        await _producer_warm(app, settings)
         await web.TCPSite(runner, settings.host, settings.port).start()
         if settings.ingest_listener is not None:
             await web.TCPSite(runner, *settings.ingest_listener).start()

@@ -9,7 +9,14 @@ import pytest
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.callbacks.conftest import query_rows, running_callbacks
-from tests.support import eventually, order_event, produce, running_consumer, topic_reader
+from tests.support import (
+    eventually,
+    order_event,
+    produce,
+    read_values_to_end,
+    running_consumer,
+    topic_reader,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +47,8 @@ async def test_full_flow_ends_delivered_on_the_topic_and_in_postgres(
                 what="delivered in PostgreSQL",
             )
             latency = callbacks.sample("sms_relay_accepted_to_delivered_seconds_count")
-        seen = statuses_of(statuses.values(), event_id)
+    # Both services have stopped: read to its end, the topic holds all they published.
+    seen = statuses_of(read_values_to_end(app_settings, statuses.topic), event_id)
     assert seen == [("consumer", "accepted"), ("callbacks", "sent"), ("callbacks", "delivered")]
     history = query_rows(
         database_url,
@@ -73,7 +81,7 @@ async def test_missing_callbacks_are_found_by_the_reconciler(
                 what="the reconciler's delivered in PostgreSQL",
             )
             changed = callbacks.sample("sms_relay_reconciler_checks_total", {"result": "changed"})
-        seen = statuses_of(statuses.values(), event_id)
+    seen = statuses_of(read_values_to_end(app, statuses.topic), event_id)
     assert seen == [("consumer", "accepted"), ("reconciler", "delivered")]
     assert all(c["dropped"] for c in simulator.callbacks())
     # A second round may look again before the projection moves the row; the record it

@@ -17,7 +17,7 @@ from tests.callbacks.conftest import (
     query_rows,
     running_callbacks,
 )
-from tests.support import eventually, topic_reader
+from tests.support import eventually, read_to_end, read_values_to_end, topic_reader
 
 pytestmark = pytest.mark.integration
 
@@ -62,8 +62,9 @@ async def test_kafka_unreachable_callbacks_are_answered_2xx_and_published_once_l
     assert answers == [(200, {"result": "outboxed"})] * len(steps)
     assert repeat == (200, {"result": "duplicate"})
 
+    # Nothing leaked out while Kafka was away (that app is closed: the topic is final).
+    assert read_to_end(settings, settings.kafka.topic_delivery_status) == []
     with topic_reader(settings, settings.kafka.topic_delivery_status) as statuses:
-        assert statuses.poll() == []  # nothing leaked out while Kafka was away
         # Kafka is back (here: a replica that reaches it); its relay drains the outbox.
         back = callbacks_settings(settings, callbacks_run_projection=False)
         async with running_callbacks(back) as callbacks:
@@ -84,7 +85,9 @@ async def test_kafka_unreachable_callbacks_are_answered_2xx_and_published_once_l
                 lambda: any(r["idempotencyToken"] == "barrier" for r in statuses.values()),
                 what="the barrier record",
             )
-        records = statuses.values()[:-1]
+    # That app is closed too: the whole topic, the barrier last.
+    *records, last = read_values_to_end(settings, settings.kafka.topic_delivery_status)
+    assert last["idempotencyToken"] == "barrier"
     assert [r["status"] for r in records] == steps
     assert [r["idempotencyToken"] for r in records] == [f"{sid}:{s}" for s in steps]
     assert {r["eventId"] for r in records} == {event_id}
@@ -104,7 +107,8 @@ async def test_database_away_still_publishes_through_kafka(settings: Settings) -
             )
         assert (status, body) == (200, {"result": "published_untracked"})
         await eventually(lambda: len(statuses.values()) == 1, what="the record")
-        assert statuses.values()[0]["eventId"] == event_id
+    # The app is closed: the topic holds that one record and nothing more.
+    assert [r["eventId"] for r in read_values_to_end(settings, statuses.topic)] == [event_id]
 
 
 async def test_neither_kafka_nor_database_answers_503(settings: Settings) -> None:
@@ -154,7 +158,8 @@ async def test_duplicated_callback_is_published_once(settings: Settings) -> None
                 lambda: any(r["idempotencyToken"] == "barrier" for r in statuses.values()),
                 what="the barrier record",
             )
-        records = statuses.values()[:-1]
+    *records, last = read_values_to_end(settings, settings.kafka.topic_delivery_status)
+    assert last["idempotencyToken"] == "barrier"
     assert first == (200, {"result": "published"})
     assert again == [(200, {"result": "duplicate"})] * 4
     assert [u[1]["result"] for u in untokened] == ["duplicate", "duplicate"]

@@ -50,7 +50,12 @@ async def test_the_process_serves_warns_without_signatures_and_stops_on_sigterm(
         await eventually(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), what="healthz")
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            if process.returncode is None:  # never left running for the next test
+                process.kill()
+                await process.wait()
     assert process.returncode == 0
     logs = stderr.decode()
     assert '"level": "warning"' in logs

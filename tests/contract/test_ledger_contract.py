@@ -17,6 +17,7 @@ from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.delivery.ports import ClaimOutcome, ClaimRequest, Ledger, Settlement
 from sms_relay.domain.states import DeliveryState
+from tests.support import eventually
 
 S = DeliveryState
 MakeLedger = Callable[[str, float], Ledger]
@@ -35,6 +36,17 @@ async def make_ledger(request: pytest.FixtureRequest) -> AsyncIterator[MakeLedge
 
 def ask(event_id: str, phone_hash: str = "hash") -> ClaimRequest:
     return ClaimRequest(event_id, "order-shipped", phone_hash, "+*******0123", None, None)
+
+
+def lease_end(lease_seconds: float) -> datetime:
+    """The latest a lease granted or renewed before this call can end (the database and
+    the test read the same clock)."""
+    return datetime.now(UTC) + timedelta(seconds=lease_seconds)
+
+
+async def past(moment: datetime) -> None:
+    """Until the wall clock is past `moment`: a lease has run out."""
+    await eventually(lambda: datetime.now(UTC) > moment, interval=0.02, what=f"past {moment}")
 
 
 async def claim_one(ledger: Ledger, event_id: str, phone_hash: str = "hash") -> tuple[int, object]:
@@ -59,11 +71,12 @@ async def test_a_send_left_behind_is_taken_over_in_doubt_from_the_end_of_its_lea
     make_ledger: MakeLedger,
 ) -> None:
     dead, heir = make_ledger("dead", 0.3), make_ledger("heir", 30)
+    earliest = lease_end(0.3)  # the lease runs from the claim (or the mark) on
     token = (await dead.claim([ask("evt_000002")]))["evt_000002"].lease_token or 0
     started = await dead.mark_sending([("evt_000002", token, "body-1")])
     assert set(started) == {"evt_000002"}
-    lease_end = datetime.now(UTC) + timedelta(seconds=0.3)
-    await asyncio.sleep(0.5)
+    latest = lease_end(0.3)
+    await past(latest)
 
     taken = (await heir.claim([ask("evt_000002")]))["evt_000002"]
     assert taken.outcome is ClaimOutcome.IN_DOUBT
@@ -71,7 +84,8 @@ async def test_a_send_left_behind_is_taken_over_in_doubt_from_the_end_of_its_lea
     assert taken.window_start == started["evt_000002"]
     assert taken.sent_body_hashes == ("body-1",)
     assert taken.doubt_since is not None
-    assert abs((taken.doubt_since - lease_end).total_seconds()) < 0.2
+    slack = timedelta(seconds=0.05)  # the clock's resolution in each store
+    assert earliest - slack <= taken.doubt_since <= latest + slack, "from the lease's end"
 
     late = Settlement("evt_000002", token, S.ACCEPTED, 1, message_sid="SM1")
     assert (await dead.settle([late])).written == frozenset(), "a fenced writer must not write"
@@ -97,7 +111,7 @@ async def test_a_takeover_counts_the_doubt_from_the_lease_end_even_after_an_olde
     dying = make_ledger("dying", 0.3)
     token = (await dying.claim([ask("evt_doubt2")]))["evt_doubt2"].lease_token or 0
     assert await dying.mark_sending([("evt_doubt2", token, "h")])
-    await asyncio.sleep(0.5)
+    await past(lease_end(0.3))
     taken = (await heir.claim([ask("evt_doubt2")]))["evt_doubt2"]
     assert taken.outcome is ClaimOutcome.IN_DOUBT
     assert taken.doubt_since is not None
@@ -112,11 +126,11 @@ async def test_a_takeover_that_dies_before_it_sends_again_leaves_the_doubt_where
     dead, heir, last = make_ledger("dead", 0.3), make_ledger("heir", 0.3), make_ledger("last", 30)
     token = (await dead.claim([ask("evt_doubt3")]))["evt_doubt3"].lease_token or 0
     await dead.mark_sending([("evt_doubt3", token, "h")])
-    await asyncio.sleep(0.5)
+    await past(lease_end(0.3))
     taken = (await heir.claim([ask("evt_doubt3")]))["evt_doubt3"]
     assert taken.outcome is ClaimOutcome.IN_DOUBT
     assert taken.prior_state is S.SENDING
-    await asyncio.sleep(0.5)
+    await past(lease_end(0.3))
 
     again = (await last.claim([ask("evt_doubt3")]))["evt_doubt3"]
     assert again.outcome is ClaimOutcome.IN_DOUBT
@@ -219,13 +233,21 @@ async def test_a_sid_another_event_owns_is_refused_for_that_row_only(
 async def test_renewal_extends_a_held_lease_and_tells_when_it_was_taken(
     make_ledger: MakeLedger,
 ) -> None:
-    holder, other = make_ledger("holder", 0.4), make_ledger("other", 30)
+    # A lease of 1 s renewed every 0.1 s or so: a renewal late by most of a second on a
+    # busy host still finds it held.
+    holder, other = make_ledger("holder", 1.0), make_ledger("other", 30)
+    unrenewed = lease_end(1.0)
     token = (await holder.claim([ask("evt_renew")]))["evt_renew"].lease_token or 0
-    for _ in range(4):  # well past the unrenewed lease
-        await asyncio.sleep(0.2)
+
+    async def renewed_well_past_the_unrenewed_lease() -> bool:
         assert await holder.renew({"evt_renew": token}) == {"evt_renew"}
+        return datetime.now(UTC) > unrenewed + timedelta(seconds=1)
+
+    await eventually(renewed_well_past_the_unrenewed_lease, interval=0.1)
+    assert await holder.renew({"evt_renew": token}) == {"evt_renew"}
+    renewed_until = lease_end(1.0)
     assert (await other.claim([ask("evt_renew")]))["evt_renew"].outcome is ClaimOutcome.BUSY
-    await asyncio.sleep(0.6)
+    await past(renewed_until)
     taken = (await other.claim([ask("evt_renew")]))["evt_renew"]
     assert taken.outcome is ClaimOutcome.RESUMED
     assert await holder.renew({"evt_renew": token}) == set(), "fenced"
@@ -255,7 +277,7 @@ async def test_a_lease_that_ran_out_is_not_renewed_even_when_no_one_took_it(
 ) -> None:
     holder = make_ledger("holder", 0.2)
     token = (await holder.claim([ask("evt_ran_out")]))["evt_ran_out"].lease_token or 0
-    await asyncio.sleep(0.3)
+    await past(lease_end(0.2))
     assert await holder.renew({"evt_ran_out": token}) == set()
 
 

@@ -37,7 +37,9 @@ async def test_a_late_offer_leaves_the_newer_mark_on_its_offset_alone(
     """A held record is being offered (its send slow) when its partition is lost and
     regained; newer work then marks the same offset. The late offer must not remove that
     mark when it ends, or a commit could pass a record still being worked on."""
-    simulator.configure(latency_ms=1500)
+    # Slow enough that the offer is surely still running when the test has seen the row
+    # `sending` (a database round trip on a busy host) and acts.
+    simulator.configure(latency_ms=4000)
     event = order_event(phone="+12125550161")
     produce(settings, settings.kafka.topic_order_shipped, [event])
     metrics = ConsumerMetrics(CollectorRegistry())
@@ -61,7 +63,7 @@ async def test_a_late_offer_leaves_the_newer_mark_on_its_offset_alone(
         key = ((topic, partition), offset)
         loop._held[key] = _Held(time.monotonic() - 1, job, message, generation=0)
 
-        loop._offer_due()  # the offer starts; its create takes 1.5 s at the simulator
+        loop._offer_due()  # the offer starts; its create takes 4 s at the simulator
         (offer,) = loop._offering
         await eventually(
             lambda: deliveries(settings).get(event["eventId"], {}).get("state") == "sending",

@@ -24,6 +24,8 @@ from tests.support import (
     eventually,
     order_event,
     produce,
+    read_to_end,
+    read_values_to_end,
     running_consumer,
     topic_reader,
 )
@@ -60,8 +62,11 @@ async def test_a_throttled_event_waits_without_holding_back_its_batch(
 ) -> None:
     # Five 429s with backoffs drawn from up to 1, 2, 4, 8, 8 s: many seconds of waiting,
     # during which the rest of its batch must settle and be reported (a backoff slept
-    # inside the batch held all of them back until the throttled one was sent).
-    sending = settings.sending.model_copy(update={"max_attempts": 6, "backoff_base_seconds": 1})
+    # inside the batch held all of them back until the throttled one was sent). The
+    # fixture caps backoffs at 0.2 s; the shipped 8 s cap is restored here.
+    sending = settings.sending.model_copy(
+        update={"max_attempts": 6, "backoff_base_seconds": 1, "backoff_max_seconds": 8}
+    )
     settings = settings.model_copy(update={"sending": sending})
     simulator.script(PHONE, ["429"] * 5 + ["ok"])
     throttled = order_event(phone=PHONE)
@@ -151,7 +156,8 @@ async def test_long_outage_travels_the_retry_tiers_to_success(
                 timeout=40,
             )
         await eventually(lambda: len(retries.poll()) == 1, what="the retry record")
-        headers = decode_headers(retries.poll()[0])
+    (retried,) = read_to_end(settings, first_tier)  # the consumer has stopped
+    headers = decode_headers(retried)
 
     assert headers["attempt"] == "3"
     assert headers["original-topic"] == settings.kafka.topic_order_shipped
@@ -176,7 +182,7 @@ async def test_outage_past_the_last_tier_dead_letters_the_event(
             await eventually(
                 lambda: "dead_lettered" in statuses_of(statuses.values(), event["eventId"])
             )
-        record = dlq.poll()[0]
+    (record,) = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
 
     assert decode_headers(record)["dlq-reason"] == "retries_exhausted"
     assert json.loads(record.value() or b"") == event
@@ -206,9 +212,10 @@ async def test_poison_records_go_to_the_dlq_while_good_ones_send(
             await eventually(
                 lambda: sum(r["state"] == "accepted" for r in deliveries(settings).values()) == 3
             )
-        reasons = Counter(decode_headers(r)["dlq-reason"] for r in dlq.poll())
-        errors = [decode_headers(r)["error"] for r in dlq.poll()]
-        values = sorted(r.value() or b"" for r in dlq.poll())
+    dead_lettered = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
+    reasons = Counter(decode_headers(r)["dlq-reason"] for r in dead_lettered)
+    errors = [decode_headers(r)["error"] for r in dead_lettered]
+    values = sorted(r.value() or b"" for r in dead_lettered)
 
     assert reasons == {"invalid_json": 1, "schema_violation": 3}
     assert values == sorted(poison)  # original bytes, unchanged
@@ -280,18 +287,13 @@ async def test_settled_but_unpublished_event_is_published_on_redelivery(
     await engine.dispose()
     produce(settings, settings.kafka.topic_order_shipped, [event])
 
-    with (
-        topic_reader(settings, settings.kafka.dlq_topic) as dlq,
-        topic_reader(settings, settings.kafka.topic_delivery_status) as statuses,
-    ):
-        async with running_consumer(settings):
-            await eventually(lambda: deliveries(settings)[event["eventId"]]["reported"])
-        await eventually(lambda: len(dlq.poll()) == 1, what="the DLQ record")
-        await eventually(
-            lambda: statuses_of(statuses.values(), event["eventId"]) == ["dead_lettered"],
-            what="the dead_lettered status",
-        )
-        assert decode_headers(dlq.poll()[0])["dlq-reason"] == "retries_exhausted"
+    async with running_consumer(settings):
+        await eventually(lambda: deliveries(settings)[event["eventId"]]["reported"])
+    # The consumer has stopped (its records flushed): the topics hold all they ever will.
+    (record,) = read_to_end(settings, settings.kafka.dlq_topic)
+    assert decode_headers(record)["dlq-reason"] == "retries_exhausted"
+    statuses = read_values_to_end(settings, settings.kafka.topic_delivery_status)
+    assert statuses_of(statuses, event["eventId"]) == ["dead_lettered"]
     assert simulator.messages() == []
 
 

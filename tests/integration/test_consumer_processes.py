@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,7 @@ from tests.support import (
     eventually,
     order_event,
     produce,
-    topic_reader,
+    read_to_end,
 )
 
 pytestmark = pytest.mark.integration
@@ -34,10 +35,12 @@ async def test_two_processes_with_duplicate_event_ids_send_once_each(
     events = [order_event(order_id=f"3{i:03}") for i in range(60)]
     # Upstream duplicates and replays: every event three times, spread over partitions.
     produce(settings, settings.kafka.topic_order_shipped, events * 3)
-    consumers = [ConsumerProcess(settings, str(tmp_path / f"c{i}.log")) for i in range(2)]
-    try:
+    with contextlib.ExitStack() as running:
+        consumers = [
+            running.enter_context(ConsumerProcess(settings, str(tmp_path / f"c{i}.log")))
+            for i in range(2)
+        ]
         await eventually(lambda: accepted(settings) == 60, timeout=60, what="60 accepted")
-    finally:
         codes = [c.stop() for c in consumers]
 
     bodies = Counter(created_bodies(simulator.messages()))
@@ -55,19 +58,18 @@ async def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(
     events = [order_event(order_id=f"4{i:03}") for i in range(150)]
     produce(settings, settings.kafka.topic_order_shipped, events)
 
-    first = ConsumerProcess(settings, str(tmp_path / "first.log"))
-    await eventually(
-        lambda: len(created_bodies(simulator.messages())) >= 20, timeout=60, what="sends"
-    )
-    first.kill()
+    with ConsumerProcess(settings, str(tmp_path / "first.log")) as first:
+        await eventually(
+            lambda: len(created_bodies(simulator.messages())) >= 20, timeout=60, what="sends"
+        )
+        # No await between the count and the kill: the simulator (on this event loop)
+        # answers no create in between.
+        first.kill()
     killed_at = len(created_bodies(simulator.messages()))
     assert killed_at < 150, "the kill must land mid-stream"
 
-    second = ConsumerProcess(settings, str(tmp_path / "second.log"))
-    try:
+    with ConsumerProcess(settings, str(tmp_path / "second.log")):
         await eventually(lambda: accepted(settings) == 150, timeout=90, what="150 accepted")
-    finally:
-        second.stop()
 
     bodies = Counter(created_bodies(simulator.messages()))
     assert len(bodies) == 150
@@ -89,18 +91,15 @@ async def test_a_joining_consumer_takes_partitions_without_reprocessing_work_in_
     produce(settings, settings.kafka.topic_order_shipped, events)
     first_tier = settings.kafka.retry_topic(settings.sending.retry_tiers[0])
 
-    with topic_reader(settings, first_tier) as retries:
-        first = ConsumerProcess(settings, str(tmp_path / "first.log"))
-        second = None
-        try:
-            await eventually(lambda: accepted(settings) >= 30, timeout=60, what="progress")
-            second = ConsumerProcess(settings, str(tmp_path / "second.log"))
+    with ConsumerProcess(settings, str(tmp_path / "first.log")) as first:
+        await eventually(lambda: accepted(settings) >= 30, timeout=60, what="progress")
+        with ConsumerProcess(settings, str(tmp_path / "second.log")) as second:
             await eventually(lambda: accepted(settings) == 400, timeout=120, what="400 accepted")
-        finally:
-            codes = [c.stop() for c in (first, second) if c is not None]
-        # Revoked partitions were handed over only after their batches committed, so no
-        # event was found claimed by the other process (that would route it to a tier).
-        assert retries.poll() == []
+            codes = [first.stop(), second.stop()]
+    # Revoked partitions were handed over only after their batches committed, so no
+    # event was found claimed by the other process (that would route it to a tier). Both
+    # processes have exited: the tier holds all it will ever hold.
+    assert read_to_end(settings, first_tier) == []
 
     bodies = Counter(created_bodies(simulator.messages()))
     assert len(bodies) == 400

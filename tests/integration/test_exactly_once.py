@@ -43,6 +43,8 @@ from tests.support import (
     eventually,
     order_event,
     produce,
+    read_to_end,
+    read_values_to_end,
     running_consumer,
     topic_reader,
 )
@@ -356,10 +358,7 @@ async def test_an_account_error_travels_the_tiers_to_the_dlq_and_replays(
     produce(settings, settings.kafka.topic_order_shipped, [event])
     registry = CollectorRegistry()
 
-    with (
-        topic_reader(settings, settings.kafka.dlq_topic) as dlq,
-        topic_reader(settings, settings.kafka.topic_delivery_status) as statuses,
-    ):
+    with topic_reader(settings, settings.kafka.dlq_topic) as dlq:
         async with running_consumer(misconfigured, registry):
             await eventually(
                 lambda: state_of(settings, event["eventId"]) in {"dead_lettered", "failed"},
@@ -368,14 +367,18 @@ async def test_an_account_error_travels_the_tiers_to_the_dlq_and_replays(
             )
             assert state_of(settings, event["eventId"]) == "dead_lettered"
             await eventually(lambda: len(dlq.poll()) == 1, what="the DLQ record")
-        assert "failed" not in statuses_of(statuses.values(), event["eventId"])
+    # The consumer has stopped: both topics hold all they will ever hold.
+    assert "failed" not in statuses_of(
+        read_values_to_end(settings, settings.kafka.topic_delivery_status), event["eventId"]
+    )
+    (dead_lettered,) = read_to_end(settings, settings.kafka.dlq_topic)
     tiers = 1 + len(settings.sending.retry_tiers)
     counted = registry.get_sample_value(
         "sms_relay_twilio_account_errors_total", {"code": str(code)}
     )
     assert counted == tiers  # one refused create per tier: alerted at once
     assert deliveries(settings)[event["eventId"]]["error_code"] == code
-    assert decode_headers(dlq.records[0])["dlq-reason"] == "retries_exhausted"
+    assert decode_headers(dead_lettered)["dlq-reason"] == "retries_exhausted"
     assert created(simulator) == []
 
     # Someone fixes the console; the on-call replays the DLQ with the right settings.
@@ -426,7 +429,12 @@ async def test_accepted_is_published_even_after_a_callback_moved_the_row_on(
                 timeout=10,
                 what="the accepted status",
             )
-        published = [v for v in statuses.values() if v["eventId"] == event["eventId"]]
+    # The consumer has stopped: the topic holds all it will ever hold.
+    published = [
+        v
+        for v in read_values_to_end(settings, settings.kafka.topic_delivery_status)
+        if v["eventId"] == event["eventId"]
+    ]
 
     assert [(v["status"], v["messageSid"]) for v in published] == [("accepted", sid)]
     assert state_of(settings, event["eventId"]) == "delivered"
@@ -454,7 +462,7 @@ async def test_a_malformed_header_dead_letters_its_record_and_the_next_is_sent(
         async with running_consumer(settings):
             await settled(settings, good["eventId"])
             await eventually(lambda: len(dlq.poll()) == 1, what="the DLQ record")
-        record = dlq.poll()[0]
+    (record,) = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
 
     assert decode_headers(record)["dlq-reason"] == "invalid_header"
     assert json.loads(record.value() or b"") == bad

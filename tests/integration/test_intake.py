@@ -17,6 +17,7 @@ from sms_relay.adapters.kafka.clients import (
     position,
 )
 from sms_relay.settings import KafkaSettings
+from tests.support import eventually_sync
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +53,20 @@ def assign(consumer: Consumer, intake: Intake, topic: str, *partitions: int) -> 
     consumer.incremental_assign([TopicPartition(topic, p, 0) for p in partitions])
 
 
+def fetched(consumer: Consumer, topic: str, *partitions: int) -> None:
+    """Until a fetch of each partition is in: librdkafka caches a partition's high water
+    mark from each fetch, and one fetch brings a partition's whole backlog here."""
+
+    def answered() -> bool:
+        marks = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            for p in partitions
+        ]
+        return all(mark is not None and mark[1] >= 0 for mark in marks)
+
+    eventually_sync(answered, what=f"a fetch of partitions {partitions}")
+
+
 def offsets(batch: list[Message], partition: int) -> list[int]:
     return [position(m)[2] for m in batch if position(m)[1] == partition]
 
@@ -77,11 +92,11 @@ def test_a_partition_assigned_late_is_read_in_the_next_batches_despite_the_other
     assign(consumer, intake, topic, 0, 1)
     first = intake.poll(10)
     assert first, "the backlog is read"
-    time.sleep(0.5)  # every record of partitions 0 and 1 fetched by now
+    fetched(consumer, topic, 0, 1)  # every record of partitions 0 and 1
     intake.poll(0)
 
     assign(consumer, intake, topic, 2)
-    time.sleep(0.5)  # its first fetch is in: what is counted is the order, not its latency
+    fetched(consumer, topic, 2)  # what is counted is the order, not its fetch's latency
     before, found = poll_until(intake, 2)
     assert before <= 4 * BATCH, f"{before} records were read before the late partition's first"
     assert found[0] == 0, "from its start, in order"

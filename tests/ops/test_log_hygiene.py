@@ -26,7 +26,7 @@ from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.ops.helpers import state_of
 from tests.ops.hygiene import captured_logs, leaks, phone_forms
-from tests.support import eventually, order_event, produce, running_consumer
+from tests.support import committed_to_end, eventually, order_event, produce, running_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +83,8 @@ async def test_full_flows_log_no_number_body_token_or_code(
                 timeout=30,
                 what="every event settled",
             )
+            # The rejected records processed (and logged) too: their lines are scanned.
+            await committed_to_end(settings, settings.kafka.topic_order_shipped)
         code = await _verify(settings, simulator)
         logging.getLogger("tests.control").info("settled to %s", PLAIN)
 

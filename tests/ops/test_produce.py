@@ -14,7 +14,13 @@ from sms_relay.ops.produce import SAMPLE_NUMBERS
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.ops.conftest import Cli
-from tests.support import eventually, order_event, running_consumer, topic_reader
+from tests.support import (
+    committed_to_end,
+    eventually,
+    order_event,
+    read_to_end,
+    running_consumer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +34,7 @@ def test_sample_events_are_valid_unique_and_duplicated_on_request(
     assert result.out.strip() == f"produced 7 events to {topic}"
     assert "] 7/7" in result.err
 
-    with topic_reader(settings, topic) as reader:
-        deadline = time.monotonic() + 20
-        while len(reader.poll()) < 7 and time.monotonic() < deadline:
-            pass
-        records = reader.records
+    records = read_to_end(settings, topic)  # the command has exited: all it produced
     assert len(records) == 7
     events = [OrderShipped.model_validate_json(m.value() or b"") for m in records]
     assert len({e.eventId for e in events}) == 5
@@ -55,12 +57,9 @@ def test_a_file_of_json_lines_is_produced_as_it_is(
     assert from_stdin.code == 0
     assert "produced 1 events" in from_stdin.out
 
-    with topic_reader(settings, settings.kafka.topic_order_shipped) as reader:
-        deadline = time.monotonic() + 20
-        while len(reader.poll()) < 3 and time.monotonic() < deadline:
-            pass
-        values = sorted(m.value() or b"" for m in reader.records)
-        keys = sorted(m.key() or b"" for m in reader.records)
+    records = read_to_end(settings, settings.kafka.topic_order_shipped)
+    values = sorted(m.value() or b"" for m in records)
+    keys = sorted(m.key() or b"" for m in records)
     assert values == sorted([lines[0].encode(), lines[0].encode(), b'{"eventId": "broken"'])
     assert keys == [b"", b"9001", b"9001"]
 
@@ -106,4 +105,6 @@ async def test_produced_duplicates_become_one_sms_per_event(
             lambda: len([m for m in simulator.messages() if m.get("created")]) >= 4,
             what="four messages",
         )
+        # Every duplicate processed too, not only the first four records.
+        await committed_to_end(settings, settings.kafka.topic_order_shipped)
     assert len([m for m in simulator.messages() if m.get("created")]) == 4

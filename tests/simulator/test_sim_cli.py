@@ -163,7 +163,11 @@ def test_runs_as_a_process_until_signalled(stop_signal: signal.Signals) -> None:
             assert [e["sid"] for e in control.messages()] == [message.sid]
         finally:
             process.send_signal(stop_signal)
-            _, errors = process.communicate(timeout=15)
+            try:
+                _, errors = process.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()  # never left running (the `with` would wait for it forever)
+                raise
 
     assert "simulator" in banner
     assert "no real SMS" in banner
