@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from twilio.rest import Client
 
-from sms_relay.adapters.kafka.clients import decode_headers
+from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.delivery.ports import ClaimRequest, Settlement
@@ -153,9 +153,9 @@ async def test_long_outage_travels_the_retry_tiers_to_success(
         await eventually(lambda: len(retries.poll()) == 1, what="the retry record")
         headers = decode_headers(retries.poll()[0])
 
-    assert headers["attempt"] == "3"
-    assert headers["original-topic"] == settings.kafka.topic_order_shipped
-    assert int(headers["not-before"]) > 0
+    assert headers["sms-relay-attempt"] == "3"
+    assert headers["sms-relay-original-topic"] == settings.kafka.topic_order_shipped
+    assert int(headers["sms-relay-not-before"]) > 0
     assert deliveries(settings)[event["eventId"]]["attempts"] == 7
     assert len(created_bodies(simulator.messages())) == 1
 
@@ -178,7 +178,7 @@ async def test_outage_past_the_last_tier_dead_letters_the_event(
             )
         record = dlq.poll()[0]
 
-    assert decode_headers(record)["dlq-reason"] == "retries_exhausted"
+    assert decode_headers(record)["sms-relay-dlq-reason"] == "retries_exhausted"
     assert json.loads(record.value() or b"") == event
     assert deliveries(settings)[event["eventId"]]["state"] == "dead_lettered"
     assert created_bodies(simulator.messages()) == []
@@ -206,8 +206,8 @@ async def test_poison_records_go_to_the_dlq_while_good_ones_send(
             await eventually(
                 lambda: sum(r["state"] == "accepted" for r in deliveries(settings).values()) == 3
             )
-        reasons = Counter(decode_headers(r)["dlq-reason"] for r in dlq.poll())
-        errors = [decode_headers(r)["error"] for r in dlq.poll()]
+        reasons = Counter(decode_headers(r)["sms-relay-dlq-reason"] for r in dlq.poll())
+        errors = [decode_headers(r)["sms-relay-error"] for r in dlq.poll()]
         values = sorted(r.value() or b"" for r in dlq.poll())
 
     assert reasons == {"invalid_json": 1, "schema_violation": 3}
@@ -291,7 +291,7 @@ async def test_settled_but_unpublished_event_is_published_on_redelivery(
             lambda: statuses_of(statuses.values(), event["eventId"]) == ["dead_lettered"],
             what="the dead_lettered status",
         )
-        assert decode_headers(dlq.poll()[0])["dlq-reason"] == "retries_exhausted"
+        assert decode_headers(dlq.poll()[0])["sms-relay-dlq-reason"] == "retries_exhausted"
     assert simulator.messages() == []
 
 

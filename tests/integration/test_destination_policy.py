@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from sms_relay.adapters.kafka.clients import decode_headers
+from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.settings import DestinationSettings, Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import (
@@ -53,7 +53,7 @@ async def test_destinations_outside_the_allowlists_end_rejected_and_counted(
                 for reason in ("country_not_allowed", "link_host_not_allowed")
             }
         reasons = {
-            json.loads(r.value() or b"{}")["eventId"]: decode_headers(r)["dlq-reason"]
+            json.loads(r.value() or b"{}")["eventId"]: decode_headers(r)["sms-relay-dlq-reason"]
             for r in dlq.poll()
         }
         rejected = Counter(s["reason"] for s in statuses.values() if s["status"] == "rejected")
