@@ -38,7 +38,8 @@ from confluent_kafka import Producer
 from sqlalchemy import NullPool, create_engine, text
 
 from bench.common import simulator_process
-from sms_relay.adapters.kafka.clients import configure_group, ensure_topics
+from sms_relay.adapters.kafka.clients import configure_group
+from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
 from sms_relay.simulator.control_client import SimulatorClient
 from tests.support import (

@@ -24,7 +24,7 @@ import consumer.intake
 from bench.common import FROM_NUMBER, phone, progress
 from bench.suite import Backlog
 from consumer.app import serve
-from sms_relay.adapters.kafka.clients import ensure_topics
+from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.masking import mask_phone, phone_hash

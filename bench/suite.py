@@ -39,7 +39,7 @@ from bench.common import (
     progress,
     rate,
 )
-from sms_relay.adapters.kafka.clients import ensure_topics
+from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
 from sms_relay.simulator.control_client import SimulatorClient
 from tests.support import delete_topics, fresh_kafka_settings, fresh_schema, settings_env

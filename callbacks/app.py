@@ -6,17 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from datetime import datetime
-from functools import partial
-from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
-from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callbacks.app_keys import (
     API_KEYS,
@@ -29,46 +25,41 @@ from callbacks.app_keys import (
     RECEIVED_AT,
     SETTINGS,
     SUPPRESSIONS,
+    TWILIO_CLIENT,
     VERIFY,
 )
 from callbacks.http import route_name
-from callbacks.jobs.missing_callbacks import MissingCallbacksReconciler
-from callbacks.jobs.projection_runner import ProjectionRunner
+from callbacks.jobs.background import background_jobs
 from callbacks.routes import health, orders
 from callbacks.routes import inbound_sms as inbound
 from callbacks.routes import status_callback as status
 from callbacks.routes import verify_endpoints as verify
 from callbacks.signature_check import twilio_signature
-from sms_relay.adapters.kafka.clients import AsyncProducer, create_producer, require_topics
-from sms_relay.adapters.postgres.rate_windows import prune
+from sms_relay.adapters.kafka.clients import create_producer
+from sms_relay.adapters.kafka.producer import AsyncProducer
+from sms_relay.adapters.kafka.topics import require_topics
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.adapters.twilio.twilio_api import (
     TwilioVerifier,
     close_client,
     create_client,
-    fetch_message,
     message_created_at,
 )
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.kinds import EVENT_KINDS
-from sms_relay.errors import ConfigurationError, ProviderUnavailableError, ServiceUnavailableError
+from sms_relay.errors import BrokerUnavailableError, ConfigurationError, ProviderUnavailableError
 from sms_relay.listen import listening_socket
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics, PolicyMetrics
-from sms_relay.periodic import every
 from sms_relay.settings import Settings
 from sms_relay.status.api_keys import ApiKeys
 from sms_relay.status.opt_out import PostgresSuppressions
-from sms_relay.status.outbox import DATABASE_ERRORS, Outbox, OutboxRelay
+from sms_relay.status.outbox import Outbox
 from sms_relay.status.phone_verification import VerifyLimits, VerifyService
-from sms_relay.status.status_projection import StatusProjection
 
 log = logging.getLogger(__name__)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_TWILIO_CLIENT: web.AppKey[Any] = web.AppKey("twilio_client")
-_STOP_GRACE_SECONDS = 10.0
-_PRUNE_INTERVAL_SECONDS = 60.0
 # Served on the ingest listener when INGEST_PORT is set; the probes and metrics on both.
 INGEST_ROUTES = frozenset({"/api/order-shipped-sms"})
 SHARED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -87,7 +78,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     app[SETTINGS] = settings
     app[METRICS] = CallbackMetrics(registry or CollectorRegistry())
-    app.cleanup_ctx.extend([_database, _kafka, _twilio, _background])
+    app.cleanup_ctx.extend([_database, _kafka, _twilio, background_jobs])
     app.router.add_post("/twilio/status-callback", status.status_callback)
     app.router.add_post("/twilio/inbound", inbound.inbound_message)
     app.router.add_post("/api/verify/start", verify.verify_start)
@@ -130,7 +121,7 @@ def run(settings: Settings) -> int:
     topics = [kafka.topic_delivery_status, kafka.topic_phone_verified, kafka.topic_order_shipped]
     try:
         require_topics(kafka, topics, timeout=settings.callbacks_kafka_deadline_seconds)
-    except ServiceUnavailableError as error:
+    except BrokerUnavailableError as error:
         log.warning(
             "starting without Kafka: the outbox takes callbacks", extra={"error": str(error)}
         )
@@ -205,19 +196,20 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     message_timeout = settings.callbacks_kafka_message_timeout_seconds
-    raw = create_producer(settings.kafka, **{"message.timeout.ms": int(message_timeout * 1000)})
-    producer = AsyncProducer(raw)
+    timeouts = {"message.timeout.ms": int(message_timeout * 1000)}
+    producer = AsyncProducer(create_producer(settings.kafka, **timeouts))
     # Connect and learn the topic before the first callback: cold, its publish paid for
     # the connection, the metadata and the producer id (0.1-0.5 s here, 6 ms warm), and
     # on a busy host missed its deadline. Kafka away is the outbox's case, not an error.
-    with contextlib.suppress(KafkaException):
+    with contextlib.suppress(BrokerUnavailableError):
         deadline = settings.callbacks_kafka_deadline_seconds
-        await asyncio.to_thread(raw.list_topics, settings.kafka.topic_delivery_status, deadline)
+        topic = settings.kafka.topic_delivery_status
+        await asyncio.to_thread(producer.request_metadata, topic, deadline)
 
     async def kafka_answers(timeout: float) -> bool:
         try:
-            await asyncio.to_thread(raw.list_topics, None, timeout)
-        except KafkaException:
+            await asyncio.to_thread(producer.request_metadata, None, timeout)
+        except BrokerUnavailableError:
             return False
         return True
 
@@ -240,7 +232,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
 async def _twilio(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = create_client(settings.twilio) if settings.twilio.configured else None
-    app[_TWILIO_CLIENT] = client
+    app[TWILIO_CLIENT] = client
 
     async def received_at(sid: str) -> datetime:
         if client is None:
@@ -268,62 +260,3 @@ async def _twilio(app: web.Application) -> AsyncIterator[None]:
     yield
     if client is not None:
         await close_client(client)
-
-
-async def _background(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    engine, metrics, outbox = app[ENGINE], app[METRICS], app[OUTBOX]
-    message_timeout = settings.callbacks_kafka_message_timeout_seconds
-    relay = OutboxRelay(
-        engine,
-        app[PRODUCER],
-        metrics,
-        grace_seconds=max(message_timeout, settings.callbacks_kafka_deadline_seconds) + 1.0,
-        message_timeout_seconds=message_timeout,
-        retention_seconds=settings.callbacks_outbox_retention_seconds,
-        on_published=outbox.kafka_answered,
-    )
-    stop = asyncio.Event()
-    jobs: list[Coroutine[Any, Any, None]] = [
-        relay.run(settings.callbacks_relay_interval_seconds, stop),
-        _prune_limits(engine, stop),
-    ]
-    if settings.callbacks_run_projection:
-        runner = ProjectionRunner(settings.kafka, StatusProjection(engine, metrics))
-        jobs.append(runner.run(stop))
-    client = app[_TWILIO_CLIENT]
-    if settings.callbacks_run_reconciler and client is not None:
-        reconciler = MissingCallbacksReconciler(
-            engine,
-            partial(fetch_message, client, settings.twilio),
-            outbox,
-            metrics,
-            topic=settings.kafka.topic_delivery_status,
-            stuck_after_seconds=settings.sending.stuck_after_seconds,
-        )
-        jobs.append(reconciler.run(settings.callbacks_reconcile_interval_seconds, stop))
-    tasks = [asyncio.create_task(job) for job in jobs]
-    for task in tasks:
-        task.add_done_callback(_report_crash)
-    yield
-    stop.set()
-    _done, pending = await asyncio.wait(tasks, timeout=_STOP_GRACE_SECONDS)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _prune_limits(engine: AsyncEngine, stop: asyncio.Event) -> None:
-    """Forget rate-limit rows whose every hit has left its window (never earlier)."""
-    await every(
-        _PRUNE_INTERVAL_SECONDS,
-        partial(prune, engine),
-        stop,
-        what="rate-limit pruning",
-        survives=DATABASE_ERRORS,
-    )
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task stopped", exc_info=task.exception())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sms_relay.adapters.kafka.clients import AsyncProducer
+from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.domain.kinds import EventKind
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.settings import Settings
@@ -35,3 +36,5 @@ API_KEYS = web.AppKey("api_keys", ApiKeys)
 # Each ingestible kind by name, with the destination policy of these settings.
 KINDS: web.AppKey[dict[str, EventKind]] = web.AppKey("kinds")
 RECEIVED_AT: web.AppKey[ReceivedAt] = web.AppKey("received_at")
+# The twilio REST client, or None without credentials.
+TWILIO_CLIENT: web.AppKey[Any] = web.AppKey("twilio_client")

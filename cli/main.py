@@ -21,7 +21,8 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(_args: argparse.Namespace, settings: Settings) -> int:
-    from sms_relay.adapters.kafka.clients import configure_group, ensure_topics, topic_names
+    from sms_relay.adapters.kafka.clients import configure_group
+    from sms_relay.adapters.kafka.topics import ensure_topics, topic_names
 
     created = ensure_topics(settings.kafka, settings.sending.retry_tiers)
     for name in topic_names(settings.kafka, settings.sending.retry_tiers):

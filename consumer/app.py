@@ -14,12 +14,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from consumer.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
 from consumer.loop import ConsumeLoop
-from sms_relay.adapters.kafka.clients import (
-    AsyncProducer,
-    create_consumer,
-    create_producer,
-    require_topics,
-)
+from sms_relay.adapters.kafka.clients import create_consumer, create_producer
+from sms_relay.adapters.kafka.producer import AsyncProducer
+from sms_relay.adapters.kafka.topics import require_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.adapters.twilio.twilio_api import TwilioSmsSender, close_client, create_client
@@ -72,7 +69,7 @@ def delivery_service(
 async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegistry) -> None:
     """Consume until `stop` is set, then finish the batch in hand, commit and leave.
 
-    Raises ConfigurationError when a topic is missing, ServiceUnavailableError when Kafka
+    Raises ConfigurationError when a topic is missing, BrokerUnavailableError when Kafka
     does not answer at start-up.
     """
     await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
@@ -133,7 +130,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
 
 def run(settings: Settings) -> int:
     """Consume until SIGTERM/SIGINT. Raises ConfigurationError when METRICS_PORT cannot be
-    bound or a topic is missing, ServiceUnavailableError when Kafka does not answer."""
+    bound or a topic is missing, BrokerUnavailableError when Kafka does not answer."""
     configure_logging(settings.log_level, secrets=secrets_of(settings))
     registry = CollectorRegistry()
     if settings.metrics_port:

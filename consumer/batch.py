@@ -10,7 +10,8 @@ from confluent_kafka import KafkaError, Message
 
 from consumer.records import Rejected, now_ms, parse
 from schemas.events import event_id_of
-from sms_relay.adapters.kafka.clients import decode_headers, position
+from sms_relay.adapters.kafka.clients import position
+from sms_relay.adapters.kafka.headers import ATTEMPT, NOT_BEFORE, decode_headers
 from sms_relay.delivery.service import Job
 from sms_relay.domain.kinds import EventKind
 from sms_relay.metrics import ConsumerMetrics
@@ -51,12 +52,12 @@ def decode(
         metrics.events_consumed.labels(topic).inc()
         headers = decode_headers(message)
         tier_index = tier_of_topic.get(topic, -1)
-        not_before, attempts = _int_header(headers, "not-before"), _int_header(headers, "attempt")
+        not_before, attempts = _int_header(headers, NOT_BEFORE), _int_header(headers, ATTEMPT)
         if not_before is None or attempts is None:
             # Never let one bad header stop the loop: it goes to the DLQ with a reason.
             batch.positions[partition] = offset + 1
-            bad = "not-before" if not_before is None else "attempt"
-            error = f"sms-relay-{bad}: not an integer"
+            bad = NOT_BEFORE if not_before is None else ATTEMPT
+            error = f"{bad}: not an integer"
             why = Rejected("invalid_header", error, event_id_of(message.value() or b""))
             batch.rejected.append((message, why))
             continue

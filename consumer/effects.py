@@ -12,7 +12,7 @@ from confluent_kafka import Message
 
 from consumer.records import Rejected, dlq_headers, now_ms, retry_headers, status_record
 from schemas.events import Status
-from sms_relay.adapters.kafka.clients import AsyncProducer
+from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.delivery.service import Outcome, Result
 from sms_relay.settings import KafkaSettings
 

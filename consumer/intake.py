@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumer.batch import Partition
-from sms_relay.adapters.kafka.clients import position
+from sms_relay.adapters.kafka.clients import consume, position
 
 # Records buffered per partition before it is paused, at the least. Fairness comes from
 # taking the partitions in turn, not from this bound: it only caps memory (~0.5 MB a
@@ -77,9 +77,9 @@ class Intake:
     def poll(self, timeout: float) -> list[Message]:
         """The next batch: wait up to `timeout` only when nothing is buffered."""
         if not self._buffers and not self._errors:
-            self._add(self._consumer.consume(1, timeout))
+            self._add(consume(self._consumer, 1, timeout))
         while True:  # take all that is fetched; each round pauses what filled up
-            fetched = self._consumer.consume(self._batch_size, 0)
+            fetched = consume(self._consumer, self._batch_size, 0)
             if not fetched:
                 break
             self._add(fetched)

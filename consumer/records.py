@@ -9,12 +9,19 @@ from confluent_kafka import Message
 from pydantic import ValidationError
 
 from schemas.events import DeliveryStatusChanged, SmsRequested, Status, event_id_of
-from sms_relay.adapters.kafka.clients import (
+from sms_relay.adapters.kafka.clients import position
+from sms_relay.adapters.kafka.headers import (
+    ATTEMPT,
+    DLQ_REASON,
+    ERROR,
+    NOT_BEFORE,
+    ORIGINAL_OFFSET,
+    ORIGINAL_PARTITION,
+    ORIGINAL_TOPIC,
     Headers,
     KafkaHeaders,
     decode_headers,
     encode_headers,
-    position,
 )
 from sms_relay.domain.destinations import REASONS as POLICY_REASONS
 from sms_relay.domain.kinds import EventKind
@@ -38,9 +45,9 @@ def origin(message: Message, headers: Headers) -> dict[str, str | int]:
     """Where the event first entered: kept across retry tiers for `trace` and replays."""
     topic, partition, offset = position(message)
     return {
-        "original-topic": headers.get("original-topic", topic),
-        "original-partition": headers.get("original-partition", partition),
-        "original-offset": headers.get("original-offset", offset),
+        ORIGINAL_TOPIC: headers.get(ORIGINAL_TOPIC, topic),
+        ORIGINAL_PARTITION: headers.get(ORIGINAL_PARTITION, partition),
+        ORIGINAL_OFFSET: headers.get(ORIGINAL_OFFSET, offset),
     }
 
 
@@ -63,9 +70,9 @@ def retry_headers(
     headers = decode_headers(message)
     return encode_headers(
         {
-            "attempt": attempts,
-            "not-before": not_before_ms,
-            "error": (error or "transient")[:200],
+            ATTEMPT: attempts,
+            NOT_BEFORE: not_before_ms,
+            ERROR: (error or "transient")[:200],
             **origin(message, headers),
         }
     )
@@ -75,10 +82,10 @@ def dlq_headers(message: Message, reason: str, attempts: int, error: str | None)
     headers = decode_headers(message)
     return encode_headers(
         {
-            "attempt": attempts,
-            "not-before": 0,
-            "error": (error or reason)[:200],
-            "dlq-reason": reason,
+            ATTEMPT: attempts,
+            NOT_BEFORE: 0,
+            ERROR: (error or reason)[:200],
+            DLQ_REASON: reason,
             **origin(message, headers),
         }
     )

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from sms_relay.adapters.kafka.clients import ensure_topics
+from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.settings import KafkaSettings, SendingSettings, Settings, TwilioSettings
 from sms_relay.simulator.config import SimulatorConfig
 from sms_relay.simulator.server import SimulatorServer

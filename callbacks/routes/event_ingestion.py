@@ -17,15 +17,15 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from confluent_kafka import KafkaException
 from pydantic import ValidationError
 from sqlalchemy import insert, text
 
 from callbacks.app_keys import API_KEYS, ENGINE, KINDS, METRICS, PRODUCER, SETTINGS
 from callbacks.http import invalid, json_error
-from sms_relay.adapters.kafka.clients import encode_headers
+from sms_relay.adapters.kafka.headers import API_KEY_ID, CLIENT, encode_headers
 from sms_relay.adapters.postgres.rate_windows import Limit, hit
 from sms_relay.adapters.postgres.tables import ingestions
+from sms_relay.errors import BrokerUnavailableError
 from sms_relay.status.api_keys import ApiKey
 from sms_relay.status.outbox import DATABASE_ERRORS
 
@@ -83,10 +83,10 @@ async def _ingest(
             topic,
             raw,
             key=str(getattr(event, key_of)),
-            headers=encode_headers({"api-key-id": client.key_id, "client": client.client}),
+            headers=encode_headers({API_KEY_ID: client.key_id, CLIENT: client.client}),
             timeout=settings.callbacks_kafka_deadline_seconds * 2,
         )
-    except (TimeoutError, KafkaException):
+    except BrokerUnavailableError:
         answer = json_error(503, "unavailable", "the event could not be queued; retry later")
         return answer, "unavailable"
     await _audit(request, event.eventId, kind_name, client, topic)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres.tables import create_engine
-from sms_relay.errors import OpsError
+from sms_relay.errors import BrokerUnavailableError, OpsError
 from sms_relay.logs import scrub, secrets_of
 from sms_relay.settings import Settings
 
@@ -47,6 +47,8 @@ def command(name: str, handler: Handler) -> Handler:
             message, code = f"database error: {type(error).__name__}", 2
         except KafkaException as error:
             message, code = f"Kafka error: {error.args[0].str() if error.args else error}", 2
+        except BrokerUnavailableError as error:
+            message, code = str(error), 2
         except OSError as error:
             message, code = f"{type(error).__name__}: {error}", 2
         line = scrub(f"sms-relay {name}: {message}", secrets_of(settings))

@@ -20,7 +20,15 @@ from confluent_kafka import KafkaError, Message, Producer
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sms_relay.adapters.kafka.clients import create_producer, encode_headers
+from sms_relay.adapters.kafka.clients import create_producer
+from sms_relay.adapters.kafka.headers import (
+    ATTEMPT,
+    ORIGIN,
+    REPLAYED_FROM,
+    KafkaHeaders,
+    encode_headers,
+)
+from sms_relay.adapters.kafka.producer import produce_when_room
 from sms_relay.adapters.postgres.deliveries import reopen_dead_lettered
 from sms_relay.adapters.postgres.tables import dlq_replays
 from sms_relay.errors import OpsError
@@ -37,7 +45,6 @@ from sms_relay.ops.dlq_reader import DlqRecord, Filters, annotate, read_topic
 from sms_relay.settings import Settings
 
 CHUNK = 50
-_ORIGIN = ("original-topic", "original-partition", "original-offset")
 
 
 def _operator() -> str:
@@ -154,9 +161,9 @@ def plan(records: list[DlqRecord], include_invalid: bool, again: bool) -> Plan:
     return result
 
 
-def _headers(record: DlqRecord) -> list[tuple[str, str | bytes | None]]:
-    origin = {name: record.headers[name] for name in _ORIGIN if name in record.headers}
-    return encode_headers({"replayed-from": record.where, "attempt": 0, **origin})
+def _headers(record: DlqRecord) -> KafkaHeaders:
+    origin = {name: record.headers[name] for name in ORIGIN if name in record.headers}
+    return encode_headers({REPLAYED_FROM: record.where, ATTEMPT: 0, **origin})
 
 
 def _produce(producer: Producer, topic: str, chunk: list[DlqRecord]) -> None:
@@ -168,18 +175,9 @@ def _produce(producer: Producer, topic: str, chunk: list[DlqRecord]) -> None:
             failures.append(error)
 
     for record in chunk:
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=_headers(record),
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_when_room(
+            producer, topic, record.value, record.key, _headers(record), on_delivery=on_delivery
+        )
     remaining = producer.flush(30)
     if remaining or failures:
         first = failures[0].str() if failures else "flush timed out"

@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import event_id_of
-from sms_relay.adapters.kafka.clients import create_consumer, decode_headers, position
+from sms_relay.adapters.kafka.clients import create_consumer, position
+from sms_relay.adapters.kafka.headers import ATTEMPT, DLQ_REASON, ERROR, decode_headers
 from sms_relay.adapters.postgres.tables import deliveries, dlq_replays
 from sms_relay.errors import OpsError
 from sms_relay.ops.common import KAFKA_LOGGER, METADATA_TIMEOUT, iso, kafka_unreachable
@@ -50,7 +51,7 @@ class DlqRecord:
 
     @property
     def reason(self) -> str | None:
-        return self.headers.get("dlq-reason")
+        return self.headers.get(DLQ_REASON)
 
     @property
     def invalid(self) -> bool:
@@ -63,8 +64,8 @@ class DlqRecord:
             "offset": self.offset,
             "eventId": self.event_id,
             "reason": self.reason,
-            "error": self.headers.get("error"),
-            "attempt": _int(self.headers.get("attempt")),
+            "error": self.headers.get(ERROR),
+            "attempt": _int(self.headers.get(ATTEMPT)),
             "time": iso(self.timestamp),
             "state": self.state,
             "errorCode": self.error_code,

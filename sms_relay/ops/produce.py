@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from sms_relay.adapters.kafka.clients import create_producer
+from sms_relay.adapters.kafka.producer import produce_when_room
 from sms_relay.errors import OpsError
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
@@ -159,12 +160,7 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for i in _paced(len(records), args.rate):
             value, key = records[i]
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            produce_when_room(producer, topic, value, key, on_delivery=on_delivery)
             producer.poll(0)
             progress.advance()
         remaining = producer.flush(30)

@@ -34,16 +34,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from confluent_kafka import KafkaException
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sms_relay.adapters.kafka.clients import AsyncProducer, KafkaHeaders
-from sms_relay.errors import OutboxUnavailableError
+from sms_relay.errors import BrokerUnavailableError, OutboxUnavailableError
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.periodic import every
+from sms_relay.status.ports import Publisher, RecordHeaders
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class OutboundRecord:
     # Unique per content where a token alone can be forged (a replayed status callback).
     content_key: str | None = None
 
-    def kafka_headers(self) -> KafkaHeaders | None:
+    def kafka_headers(self) -> RecordHeaders | None:
         return [(k, v.encode()) for k, v in self.headers.items()] or None
 
 
@@ -110,7 +109,7 @@ class Outbox:
     def __init__(
         self,
         engine: AsyncEngine,
-        producer: AsyncProducer,
+        producer: Publisher,
         metrics: CallbackMetrics,
         *,
         deadline_seconds: float,
@@ -152,10 +151,10 @@ class Outbox:
             return Durability.DUPLICATE
         if self.kafka_suspect:
             return Durability.OUTBOXED
-        future = self._producer.produce(
-            record.topic, record.value, record.key, record.kafka_headers()
-        )
         try:
+            future = self._producer.produce(
+                record.topic, record.value, record.key, record.kafka_headers()
+            )
             async with asyncio.timeout(self._deadline):
                 await asyncio.shield(future)
         except TimeoutError:
@@ -163,7 +162,7 @@ class Outbox:
             self._suspect_until = time.monotonic() + self._suspect_for
             future.add_done_callback(lambda done: self._acknowledged_late(row_id, done))
             return Durability.OUTBOXED
-        except KafkaException as error:
+        except BrokerUnavailableError as error:
             log.warning("kafka refused a record; the relay retries it", extra={"error": str(error)})
             return Durability.OUTBOXED
         self.kafka_answered()
@@ -245,7 +244,7 @@ class Outbox:
                 record.kafka_headers(),
                 timeout=self._deadline,
             )
-        except (TimeoutError, KafkaException) as error:
+        except BrokerUnavailableError as error:
             raise OutboxUnavailableError("neither PostgreSQL nor Kafka took the record") from error
         return Durability.PUBLISHED_UNTRACKED
 
@@ -286,7 +285,7 @@ class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
-        producer: AsyncProducer,
+        producer: Publisher,
         metrics: CallbackMetrics,
         *,
         grace_seconds: float,
@@ -365,5 +364,5 @@ class OutboxRelay:
             round_,
             stop,
             what="outbox relay round",
-            survives=(*DATABASE_ERRORS, KafkaException),
+            survives=(*DATABASE_ERRORS, BrokerUnavailableError),
         )

@@ -12,13 +12,10 @@ from prometheus_client import CollectorRegistry
 
 from consumer.app import delivery_service
 from consumer.batch import decode
-from consumer.loop import ConsumeLoop, _Held
-from sms_relay.adapters.kafka.clients import (
-    AsyncProducer,
-    create_consumer,
-    create_producer,
-    position,
-)
+from consumer.loop import ConsumeLoop
+from consumer.offsets import Held
+from sms_relay.adapters.kafka.clients import create_consumer, create_producer, position
+from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.adapters.twilio.twilio_api import TwilioSmsSender, close_client, create_client
@@ -61,7 +58,7 @@ async def test_a_late_offer_leaves_the_newer_mark_on_its_offset_alone(
         ((job, _),) = batch.jobs.values()
         topic, partition, offset = position(message)
         key = ((topic, partition), offset)
-        loop._held[key] = _Held(time.monotonic() - 1, job, message, generation=0)
+        loop._offsets.held[key] = Held(time.monotonic() - 1, job, message, generation=0)
 
         loop._offer_due()  # the offer starts; its create takes 4 s at the simulator
         (offer,) = loop._offering
@@ -73,11 +70,11 @@ async def test_a_late_offer_leaves_the_newer_mark_on_its_offset_alone(
         assert not offer.done()
         # Meanwhile the partition is lost and regained, and newer work marks the offset.
         loop._on_lost(consumer, [TopicPartition(topic, partition)])
-        newer = _Held(float("inf"), job, message, generation=loop._generation)
-        loop._held[key] = newer
+        newer = Held(float("inf"), job, message, generation=loop._offsets.generation)
+        loop._offsets.held[key] = newer
 
         await asyncio.wait_for(offer, 30)
-        assert loop._held.get(key) is newer, "the late offer removed newer work's mark"
+        assert loop._offsets.held.get(key) is newer, "the late offer removed newer work's mark"
     finally:
         await close_client(client)
         producer.close()

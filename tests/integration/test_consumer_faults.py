@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from twilio.rest import Client
 
-from sms_relay.adapters.kafka.clients import decode_headers
+from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.delivery.ports import ClaimRequest, Settlement
@@ -159,9 +159,9 @@ async def test_long_outage_travels_the_retry_tiers_to_success(
     (retried,) = read_to_end(settings, first_tier)  # the consumer has stopped
     headers = decode_headers(retried)
 
-    assert headers["attempt"] == "3"
-    assert headers["original-topic"] == settings.kafka.topic_order_shipped
-    assert int(headers["not-before"]) > 0
+    assert headers["sms-relay-attempt"] == "3"
+    assert headers["sms-relay-original-topic"] == settings.kafka.topic_order_shipped
+    assert int(headers["sms-relay-not-before"]) > 0
     assert deliveries(settings)[event["eventId"]]["attempts"] == 7
     assert len(created_bodies(simulator.messages())) == 1
 
@@ -184,7 +184,7 @@ async def test_outage_past_the_last_tier_dead_letters_the_event(
             )
     (record,) = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
 
-    assert decode_headers(record)["dlq-reason"] == "retries_exhausted"
+    assert decode_headers(record)["sms-relay-dlq-reason"] == "retries_exhausted"
     assert json.loads(record.value() or b"") == event
     assert deliveries(settings)[event["eventId"]]["state"] == "dead_lettered"
     assert created_bodies(simulator.messages()) == []
@@ -213,8 +213,8 @@ async def test_poison_records_go_to_the_dlq_while_good_ones_send(
                 lambda: sum(r["state"] == "accepted" for r in deliveries(settings).values()) == 3
             )
     dead_lettered = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
-    reasons = Counter(decode_headers(r)["dlq-reason"] for r in dead_lettered)
-    errors = [decode_headers(r)["error"] for r in dead_lettered]
+    reasons = Counter(decode_headers(r)["sms-relay-dlq-reason"] for r in dead_lettered)
+    errors = [decode_headers(r)["sms-relay-error"] for r in dead_lettered]
     values = sorted(r.value() or b"" for r in dead_lettered)
 
     assert reasons == {"invalid_json": 1, "schema_violation": 3}
@@ -291,7 +291,7 @@ async def test_settled_but_unpublished_event_is_published_on_redelivery(
         await eventually(lambda: deliveries(settings)[event["eventId"]]["reported"])
     # The consumer has stopped (its records flushed): the topics hold all they ever will.
     (record,) = read_to_end(settings, settings.kafka.dlq_topic)
-    assert decode_headers(record)["dlq-reason"] == "retries_exhausted"
+    assert decode_headers(record)["sms-relay-dlq-reason"] == "retries_exhausted"
     statuses = read_values_to_end(settings, settings.kafka.topic_delivery_status)
     assert statuses_of(statuses, event["eventId"]) == ["dead_lettered"]
     assert simulator.messages() == []

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from sms_relay.adapters.kafka.clients import decode_headers
+from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.settings import DestinationSettings, Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import (
@@ -61,7 +61,7 @@ async def test_destinations_outside_the_allowlists_end_rejected_and_counted(
             }
     # The consumer has stopped: read to their ends, the topics hold all it published.
     reasons = {
-        json.loads(r.value() or b"{}")["eventId"]: decode_headers(r)["dlq-reason"]
+        json.loads(r.value() or b"{}")["eventId"]: decode_headers(r)["sms-relay-dlq-reason"]
         for r in read_to_end(restricted, restricted.kafka.dlq_topic)
     }
     published = read_values_to_end(restricted, restricted.kafka.topic_delivery_status)

@@ -22,7 +22,8 @@ from twilio.rest import Client
 
 from consumer.loop import ConsumeLoop
 from schemas.events import DeliveryStatusChanged, Status
-from sms_relay.adapters.kafka.clients import decode_headers, ensure_topics
+from sms_relay.adapters.kafka.headers import decode_headers
+from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.delivery.ports import ClaimRequest, Settlement
@@ -378,7 +379,7 @@ async def test_an_account_error_travels_the_tiers_to_the_dlq_and_replays(
     )
     assert counted == tiers  # one refused create per tier: alerted at once
     assert deliveries(settings)[event["eventId"]]["error_code"] == code
-    assert decode_headers(dead_lettered)["dlq-reason"] == "retries_exhausted"
+    assert decode_headers(dead_lettered)["sms-relay-dlq-reason"] == "retries_exhausted"
     assert created(simulator) == []
 
     # Someone fixes the console; the on-call replays the DLQ with the right settings.
@@ -464,7 +465,7 @@ async def test_a_malformed_header_dead_letters_its_record_and_the_next_is_sent(
             await eventually(lambda: len(dlq.poll()) == 1, what="the DLQ record")
     (record,) = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
 
-    assert decode_headers(record)["dlq-reason"] == "invalid_header"
+    assert decode_headers(record)["sms-relay-dlq-reason"] == "invalid_header"
     assert json.loads(record.value() or b"") == bad
     assert [m["to"] for m in created(simulator)] == [PHONE]
     assert bad["eventId"] not in deliveries(settings)

@@ -10,12 +10,8 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumer.intake import Intake
-from sms_relay.adapters.kafka.clients import (
-    create_consumer,
-    create_producer,
-    ensure_topics,
-    position,
-)
+from sms_relay.adapters.kafka.clients import create_consumer, create_producer, position
+from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.settings import KafkaSettings
 from tests.support import eventually_sync
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sms_relay.adapters.kafka.clients import decode_headers
+from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.ops.conftest import Cli
@@ -128,10 +128,10 @@ async def test_replay_of_a_dead_lettered_event_sends_exactly_one_sms(
     with topic_reader(settings, settings.kafka.topic_order_shipped) as main_topic:
         await eventually(lambda: len(main_topic.poll()) == 2, what="the replayed record")
         replayed = decode_headers(main_topic.records[-1])
-    assert replayed["replayed-from"] == (
+    assert replayed["sms-relay-replayed-from"] == (
         f"{settings.kafka.dlq_topic}:{dlq_record['partition']}:{dlq_record['offset']}"
     )
-    assert replayed["attempt"] == "0"
+    assert replayed["sms-relay-attempt"] == "0"
 
     async with running_consumer(settings):
         await eventually(

@@ -8,7 +8,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource, ConfigSource
 from confluent_kafka.admin._resource import ResourceType
 
-from sms_relay.adapters.kafka.clients import topic_names
+from sms_relay.adapters.kafka.topics import topic_names
 from sms_relay.settings import Settings
 from tests.ops.conftest import Cli
 from tests.support import delete_group_configs

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
 
-from sms_relay.adapters.kafka.clients import STARTUP_DEADLINE_SECONDS
+from sms_relay.adapters.kafka.topics import STARTUP_DEADLINE_SECONDS
 from sms_relay.settings import Settings
 from tests.support import eventually, settings_env
 
