@@ -16,7 +16,6 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callbacks.app_keys import (
     API_KEYS,
@@ -40,8 +39,13 @@ from callbacks.routes import status_callback as status
 from callbacks.routes import verify_endpoints as verify
 from callbacks.signature_check import twilio_signature
 from sms_relay.adapters.kafka.clients import AsyncProducer, create_producer, require_topics
-from sms_relay.adapters.postgres.rate_windows import prune
-from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.postgres.api_key_rows import PostgresApiKeys
+from sms_relay.adapters.postgres.callback_outbox import PostgresOutboxRows
+from sms_relay.adapters.postgres.engine import AsyncEngine, create_engine
+from sms_relay.adapters.postgres.rate_windows import PostgresRateWindows, prune
+from sms_relay.adapters.postgres.status_history import PostgresProjectionStore
+from sms_relay.adapters.postgres.suppressions import PostgresKeywordStore
+from sms_relay.adapters.postgres.verifications import PostgresVerifications
 from sms_relay.adapters.twilio.twilio_api import (
     TwilioVerifier,
     close_client,
@@ -51,15 +55,20 @@ from sms_relay.adapters.twilio.twilio_api import (
 )
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.kinds import EVENT_KINDS
-from sms_relay.errors import ConfigurationError, ProviderUnavailableError, ServiceUnavailableError
+from sms_relay.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    ProviderUnavailableError,
+    ServiceUnavailableError,
+)
 from sms_relay.listen import listening_socket
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics, PolicyMetrics
 from sms_relay.periodic import every
 from sms_relay.settings import Settings
 from sms_relay.status.api_keys import ApiKeys
-from sms_relay.status.opt_out import PostgresSuppressions
-from sms_relay.status.outbox import DATABASE_ERRORS, Outbox, OutboxRelay
+from sms_relay.status.opt_out import OptOutKeywords
+from sms_relay.status.outbox import Outbox, OutboxRelay
 from sms_relay.status.phone_verification import VerifyLimits, VerifyService
 from sms_relay.status.status_projection import StatusProjection
 
@@ -191,8 +200,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     # transaction. 20 kept open (no connection churn), 10 more at peaks.
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=20, max_overflow=10)
     app[ENGINE] = engine
-    app[SUPPRESSIONS] = PostgresSuppressions(engine, settings.phone_hash_key.get_secret_value())
-    app[API_KEYS] = ApiKeys(engine)
+    hash_key = settings.phone_hash_key.get_secret_value()
+    app[SUPPRESSIONS] = OptOutKeywords(PostgresKeywordStore(engine), hash_key)
+    app[API_KEYS] = ApiKeys(PostgresApiKeys(engine))
     refused = PolicyMetrics(app[METRICS].registry).refused
     policy = DestinationPolicy.from_settings(
         settings.destinations, lambda reason: refused.labels(reason).inc()
@@ -224,7 +234,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     app[PRODUCER] = producer
     app[KAFKA_PROBE] = kafka_answers
     app[OUTBOX] = Outbox(
-        app[ENGINE],
+        PostgresOutboxRows(app[ENGINE]),
         producer,
         app[METRICS],
         deadline_seconds=settings.callbacks_kafka_deadline_seconds,
@@ -255,7 +265,8 @@ async def _twilio(app: web.Application) -> AsyncIterator[None]:
         verifier,
         app[OUTBOX],
         app[METRICS],
-        app[ENGINE],
+        PostgresRateWindows(app[ENGINE]),
+        PostgresVerifications(),
         limits=VerifyLimits(
             starts_per_number=settings.verify_max_starts_per_number,
             starts_per_ip=settings.verify_max_starts_per_ip,
@@ -275,7 +286,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     engine, metrics, outbox = app[ENGINE], app[METRICS], app[OUTBOX]
     message_timeout = settings.callbacks_kafka_message_timeout_seconds
     relay = OutboxRelay(
-        engine,
+        PostgresOutboxRows(engine),
         app[PRODUCER],
         metrics,
         grace_seconds=max(message_timeout, settings.callbacks_kafka_deadline_seconds) + 1.0,
@@ -289,7 +300,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         _prune_limits(engine, stop),
     ]
     if settings.callbacks_run_projection:
-        runner = ProjectionRunner(settings.kafka, StatusProjection(engine, metrics))
+        runner = ProjectionRunner(
+            settings.kafka, StatusProjection(PostgresProjectionStore(engine), metrics)
+        )
         jobs.append(runner.run(stop))
     client = app[_TWILIO_CLIENT]
     if settings.callbacks_run_reconciler and client is not None:
@@ -320,7 +333,7 @@ async def _prune_limits(engine: AsyncEngine, stop: asyncio.Event) -> None:
         partial(prune, engine),
         stop,
         what="rate-limit pruning",
-        survives=DATABASE_ERRORS,
+        survives=(DatabaseUnavailableError,),
     )
 
 
