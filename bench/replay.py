@@ -26,7 +26,7 @@ from bench.suite import Backlog
 from consumer.app import serve
 from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
-from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.settings import SendingSettings, Settings, TwilioSettings
 from tests.support import delete_topics, fresh_kafka_settings, fresh_schema, local_stack_env

@@ -38,7 +38,12 @@ from callbacks.signature_check import twilio_signature
 from sms_relay.adapters.kafka.clients import create_producer
 from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.adapters.kafka.topics import require_topics
-from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.postgres.api_key_rows import PostgresApiKeys
+from sms_relay.adapters.postgres.callback_outbox import PostgresOutboxRows
+from sms_relay.adapters.postgres.engine import create_engine
+from sms_relay.adapters.postgres.rate_windows import PostgresRateWindows
+from sms_relay.adapters.postgres.suppressions import PostgresKeywordStore
+from sms_relay.adapters.postgres.verifications import PostgresVerifications
 from sms_relay.adapters.twilio.twilio_api import (
     TwilioVerifier,
     close_client,
@@ -47,13 +52,17 @@ from sms_relay.adapters.twilio.twilio_api import (
 )
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.kinds import EVENT_KINDS
-from sms_relay.errors import BrokerUnavailableError, ConfigurationError, ProviderUnavailableError
+from sms_relay.errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    ProviderUnavailableError,
+)
 from sms_relay.listen import listening_socket
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import CallbackMetrics, PolicyMetrics
 from sms_relay.settings import Settings
 from sms_relay.status.api_keys import ApiKeys
-from sms_relay.status.opt_out import PostgresSuppressions
+from sms_relay.status.opt_out import OptOutKeywords
 from sms_relay.status.outbox import Outbox
 from sms_relay.status.phone_verification import VerifyLimits, VerifyService
 
@@ -182,8 +191,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     # transaction. 20 kept open (no connection churn), 10 more at peaks.
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=20, max_overflow=10)
     app[ENGINE] = engine
-    app[SUPPRESSIONS] = PostgresSuppressions(engine, settings.phone_hash_key.get_secret_value())
-    app[API_KEYS] = ApiKeys(engine)
+    hash_key = settings.phone_hash_key.get_secret_value()
+    app[SUPPRESSIONS] = OptOutKeywords(PostgresKeywordStore(engine), hash_key)
+    app[API_KEYS] = ApiKeys(PostgresApiKeys(engine))
     refused = PolicyMetrics(app[METRICS].registry).refused
     policy = DestinationPolicy.from_settings(
         settings.destinations, lambda reason: refused.labels(reason).inc()
@@ -216,7 +226,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     app[PRODUCER] = producer
     app[KAFKA_PROBE] = kafka_answers
     app[OUTBOX] = Outbox(
-        app[ENGINE],
+        PostgresOutboxRows(app[ENGINE]),
         producer,
         app[METRICS],
         deadline_seconds=settings.callbacks_kafka_deadline_seconds,
@@ -247,7 +257,8 @@ async def _twilio(app: web.Application) -> AsyncIterator[None]:
         verifier,
         app[OUTBOX],
         app[METRICS],
-        app[ENGINE],
+        PostgresRateWindows(app[ENGINE]),
+        PostgresVerifications(),
         limits=VerifyLimits(
             starts_per_number=settings.verify_max_starts_per_number,
             starts_per_ip=settings.verify_max_starts_per_ip,

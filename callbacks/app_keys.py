@@ -7,14 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.kafka.producer import AsyncProducer
+from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.domain.kinds import EventKind
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.settings import Settings
 from sms_relay.status.api_keys import ApiKeys
-from sms_relay.status.opt_out import PostgresSuppressions
+from sms_relay.status.opt_out import OptOutKeywords
 from sms_relay.status.outbox import Outbox
 from sms_relay.status.phone_verification import VerifyService
 
@@ -30,7 +30,7 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 PRODUCER = web.AppKey("producer", AsyncProducer)
 KAFKA_PROBE: web.AppKey[KafkaProbe] = web.AppKey("kafka_probe")
 OUTBOX = web.AppKey("outbox", Outbox)
-SUPPRESSIONS = web.AppKey("suppressions", PostgresSuppressions)
+SUPPRESSIONS = web.AppKey("suppressions", OptOutKeywords)
 VERIFY = web.AppKey("verify", VerifyService)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 # Each ingestible kind by name, with the destination policy of these settings.

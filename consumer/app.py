@@ -18,7 +18,7 @@ from sms_relay.adapters.kafka.clients import create_consumer, create_producer
 from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.adapters.kafka.topics import require_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
-from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.adapters.twilio.twilio_api import TwilioSmsSender, close_client, create_client
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.ports import Ledger, SmsSender

@@ -13,10 +13,10 @@ import json
 import logging
 
 from prometheus_client import Gauge
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sms_relay.adapters.postgres.deliveries import count_stuck_claims, count_unresolved_doubts
+from sms_relay.adapters.postgres.engine import AsyncEngine
+from sms_relay.errors import DatabaseUnavailableError
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.periodic import every
 
@@ -65,32 +65,6 @@ class LagRecorder:
         self._seen = current
 
 
-_STUCK = text(
-    """
-SELECT count(*) FROM deliveries
-WHERE state = 'sending' AND lease_until < clock_timestamp()
-    AND COALESCE(sending_started_at, updated_at)
-        < clock_timestamp() - make_interval(secs => :stuck_after)
-"""
-)
-
-
-_UNRESOLVED = text("SELECT count(*) FROM deliveries WHERE doubt_since IS NOT NULL")
-
-
-async def count_stuck_claims(engine: AsyncEngine, stuck_after_seconds: float) -> int:
-    """Deliveries in `sending` whose lease expired and whose send began long ago."""
-    async with engine.connect() as connection:
-        result = await connection.execute(_STUCK, {"stuck_after": stuck_after_seconds})
-        return int(result.scalar_one())
-
-
-async def count_unresolved_doubts(engine: AsyncEngine) -> int:
-    """Deliveries whose earlier send may have created a message not matched yet."""
-    async with engine.connect() as connection:
-        return int((await connection.execute(_UNRESOLVED)).scalar_one())
-
-
 async def watch_stuck_claims(
     engine: AsyncEngine,
     metrics: ConsumerMetrics,
@@ -107,5 +81,9 @@ async def watch_stuck_claims(
         metrics.unresolved_doubts.set(await count_unresolved_doubts(engine))
 
     await every(
-        interval_seconds, refresh, stop, what="stuck-claim count", survives=(SQLAlchemyError,)
+        interval_seconds,
+        refresh,
+        stop,
+        what="stuck-claim count",
+        survives=(DatabaseUnavailableError,),
     )

@@ -9,15 +9,18 @@ from functools import partial
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callbacks.app_keys import ENGINE, METRICS, OUTBOX, PRODUCER, SETTINGS, TWILIO_CLIENT
 from callbacks.jobs.missing_callbacks import MissingCallbacksReconciler
 from callbacks.jobs.projection_runner import ProjectionRunner
+from sms_relay.adapters.postgres.callback_outbox import PostgresOutboxRows
+from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.adapters.postgres.rate_windows import prune
+from sms_relay.adapters.postgres.status_history import PostgresProjectionStore
 from sms_relay.adapters.twilio.twilio_api import fetch_message
+from sms_relay.errors import DatabaseUnavailableError
 from sms_relay.periodic import every
-from sms_relay.status.outbox import DATABASE_ERRORS, OutboxRelay
+from sms_relay.status.outbox import OutboxRelay
 from sms_relay.status.status_projection import StatusProjection
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ async def background_jobs(app: web.Application) -> AsyncIterator[None]:
     engine, metrics, outbox = app[ENGINE], app[METRICS], app[OUTBOX]
     message_timeout = settings.callbacks_kafka_message_timeout_seconds
     relay = OutboxRelay(
-        engine,
+        PostgresOutboxRows(engine),
         app[PRODUCER],
         metrics,
         grace_seconds=max(message_timeout, settings.callbacks_kafka_deadline_seconds) + 1.0,
@@ -47,7 +50,9 @@ async def background_jobs(app: web.Application) -> AsyncIterator[None]:
         _prune_limits(engine, stop),
     ]
     if settings.callbacks_run_projection:
-        runner = ProjectionRunner(settings.kafka, StatusProjection(engine, metrics))
+        runner = ProjectionRunner(
+            settings.kafka, StatusProjection(PostgresProjectionStore(engine), metrics)
+        )
         jobs.append(runner.run(stop))
     client = app[TWILIO_CLIENT]
     if settings.callbacks_run_reconciler and client is not None:
@@ -78,7 +83,7 @@ async def _prune_limits(engine: AsyncEngine, stop: asyncio.Event) -> None:
         partial(prune, engine),
         stop,
         what="rate-limit pruning",
-        survives=DATABASE_ERRORS,
+        survives=(DatabaseUnavailableError,),
     )
 
 

@@ -14,14 +14,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from schemas.events import DeliveryStatusChanged, Status
 from sms_relay.adapters.postgres.deliveries import take_stuck_accepted
-from sms_relay.errors import OutboxUnavailableError, ProviderError
+from sms_relay.adapters.postgres.engine import AsyncEngine
+from sms_relay.errors import DatabaseUnavailableError, OutboxUnavailableError, ProviderError
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.periodic import every
-from sms_relay.status.outbox import DATABASE_ERRORS, OutboundRecord, Outbox
+from sms_relay.status.outbox import OutboundRecord, Outbox
 from sms_relay.status.ports import FetchedMessage
 from sms_relay.status.status_projection import rank
 
@@ -55,17 +54,20 @@ class MissingCallbacksReconciler:
     async def reconcile_once(self) -> int:
         """Check one batch of stuck messages; returns how many had news.
 
-        Raises what PostgreSQL raises; Twilio errors are counted and the message is
+        Raises DatabaseUnavailableError; Twilio errors are counted and the message is
         looked at again after another horizon.
         """
-        async with self._engine.begin() as connection:
-            rows = await take_stuck_accepted(connection, self._stuck_after, self._batch_size)
+        rows = await take_stuck_accepted(self._engine, self._stuck_after, self._batch_size)
         results = await asyncio.gather(*(self._check(row) for row in rows))
         return sum(results)
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         await every(
-            interval, self.reconcile_once, stop, what="reconciler round", survives=DATABASE_ERRORS
+            interval,
+            self.reconcile_once,
+            stop,
+            what="reconciler round",
+            survives=(DatabaseUnavailableError,),
         )
 
     async def _check(self, row: dict[str, str]) -> bool:

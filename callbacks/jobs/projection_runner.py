@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from schemas.events import DeliveryStatusChanged
 from sms_relay.adapters.kafka.clients import create_consumer, position
+from sms_relay.errors import DatabaseUnavailableError
 from sms_relay.settings import KafkaSettings
-from sms_relay.status.outbox import DATABASE_ERRORS
 from sms_relay.status.status_projection import StatusProjection
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class ProjectionRunner:
             try:
                 await self._projection.apply(records)
                 return
-            except DATABASE_ERRORS as error:
+            except DatabaseUnavailableError as error:
                 log.warning("projection failed; retrying", extra={"error": repr(error)})
                 if stop.is_set():
                     raise

@@ -18,26 +18,18 @@ import logging
 
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy import insert, text
 
 from callbacks.app_keys import API_KEYS, ENGINE, KINDS, METRICS, PRODUCER, SETTINGS
 from callbacks.http import invalid, json_error
 from sms_relay.adapters.kafka.headers import API_KEY_ID, CLIENT, encode_headers
+from sms_relay.adapters.postgres import ingestions
 from sms_relay.adapters.postgres.rate_windows import Limit, hit
-from sms_relay.adapters.postgres.tables import ingestions
-from sms_relay.errors import BrokerUnavailableError
+from sms_relay.errors import BrokerUnavailableError, DatabaseUnavailableError
 from sms_relay.status.api_keys import ApiKey
-from sms_relay.status.outbox import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
 BEARER = "Bearer "
-
-_EARLIER = text(
-    "SELECT (SELECT state FROM deliveries WHERE event_id = :id) AS state, "
-    "EXISTS (SELECT 1 FROM ingestions WHERE event_id = :id AND client = :client) AS own, "
-    "EXISTS (SELECT 1 FROM ingestions WHERE event_id = :id) AS ingested"
-)
 
 
 async def ingest(request: web.Request, kind_name: str, topic: str, key_of: str) -> web.Response:
@@ -46,7 +38,7 @@ async def ingest(request: web.Request, kind_name: str, topic: str, key_of: str) 
     part."""
     try:
         answer, result = await _ingest(request, kind_name, topic, key_of)
-    except DATABASE_ERRORS as error:
+    except DatabaseUnavailableError as error:
         log.error("ingestion unavailable: PostgreSQL", extra={"error": repr(error)})
         answer = json_error(503, "unavailable", "the service cannot take events now; retry later")
         result = "unavailable"
@@ -66,10 +58,7 @@ async def _ingest(
         event = request.app[KINDS][kind_name].parse(raw)
     except ValidationError as error:
         return invalid(error, "event"), "invalid"
-    async with request.app[ENGINE].connect() as connection:
-        earlier = (
-            await connection.execute(_EARLIER, {"id": event.eventId, "client": client.client})
-        ).one()
+    earlier = await ingestions.earlier(request.app[ENGINE], event.eventId, client.client)
     if earlier.own:
         state = earlier.state or "queued"
         body = {"eventId": event.eventId, "duplicate": True, "status": state}
@@ -133,17 +122,10 @@ async def _audit(
 ) -> None:
     """Which client put the event on the topic (key id and client name, never the key)."""
     try:
-        async with request.app[ENGINE].begin() as connection:
-            await connection.execute(
-                insert(ingestions).values(
-                    event_id=event_id,
-                    event_type=kind_name,
-                    key_id=key.key_id,
-                    client=key.client,
-                    topic=topic,
-                )
-            )
-    except DATABASE_ERRORS as error:
+        await ingestions.record(
+            request.app[ENGINE], event_id, kind_name, key.key_id, key.client, topic
+        )
+    except DatabaseUnavailableError as error:
         # The record is on Kafka (with the key id in its headers); only the row is missing.
         log.error(
             "ingestion audit row not stored", extra={"eventId": event_id, "error": repr(error)}

@@ -6,10 +6,10 @@ import asyncio
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from callbacks.app_keys import ENGINE, KAFKA_PROBE, METRICS
-from sms_relay.status.outbox import DATABASE_ERRORS
+from sms_relay.adapters.postgres.engine import answers
+from sms_relay.errors import DatabaseUnavailableError
 
 PROBE_TIMEOUT_SECONDS = 2.0
 
@@ -37,9 +37,6 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def _database_ok(request: web.Request) -> bool:
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-            async with request.app[ENGINE].connect() as connection:
-                await connection.execute(text("SELECT 1"))
-    except DATABASE_ERRORS:
+        return await answers(request.app[ENGINE], PROBE_TIMEOUT_SECONDS)
+    except DatabaseUnavailableError:
         return False
-    return True

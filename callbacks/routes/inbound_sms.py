@@ -20,10 +20,9 @@ from pydantic import ValidationError
 from callbacks.app_keys import METRICS, RECEIVED_AT, SETTINGS, SUPPRESSIONS
 from callbacks.http import invalid, json_error, read_form
 from schemas.twilio import TwilioInboundMessage
-from sms_relay.errors import ProviderError, ProviderRejectedError
+from sms_relay.errors import DatabaseUnavailableError, ProviderError, ProviderRejectedError
 from sms_relay.masking import mask_phone
 from sms_relay.status.opt_out import Keyword, KeywordResult, classify
-from sms_relay.status.outbox import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ async def inbound_message(request: web.Request) -> web.Response:
         result = await request.app[SUPPRESSIONS].apply_keyword(
             message.From, keyword, message.MessageSid, received_at or datetime.now(UTC)
         )
-    except DATABASE_ERRORS as error:
+    except DatabaseUnavailableError as error:
         # Twilio retries a failed inbound webhook a little; the opt-out must not be lost silently.
         log.error("opt-out/opt-in not stored", extra={"error": repr(error)})
         return json_error(503, "unavailable", "the keyword could not be stored; retry later")

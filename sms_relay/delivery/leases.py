@@ -12,11 +12,9 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from sms_relay.clock import Clock
 from sms_relay.delivery.ports import Ledger
-from sms_relay.errors import LeaseTooShortError
+from sms_relay.errors import DatabaseUnavailableError, LeaseTooShortError
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.periodic import every
 
@@ -92,7 +90,7 @@ class LeaseKeeper:
             return
         try:
             renewed = await self._ledger.renew({e: token for e, (token, _) in held.items()})
-        except (SQLAlchemyError, OSError) as error:
+        except DatabaseUnavailableError as error:
             # The leases run out on their own; calls stop before they would outlive them.
             self._metrics.lease_renewals.labels("error").inc()
             log.warning("lease renewal failed", extra={"error": type(error).__name__})

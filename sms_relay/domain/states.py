@@ -60,6 +60,10 @@ TWILIO_RANK: dict[str, int] = {
     S.READ: 5,
 }
 
+# Twilio's statuses a later one may still follow: the missing-callbacks reconciler asks
+# Twilio about deliveries that stay at one of them too long.
+AWAITING_TWILIO = frozenset({S.ACCEPTED, S.QUEUED, S.SENT})
+
 # Every move the ledger makes. The status projection's moves are the rank order above.
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
     S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED}),

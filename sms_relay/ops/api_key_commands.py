@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import Any
 
+from sms_relay.adapters.postgres.api_key_rows import PostgresApiKeys
+from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.domain.kinds import EVENT_KINDS
 from sms_relay.errors import NotFoundError, OpsError
 from sms_relay.ops.common import emit, iso, run_with_engine, table
@@ -39,6 +41,10 @@ def configure_revoke(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key_id", metavar="KEY_ID", help="the key id shown by create and list")
 
 
+def _keys(engine: AsyncEngine) -> ApiKeys:
+    return ApiKeys(PostgresApiKeys(engine))
+
+
 def _describe(key: ApiKey) -> dict[str, Any]:
     return {
         "keyId": key.key_id,
@@ -62,7 +68,7 @@ def handle_create(args: argparse.Namespace, settings: Settings) -> int:
         raise OpsError("--rate-limit must be at least 1 and --window above 0")
     record, key = run_with_engine(
         settings,
-        lambda engine: ApiKeys(engine).create(args.client, kinds, args.rate_limit, args.window),
+        lambda engine: _keys(engine).create(args.client, kinds, args.rate_limit, args.window),
     )
     described = _describe(record)
     emit(
@@ -79,7 +85,7 @@ def handle_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def handle_list(args: argparse.Namespace, settings: Settings) -> int:
-    keys = run_with_engine(settings, lambda engine: ApiKeys(engine).list(include_revoked=args.all))
+    keys = run_with_engine(settings, lambda engine: _keys(engine).list(include_revoked=args.all))
     rows = [_describe(key) for key in keys]
     emit(
         args,
@@ -107,7 +113,7 @@ def handle_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def handle_revoke(args: argparse.Namespace, settings: Settings) -> int:
     key_id: str = args.key_id
-    key = run_with_engine(settings, lambda engine: ApiKeys(engine).revoke(key_id))
+    key = run_with_engine(settings, lambda engine: _keys(engine).revoke(key_id))
     if key is None:
         raise NotFoundError(f"no API key with id {key_id!r}")
     emit(

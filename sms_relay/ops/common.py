@@ -13,11 +13,9 @@ from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sms_relay.adapters.postgres.tables import create_engine
-from sms_relay.errors import BrokerUnavailableError, OpsError
+from sms_relay.adapters.postgres.engine import AsyncEngine, create_engine
+from sms_relay.errors import BrokerUnavailableError, DatabaseUnavailableError, OpsError
 from sms_relay.logs import scrub, secrets_of
 from sms_relay.settings import Settings
 
@@ -41,10 +39,8 @@ def command(name: str, handler: Handler) -> Handler:
             return handler(args, settings)
         except OpsError as error:
             message, code = str(error), error.exit_code
-        except DBAPIError as error:
-            message, code = _database_problem(error), 2
-        except SQLAlchemyError as error:
-            message, code = f"database error: {type(error).__name__}", 2
+        except DatabaseUnavailableError as error:
+            message, code = str(error), 2
         except KafkaException as error:
             message, code = f"Kafka error: {error.args[0].str() if error.args else error}", 2
         except BrokerUnavailableError as error:
@@ -63,15 +59,6 @@ def kafka_unreachable(bootstrap_servers: str, error: Exception) -> OpsError:
     detail = error.args[0] if error.args else error
     text = detail.str() if isinstance(detail, KafkaError) else str(detail)
     return OpsError(f"Kafka at {bootstrap_servers} did not answer: {text}")
-
-
-def _database_problem(error: DBAPIError) -> str:
-    text = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-    if "does not exist" in text and "relation" in text:
-        return f"database schema is missing ({text}); run `sms-relay migrate`"
-    if error.connection_invalidated or "connection" in text.lower():
-        return f"PostgreSQL is unreachable: {text}"
-    return f"database error: {text}"
 
 
 def run_with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:

@@ -17,8 +17,6 @@ import getpass
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.kafka.clients import create_producer
 from sms_relay.adapters.kafka.headers import (
@@ -29,8 +27,8 @@ from sms_relay.adapters.kafka.headers import (
     encode_headers,
 )
 from sms_relay.adapters.kafka.producer import produce_when_room
-from sms_relay.adapters.postgres.deliveries import reopen_dead_lettered
-from sms_relay.adapters.postgres.tables import dlq_replays
+from sms_relay.adapters.postgres import dlq_replays
+from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.errors import OpsError
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
@@ -190,25 +188,11 @@ async def _replay_chunk(
     engine: AsyncEngine, producer: Producer, topic: str, chunk: list[DlqRecord], operator: str
 ) -> int:
     """One transaction per chunk: reset, audit, produce, then commit. Returns rows reset."""
-    ids = sorted({r.event_id for r in chunk if r.event_id})
-    async with engine.begin() as connection:
-        count = len(await reopen_dead_lettered(connection, ids))
-        await connection.execute(
-            insert(dlq_replays),
-            [
-                {
-                    "event_id": r.event_id,
-                    "dlq_topic": r.topic,
-                    "dlq_partition": r.partition,
-                    "dlq_offset": r.offset,
-                    "reason": r.reason,
-                    "operator": operator,
-                }
-                for r in chunk
-            ],
-        )
-        _produce(producer, topic, chunk)
-    return count
+    replays = [
+        dlq_replays.Replay(r.event_id, r.topic, r.partition, r.offset, r.reason, operator)
+        for r in chunk
+    ]
+    return await dlq_replays.replay(engine, replays, lambda: _produce(producer, topic, chunk))
 
 
 def handle_replay(args: argparse.Namespace, settings: Settings) -> int:

@@ -15,13 +15,12 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import event_id_of
 from sms_relay.adapters.kafka.clients import create_consumer, position
 from sms_relay.adapters.kafka.headers import ATTEMPT, DLQ_REASON, ERROR, decode_headers
-from sms_relay.adapters.postgres.tables import deliveries, dlq_replays
+from sms_relay.adapters.postgres import deliveries, dlq_replays
+from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.errors import OpsError
 from sms_relay.ops.common import KAFKA_LOGGER, METADATA_TIMEOUT, iso, kafka_unreachable
 from sms_relay.settings import KafkaSettings
@@ -175,32 +174,8 @@ def read_topic(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> li
 
 async def annotate(engine: AsyncEngine, records: list[DlqRecord]) -> None:
     """Fill in each record's ledger state and error code and how often it was replayed."""
-    ids = sorted({r.event_id for r in records if r.event_id})
-    topics = sorted({r.topic for r in records})
-    async with engine.connect() as connection:
-        ledger = (
-            await connection.execute(
-                select(deliveries.c.event_id, deliveries.c.state, deliveries.c.error_code).where(
-                    deliveries.c.event_id.in_(ids)
-                )
-            )
-        ).all()
-        replayed = (
-            await connection.execute(
-                select(
-                    dlq_replays.c.dlq_topic,
-                    dlq_replays.c.dlq_partition,
-                    dlq_replays.c.dlq_offset,
-                    func.count(),
-                )
-                .where(dlq_replays.c.dlq_topic.in_(topics))
-                .group_by(
-                    dlq_replays.c.dlq_topic, dlq_replays.c.dlq_partition, dlq_replays.c.dlq_offset
-                )
-            )
-        ).all()
-    states = {row[0]: (row[1], row[2]) for row in ledger}
-    counts = {(row[0], row[1], row[2]): int(row[3]) for row in replayed}
+    states = await deliveries.states_of(engine, sorted({r.event_id for r in records if r.event_id}))
+    counts = await dlq_replays.replay_counts(engine, sorted({r.topic for r in records}))
     for record in records:
         if record.event_id in states:
             record.state, record.error_code = states[record.event_id]

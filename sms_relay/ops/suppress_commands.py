@@ -8,12 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from schemas.phone import check_e164
-from sms_relay.adapters.postgres.tables import suppressions
+from sms_relay.adapters.postgres import suppressions
+from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.errors import NotFoundError, OpsError
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.ops.common import emit, iso, run_with_engine, table
@@ -52,25 +49,8 @@ def handle_add(args: argparse.Namespace, settings: Settings) -> int:
     hashed, masked = _key(settings, args.phone)
 
     async def work(engine: AsyncEngine) -> dict[str, Any]:
-        async with engine.begin() as connection:
-            inserted = (
-                await connection.execute(
-                    insert(suppressions)
-                    .values(phone_hash=hashed, phone_masked=masked, reason=MANUAL)
-                    .on_conflict_do_nothing(index_elements=["phone_hash"])
-                    .returning(suppressions.c.reason, suppressions.c.created_at)
-                )
-            ).first()
-            if inserted is not None:
-                return {"to": masked, "added": True, "reason": MANUAL, "since": iso(inserted[1])}
-            existing = (
-                await connection.execute(
-                    select(suppressions.c.reason, suppressions.c.created_at).where(
-                        suppressions.c.phone_hash == hashed
-                    )
-                )
-            ).one()
-            return {"to": masked, "added": False, "reason": existing[0], "since": iso(existing[1])}
+        added, reason, since = await suppressions.add_one(engine, hashed, masked, MANUAL)
+        return {"to": masked, "added": added, "reason": reason, "since": iso(since)}
 
     result = run_with_engine(settings, work)
     emit(
@@ -89,26 +69,18 @@ def handle_add(args: argparse.Namespace, settings: Settings) -> int:
 def handle_remove(args: argparse.Namespace, settings: Settings) -> int:
     hashed, masked = _key(settings, args.phone)
 
-    async def work(engine: AsyncEngine) -> str:
-        async with engine.begin() as connection:
-            reason = (
-                await connection.execute(
-                    select(suppressions.c.reason)
-                    .where(suppressions.c.phone_hash == hashed)
-                    .with_for_update()
-                )
-            ).scalar()
-            if reason is None:
-                raise NotFoundError(f"{masked} is not suppressed")
-            if reason != MANUAL and not args.force:
-                raise OpsError(
-                    f"{masked} is suppressed for {reason!r}, not by an operator; "
-                    "--force removes it (only with the recipient's renewed consent)"
-                )
-            await connection.execute(
-                delete(suppressions).where(suppressions.c.phone_hash == hashed)
+    def may_remove(reason: str) -> None:
+        if reason != MANUAL and not args.force:
+            raise OpsError(
+                f"{masked} is suppressed for {reason!r}, not by an operator; "
+                "--force removes it (only with the recipient's renewed consent)"
             )
-            return str(reason)
+
+    async def work(engine: AsyncEngine) -> str:
+        reason = await suppressions.remove_one(engine, hashed, may_remove)
+        if reason is None:
+            raise NotFoundError(f"{masked} is not suppressed")
+        return reason
 
     reason = run_with_engine(settings, work)
     emit(
@@ -123,13 +95,7 @@ def handle_list(args: argparse.Namespace, settings: Settings) -> int:
     limit: int | None = args.limit
 
     async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
-        query = select(suppressions).order_by(
-            suppressions.c.created_at.desc(), suppressions.c.phone_masked
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        async with engine.connect() as connection:
-            rows = (await connection.execute(query)).mappings().all()
+        rows = await suppressions.listed(engine, limit)
         return [
             {"to": r["phone_masked"], "reason": r["reason"], "since": iso(r["created_at"])}
             for r in rows

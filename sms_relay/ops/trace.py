@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from sms_relay.adapters.postgres.tables import deliveries, dlq_replays, ingestions, status_history
+from sms_relay.adapters.postgres import deliveries, dlq_replays, ingestions, status_history
+from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.errors import NotFoundError
 from sms_relay.logs import scrub
 from sms_relay.ops.common import emit, iso, run_with_engine, table
@@ -18,57 +16,12 @@ from sms_relay.settings import Settings
 async def load_story(engine: AsyncEngine, ident: str) -> dict[str, Any] | None:
     """The deliveries row, every status step, every DLQ replay of one message, and which
     client sent it over HTTP (key id and client name, never the key)."""
-    async with engine.connect() as connection:
-        row = (
-            (
-                await connection.execute(
-                    select(deliveries).where(
-                        or_(deliveries.c.event_id == ident, deliveries.c.message_sid == ident)
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
-        event_id = row["event_id"] if row else ident
-        sid = row["message_sid"] if row else ident
-        # Callbacks may know only the SID; a NULL SID must not match every SID-less step.
-        same = status_history.c.event_id == event_id
-        if sid is not None:
-            same = or_(same, status_history.c.message_sid == sid)
-        steps = (
-            (
-                await connection.execute(
-                    select(status_history)
-                    .where(same)
-                    .order_by(status_history.c.occurred_at, status_history.c.id)
-                )
-            )
-            .mappings()
-            .all()
-        )
-        replays = (
-            (
-                await connection.execute(
-                    select(dlq_replays)
-                    .where(dlq_replays.c.event_id == event_id)
-                    .order_by(dlq_replays.c.replayed_at, dlq_replays.c.id)
-                )
-            )
-            .mappings()
-            .all()
-        )
-        sources = (
-            (
-                await connection.execute(
-                    select(ingestions)
-                    .where(ingestions.c.event_id == event_id)
-                    .order_by(ingestions.c.received_at, ingestions.c.id)
-                )
-            )
-            .mappings()
-            .all()
-        )
+    row = await deliveries.find(engine, ident)
+    event_id = row["event_id"] if row else ident
+    sid = row["message_sid"] if row else ident
+    steps = await status_history.steps_of(engine, event_id, sid)
+    replays = await dlq_replays.replays_of(engine, event_id)
+    sources = await ingestions.ingestions_of(engine, event_id)
     if row is None and not steps and not sources:
         return None
     if row is None and steps:  # callbacks for a message the ledger never saw

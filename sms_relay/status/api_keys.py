@@ -18,12 +18,8 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from sms_relay.adapters.postgres.tables import api_keys
+from sms_relay.status.ports import ApiKeyStore
 
 PREFIX = "smsr"
 _KEY = re.compile(r"\Asmsr_([0-9a-f]{12})_([A-Za-z0-9_-]{43})\Z")
@@ -59,79 +55,37 @@ def new_key() -> tuple[str, str]:
     return key_id, f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
 
 
-def _from_row(row: Row[Any]) -> ApiKey:
-    return ApiKey(
-        key_id=row.key_id,
-        client=row.client,
-        event_kinds=tuple(row.event_kinds),
-        rate_limit=row.rate_limit,
-        rate_window_seconds=row.rate_window_seconds,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-    )
-
-
 class ApiKeys:
-    """The `api_keys` table. Every method raises what SQLAlchemy raises."""
+    """Creates, lists, revokes and checks keys; every method raises DatabaseUnavailableError."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, store: ApiKeyStore) -> None:
+        self._store = store
 
     async def create(
         self, client: str, event_kinds: list[str], rate_limit: int, rate_window_seconds: float
     ) -> tuple[ApiKey, str]:
         """The new key's record and the key itself (to show once, never stored)."""
         key_id, key = new_key()
-        async with self._engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    insert(api_keys)
-                    .values(
-                        key_id=key_id,
-                        client=client,
-                        secret_hash=_digest(key),
-                        event_kinds=sorted(set(event_kinds)),
-                        rate_limit=rate_limit,
-                        rate_window_seconds=rate_window_seconds,
-                    )
-                    .returning(api_keys)
-                )
-            ).one()
-        return _from_row(row), key
+        record = ApiKey(
+            key_id, client, tuple(sorted(set(event_kinds))), rate_limit, rate_window_seconds
+        )
+        return await self._store.insert(record, _digest(key)), key
 
     async def list(self, *, include_revoked: bool = False) -> list[ApiKey]:
-        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
-        if not include_revoked:
-            query = query.where(api_keys.c.revoked_at.is_(None))
-        async with self._engine.connect() as connection:
-            return [_from_row(row) for row in (await connection.execute(query)).all()]
+        return await self._store.list(include_revoked=include_revoked)
 
     async def revoke(self, key_id: str) -> ApiKey | None:
         """Revoke at once (the next request is refused); None when no such key."""
-        async with self._engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    update(api_keys)
-                    .where(api_keys.c.key_id == key_id)
-                    .values(revoked_at=func.coalesce(api_keys.c.revoked_at, func.now()))
-                    .returning(api_keys)
-                )
-            ).first()
-        return _from_row(row) if row is not None else None
+        return await self._store.revoke(key_id)
 
     async def authenticate(self, presented: str) -> ApiKey | None:
         """The live key `presented` is, or None (malformed, unknown, revoked or wrong)."""
         match = _KEY.match(presented)
         if match is None:
             return None
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(api_keys).where(api_keys.c.key_id == match.group(1))
-                )
-            ).first()
-        if row is None or row.revoked_at is not None:
+        stored = await self._store.find(match.group(1))
+        if stored is None or stored.key.revoked_at is not None:
             return None
-        if not hmac.compare_digest(row.secret_hash, _digest(presented)):
+        if not hmac.compare_digest(stored.secret_hash, _digest(presented)):
             return None
-        return _from_row(row)
+        return stored.key

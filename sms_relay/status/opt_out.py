@@ -13,10 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from sms_relay.masking import mask_phone, phone_hash
+from sms_relay.status.ports import KeywordStore
 
 # Twilio's default opt-out and opt-in keywords (Advanced Opt-Out uses the same lists).
 OPT_OUT_KEYWORDS = frozenset(
@@ -51,34 +49,11 @@ class KeywordResult(StrEnum):
     DUPLICATE = "duplicate"  # this MessageSid was seen before: no second effect
 
 
-_SEEN = text(
-    "INSERT INTO inbound_keywords (message_sid, phone_hash, action, received_at, applied) "
-    "VALUES (:sid, :h, :action, :at, false) ON CONFLICT (message_sid) DO NOTHING "
-    "RETURNING message_sid"
-)
-# Newer than the last keyword applied (or as old and an opt-out): becomes the last one.
-_NEWER = text(
-    "INSERT INTO keyword_latest AS k (phone_hash, action, received_at, message_sid) "
-    "VALUES (:h, :action, :at, :sid) ON CONFLICT (phone_hash) DO UPDATE "
-    "SET action = excluded.action, received_at = excluded.received_at, "
-    "message_sid = excluded.message_sid "
-    "WHERE k.received_at < excluded.received_at "
-    "OR (k.received_at = excluded.received_at AND excluded.action = 'opt_out') "
-    "RETURNING phone_hash"
-)
-_APPLIED = text("UPDATE inbound_keywords SET applied = true WHERE message_sid = :sid")
-_ADD = text(
-    "INSERT INTO suppressions (phone_hash, phone_masked, reason) "
-    "VALUES (:h, :m, :r) ON CONFLICT (phone_hash) DO NOTHING"
-)
-_REMOVE = text("DELETE FROM suppressions WHERE phone_hash = :h")
+class OptOutKeywords:
+    """Applies inbound keywords to the suppression list the consumer checks at claim time."""
 
-
-class PostgresSuppressions:
-    """The `suppressions` table the consumer checks at claim time."""
-
-    def __init__(self, engine: AsyncEngine, hash_key: str) -> None:
-        self._engine = engine
+    def __init__(self, store: KeywordStore, hash_key: str) -> None:
+        self._store = store
         self._hash_key = hash_key
 
     async def apply_keyword(
@@ -86,32 +61,18 @@ class PostgresSuppressions:
     ) -> KeywordResult:
         """Record an inbound keyword once; an opt-out suppresses `number`, an opt-in lifts
         any suppression (the subscriber's own START outranks an earlier opt-out or 21610),
-        HELP changes nothing. All in one transaction. Raises what SQLAlchemy raises."""
+        HELP changes nothing. All in one transaction. Raises DatabaseUnavailableError."""
         hashed = phone_hash(self._hash_key, number)
-        row = {"sid": message_sid, "h": hashed, "action": keyword.value, "at": received_at}
-        async with self._engine.begin() as connection:
-            if (await connection.execute(_SEEN, row)).first() is None:
+        seen = (message_sid, hashed, keyword.value, received_at)
+        async with self._store.transaction() as writes:
+            if not await writes.first_sight(*seen):
                 return KeywordResult.DUPLICATE
             if keyword in (Keyword.OPT_OUT, Keyword.OPT_IN):
-                if (await connection.execute(_NEWER, row)).first() is None:
+                if not await writes.newest_for_number(*seen):
                     return KeywordResult.STALE
-                await self._change(connection, number, hashed, keyword)
-            await connection.execute(_APPLIED, row)
+                if keyword is Keyword.OPT_OUT:
+                    await writes.suppress(hashed, mask_phone(number), Keyword.OPT_OUT.value)
+                else:
+                    await writes.lift(hashed)
+            await writes.mark_applied(message_sid)
         return KeywordResult.APPLIED
-
-    @staticmethod
-    async def _change(
-        connection: AsyncConnection, number: str, hashed: str, keyword: Keyword
-    ) -> None:
-        if keyword is Keyword.OPT_OUT:
-            await connection.execute(_ADD, {"h": hashed, "m": mask_phone(number), "r": "opt_out"})
-        else:
-            await connection.execute(_REMOVE, {"h": hashed})
-
-    async def contains(self, number: str) -> bool:
-        async with self._engine.connect() as connection:
-            found = await connection.execute(
-                text("SELECT 1 FROM suppressions WHERE phone_hash = :h"),
-                {"h": phone_hash(self._hash_key, number)},
-            )
-            return found.first() is not None

@@ -1,22 +1,22 @@
 """Durable publishing: a PostgreSQL outbox row first, Kafka within a deadline, a relay after.
 
     publish(record)
-      1. INSERT INTO callback_outbox ... ON CONFLICT DO NOTHING
+      1. insert the row into callback_outbox, ON CONFLICT DO NOTHING
          └─ conflict: the token (or the content key) was seen before ──► DUPLICATE
       2. produce (acks=all), wait up to the deadline
-         ├─ acknowledged ──► PUBLISHED (UPDATE published_at follows, batched)
+         ├─ acknowledged ──► PUBLISHED (marking published_at follows, batched)
          └─ no answer ──► the row stays unpublished ──► OUTBOXED (the relay publishes it)
       PostgreSQL unreachable in step 1: produce anyway ──► PUBLISHED_UNTRACKED, or
       neither reachable ──► OutboxUnavailableError (the webhook answers 503).
 
 Step 1 commits the rows of every webhook waiting at that moment in one statement (a
 group commit, in autocommit: one round trip for all of them), unless a use case adds its
-own write, which gets a transaction of its own. The UPDATE of step 2 is off the
+own write, which gets a transaction of its own. The marking of step 2 is off the
 request's path: acknowledged rows are marked together in the same way. Each webhook
 still answers only once its own row is committed and its record acknowledged.
 
 Crash windows: dying between 1 and 2 leaves an unpublished row, which the relay
-publishes (no loss). Dying between the ack and the UPDATE (a few milliseconds, the
+publishes (no loss). Dying between the ack and the marking (a few milliseconds, the
 batching included) makes the relay publish the record a second time (at-least-once);
 its idempotency token lets every reader, the status projection included, drop the copy.
 A record that missed the deadline is still in librdkafka's queue until
@@ -27,54 +27,22 @@ only takes rows older than that timeout, so the two never publish the same row.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from sms_relay.errors import BrokerUnavailableError, OutboxUnavailableError
+from sms_relay.errors import (
+    BrokerUnavailableError,
+    DatabaseUnavailableError,
+    OutboxUnavailableError,
+)
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.periodic import every
-from sms_relay.status.ports import Publisher, RecordHeaders
+from sms_relay.status.ports import AlsoInTransaction, OutboxRows, Publisher, RecordHeaders
 
 log = logging.getLogger(__name__)
-
-# Errors that mean "PostgreSQL could not take it now" (down, unreachable, pool exhausted).
-# Anything else, a missing table included, is a bug or a missed migration and propagates.
-DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
-
-# Any unique key seen before (the token, or the content key) makes the record a duplicate.
-_INSERT = text(
-    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token, content_key) "
-    "VALUES (:topic, :key, :value, CAST(:headers AS jsonb), :token, :content_key) "
-    "ON CONFLICT DO NOTHING RETURNING id"
-)
-_INSERT_MANY = text(
-    "INSERT INTO callback_outbox (topic, key, value, headers, idempotency_token, content_key) "
-    "SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS bytea[]), "
-    "CAST(:values AS bytea[]), CAST(:headers AS jsonb[]), CAST(:tokens AS text[]), "
-    "CAST(:content_keys AS text[])) "
-    "ON CONFLICT DO NOTHING RETURNING id, idempotency_token"
-)
-_MARK = text("UPDATE callback_outbox SET published_at = now() WHERE id = ANY(:ids)")
-_TAKE = text(
-    "SELECT id, topic, key, value, headers FROM callback_outbox "
-    "WHERE published_at IS NULL AND created_at < now() - make_interval(secs => :grace) "
-    "ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
-)
-_PENDING = text("SELECT count(*) FROM callback_outbox WHERE published_at IS NULL")
-_PRUNE = text(
-    "DELETE FROM callback_outbox WHERE id IN (SELECT id FROM callback_outbox "
-    "WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => :keep) "
-    "LIMIT 5000)"
-)
 
 
 class Durability(StrEnum):
@@ -99,30 +67,22 @@ class OutboundRecord:
         return [(k, v.encode()) for k, v in self.headers.items()] or None
 
 
-# Runs inside the outbox row's transaction, so a use case's own write commits with it.
-AlsoInTransaction = Callable[[AsyncConnection], Awaitable[None]]
-
-
 class Outbox:
     """Publishes records durably: see the module docstring for the order of steps."""
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        rows: OutboxRows,
         producer: Publisher,
         metrics: CallbackMetrics,
         *,
         deadline_seconds: float,
         message_timeout_seconds: float,
-        database_deadline_seconds: float = 3.0,
     ) -> None:
-        self._engine = engine
-        # The same pool; each statement commits on its own.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._rows = rows
         self._producer = producer
         self._metrics = metrics
         self._deadline = deadline_seconds
-        self._db_deadline = database_deadline_seconds
         # After a missed deadline, skip waiting for Kafka for a while: the relay probes it.
         self._suspect_for = message_timeout_seconds
         self._suspect_until = 0.0
@@ -144,7 +104,7 @@ class Outbox:
         """Make `record` durable once. Raises OutboxUnavailableError when nothing took it."""
         try:
             row_id = await self._insert(record, also)
-        except DATABASE_ERRORS as error:
+        except DatabaseUnavailableError as error:
             log.error("outbox insert failed; publishing without it", extra={"error": repr(error)})
             return await self._publish_untracked(record)
         if row_id is None:
@@ -175,26 +135,16 @@ class Outbox:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _insert(self, record: OutboundRecord, also: AlsoInTransaction | None) -> int | None:
-        """The new row's id, or None when the token was taken. Raises DATABASE_ERRORS."""
+        """The new row's id, or None when the token was taken.
+
+        Raises DatabaseUnavailableError."""
         if also is None:
             done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
             self._uninserted.append((record, done))
             if self._inserting is None or self._inserting.done():
                 self._inserting = asyncio.get_running_loop().create_task(self._insert_waiting())
             return await asyncio.shield(done)
-        params = {
-            "topic": record.topic,
-            "key": record.key,
-            "value": record.value,
-            "headers": json.dumps(record.headers),
-            "token": record.token,
-            "content_key": record.content_key,
-        }
-        async with asyncio.timeout(self._db_deadline), self._engine.begin() as connection:
-            row_id = (await connection.execute(_INSERT, params)).scalar_one_or_none()
-            if row_id is not None:
-                await also(connection)
-        return row_id
+        return await self._rows.insert_with(record, also)
 
     async def _insert_waiting(self) -> None:
         """Insert every waiting row in one statement, then those that arrived meanwhile."""
@@ -209,27 +159,13 @@ class Outbox:
                 first[record.token] = n
                 if record.content_key is not None:
                     seen_content.add(record.content_key)
-            records = [waiting[n][0] for n in first.values()]
-            params = {
-                "topics": [r.topic for r in records],
-                "keys": [r.key for r in records],
-                "values": [r.value for r in records],
-                "headers": [json.dumps(r.headers) for r in records],
-                "tokens": [r.token for r in records],
-                "content_keys": [r.content_key for r in records],
-            }
             try:
-                async with (
-                    asyncio.timeout(self._db_deadline),
-                    self._autocommit.connect() as connection,
-                ):
-                    rows = (await connection.execute(_INSERT_MANY, params)).all()
-            except DATABASE_ERRORS as error:
+                ids = await self._rows.insert_many([waiting[n][0] for n in first.values()])
+            except DatabaseUnavailableError as error:
                 for _, done in waiting:
                     if not done.done():
                         done.set_exception(error)
                 continue
-            ids = {token: row_id for row_id, token in rows}
             for n, (record, done) in enumerate(waiting):
                 if not done.done():
                     mine = first.get(record.token) == n
@@ -263,9 +199,8 @@ class Outbox:
     async def _mark(self, ids: list[int]) -> None:
         """Best effort: an unmarked row is published again by the relay (a duplicate)."""
         try:
-            async with asyncio.timeout(self._db_deadline), self._autocommit.connect() as connection:
-                await connection.execute(_MARK, {"ids": ids})
-        except DATABASE_ERRORS as error:
+            await self._rows.mark_published(ids)
+        except DatabaseUnavailableError as error:
             log.warning("could not mark outbox rows published", extra={"error": repr(error)})
 
     def _acknowledged_late(self, row_id: int, done: asyncio.Future[None]) -> None:
@@ -284,7 +219,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        rows: OutboxRows,
         producer: Publisher,
         metrics: CallbackMetrics,
         *,
@@ -294,7 +229,7 @@ class OutboxRelay:
         on_published: Callable[[], None] = lambda: None,
         batch_size: int = 500,
     ) -> None:
-        self._engine = engine
+        self._rows = rows
         self._producer = producer
         self._metrics = metrics
         self._grace = grace_seconds
@@ -306,20 +241,18 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Publish one batch; returns how many rows were published.
 
-        Raises what PostgreSQL raises (see DATABASE_ERRORS); Kafka failures leave the
-        rows for the next round.
+        Raises DatabaseUnavailableError; Kafka failures leave the rows for the next round.
         """
-        async with self._engine.begin() as connection:
-            params = {"grace": self._grace, "limit": self._batch_size}
-            rows = (await connection.execute(_TAKE, params)).all()
+        async with self._rows.take_unpublished(self._grace, self._batch_size) as batch:
+            rows = batch.rows
             if not rows:
                 return 0
             futures = [
                 self._producer.produce(
                     row.topic,
-                    bytes(row.value),
-                    bytes(row.key) if row.key is not None else None,
-                    [(k, str(v).encode()) for k, v in (row.headers or {}).items()] or None,
+                    row.value,
+                    row.key,
+                    [(k, str(v).encode()) for k, v in row.headers.items()] or None,
                 )
                 for row in rows
             ]
@@ -331,7 +264,7 @@ class OutboxRelay:
                 row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None
             ]
             if published:
-                await connection.execute(_MARK, {"ids": published})
+                await batch.mark_published(published)
         if published:
             self._metrics.outbox_relayed.inc(len(published))
             self._on_published()
@@ -339,12 +272,10 @@ class OutboxRelay:
         return len(published)
 
     async def pending(self) -> int:
-        async with self._engine.connect() as connection:
-            return int((await connection.execute(_PENDING)).scalar_one())
+        return await self._rows.pending()
 
     async def prune(self) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(_PRUNE, {"keep": self._retention})
+        await self._rows.prune(self._retention)
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         """Drain until `stop` is set; PostgreSQL or Kafka trouble only delays a round."""
@@ -364,5 +295,6 @@ class OutboxRelay:
             round_,
             stop,
             what="outbox relay round",
-            survives=(*DATABASE_ERRORS, BrokerUnavailableError),
+            # TimeoutError: Kafka's verdicts did not all come within message.timeout.ms.
+            survives=(DatabaseUnavailableError, TimeoutError, BrokerUnavailableError),
         )

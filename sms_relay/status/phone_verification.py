@@ -4,8 +4,8 @@ The answers never tell whether a number is known: a start is `pending` whatever 
 thought of the number (short of a limit or an outage), and a check is `approved` or
 `rejected`, a wrong code and "no verification pending" alike. Codes are never logged.
 
-The limits are sliding windows kept in PostgreSQL (`sms_relay.adapters.postgres.rate_windows`),
-so every replica shares them. Starts are limited per number and per client network (an
+The limits are sliding windows kept in PostgreSQL (a `RateWindows` store), so every
+replica shares them. Starts are limited per number and per client network (an
 IPv4 address, or an IPv6 /64: one subscriber's whole prefix), checks per number. Twilio's own
 limits (5 sends per number per 10 minutes: 60203, 5 checks per verification: 60202)
 still apply behind ours.
@@ -16,19 +16,23 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Protocol
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from schemas.events import PhoneVerified, utc_now
-from sms_relay.adapters.postgres.rate_windows import Limit, hit
-from sms_relay.errors import OutboxUnavailableError, ProviderError, ProviderUnavailableError
+from sms_relay.errors import (
+    DatabaseUnavailableError,
+    OutboxUnavailableError,
+    ProviderError,
+    ProviderUnavailableError,
+)
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.metrics import CallbackMetrics
-from sms_relay.status.outbox import DATABASE_ERRORS, OutboundRecord, Outbox
+from sms_relay.status.outbox import OutboundRecord, Outbox
+from sms_relay.status.ports import Limit, RateWindows, Transaction, Verifications
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,6 @@ MAX_CHECKS_REACHED = 60202
 MAX_SENDS_REACHED = 60203
 # Twilio's Verify windows are ten minutes; its 429s last that long at most.
 TWILIO_WINDOW_SECONDS = 600.0
-
-_UPSERT = text(
-    "INSERT INTO phone_verifications (phone_hash, phone_masked, verified_at) "
-    "VALUES (:h, :m, :at) ON CONFLICT (phone_hash) DO UPDATE "
-    "SET phone_masked = excluded.phone_masked, verified_at = excluded.verified_at"
-)
 
 
 class Verifier(Protocol):
@@ -99,7 +97,8 @@ class VerifyService:
         verifier: Verifier | None,
         outbox: Outbox,
         metrics: CallbackMetrics,
-        engine: AsyncEngine,
+        windows: RateWindows,
+        verifications: Verifications,
         *,
         limits: VerifyLimits,
         hash_key: str,
@@ -108,60 +107,79 @@ class VerifyService:
         self._verifier = verifier
         self._outbox = outbox
         self._metrics = metrics
-        self._engine = engine
+        self._windows = windows
+        self._verifications = verifications
         self._limits = limits
         self._hash_key = hash_key
         self._topic = topic
 
     async def start(self, phone: str, client_ip: str) -> VerifyOutcome:
         """Send a code to `phone` (E.164, validated by the caller)."""
-        outcome = await self._start(phone, client_ip)
-        self._metrics.verify.labels("start", outcome.result.value).inc()
-        return outcome
+        number, limits = phone_hash(self._hash_key, phone), self._limits
+        return await self._limited(
+            "start",
+            [
+                Limit(
+                    f"verify-start:number:{number}", limits.starts_per_number, limits.window_seconds
+                ),
+                Limit(
+                    f"verify-start:net:{client_network(client_ip)}",
+                    limits.starts_per_ip,
+                    limits.window_seconds,
+                ),
+            ],
+            partial(self._send_code, phone),
+        )
 
     async def check(self, phone: str, code: str) -> VerifyOutcome:
         """Check `code`; an approval is stored and published on phone-verified."""
-        outcome = await self._check(phone, code)
-        self._metrics.verify.labels("check", outcome.result.value).inc()
+        number, limits = phone_hash(self._hash_key, phone), self._limits
+        return await self._limited(
+            "check",
+            [
+                Limit(
+                    f"verify-check:number:{number}", limits.checks_per_number, limits.window_seconds
+                )
+            ],
+            partial(self._check_code, phone, code),
+        )
+
+    async def _limited(
+        self,
+        operation: str,
+        limits: list[Limit],
+        then: Callable[[Verifier], Awaitable[VerifyOutcome]],
+    ) -> VerifyOutcome:
+        """`then` once every limit allows one more (and counts it); the outcome counted."""
+        outcome = await self._within(limits, then)
+        self._metrics.verify.labels(operation, outcome.result.value).inc()
         return outcome
 
-    async def _start(self, phone: str, client_ip: str) -> VerifyOutcome:
+    async def _within(
+        self, limits: list[Limit], then: Callable[[Verifier], Awaitable[VerifyOutcome]]
+    ) -> VerifyOutcome:
         if self._verifier is None:
             return VerifyOutcome(VerifyResult.NOT_CONFIGURED)
-        number_key = phone_hash(self._hash_key, phone)
-        limits = self._limits
-        refused = await self._limited(
-            Limit(
-                f"verify-start:number:{number_key}", limits.starts_per_number, limits.window_seconds
-            ),
-            Limit(
-                f"verify-start:net:{client_network(client_ip)}",
-                limits.starts_per_ip,
-                limits.window_seconds,
-            ),
-        )
-        if refused is not None:
-            return refused
         try:
-            await self._verifier.start(phone)
+            wait = await self._windows.hit(limits)
+        except DatabaseUnavailableError as error:
+            # Without the shared counters there is no limit to trust: refuse, do not open up.
+            log.error("verify limits unavailable", extra={"error": repr(error)})
+            return VerifyOutcome(VerifyResult.UNAVAILABLE)
+        if wait is not None:
+            return VerifyOutcome(VerifyResult.RATE_LIMITED, wait)
+        return await then(self._verifier)
+
+    async def _send_code(self, phone: str, verifier: Verifier) -> VerifyOutcome:
+        try:
+            await verifier.start(phone)
         except ProviderError as error:
             return self._provider_error("start", error, VerifyResult.PENDING)
         return VerifyOutcome(VerifyResult.PENDING)
 
-    async def _check(self, phone: str, code: str) -> VerifyOutcome:
-        if self._verifier is None:
-            return VerifyOutcome(VerifyResult.NOT_CONFIGURED)
-        number_key = phone_hash(self._hash_key, phone)
-        limits = self._limits
-        refused = await self._limited(
-            Limit(
-                f"verify-check:number:{number_key}", limits.checks_per_number, limits.window_seconds
-            )
-        )
-        if refused is not None:
-            return refused
+    async def _check_code(self, phone: str, code: str, verifier: Verifier) -> VerifyOutcome:
         try:
-            approved = await self._verifier.check(phone, code)
+            approved = await verifier.check(phone, code)
         except ProviderError as error:
             return self._provider_error("check", error, VerifyResult.REJECTED)
         if not approved:
@@ -172,16 +190,6 @@ class VerifyService:
             log.error("an approved verification could not be recorded")
             return VerifyOutcome(VerifyResult.UNAVAILABLE)
         return VerifyOutcome(VerifyResult.APPROVED)
-
-    async def _limited(self, *limits: Limit) -> VerifyOutcome | None:
-        """None when every limit allows one more (and counts it)."""
-        try:
-            wait = await hit(self._engine, list(limits))
-        except DATABASE_ERRORS as error:
-            # Without the shared counters there is no limit to trust: refuse, do not open up.
-            log.error("verify limits unavailable", extra={"error": repr(error)})
-            return VerifyOutcome(VerifyResult.UNAVAILABLE)
-        return None if wait is None else VerifyOutcome(VerifyResult.RATE_LIMITED, wait)
 
     def _provider_error(
         self, operation: str, error: ProviderError, same_as_unknown: VerifyResult
@@ -208,9 +216,9 @@ class VerifyService:
         hashed = phone_hash(self._hash_key, phone)
         event = PhoneVerified(phoneHash=hashed, phone=mask_phone(phone), verifiedAt=utc_now())
 
-        async def upsert(connection: AsyncConnection) -> None:
-            await connection.execute(
-                _UPSERT, {"h": hashed, "m": event.phone, "at": event.verifiedAt}
+        async def upsert(transaction: Transaction) -> None:
+            await self._verifications.record_verified(
+                transaction, hashed, event.phone, event.verifiedAt
             )
 
         await self._outbox.publish(

@@ -7,9 +7,10 @@ delivery's state is *derived* from its history: the highest-ranked Twilio status
 `sent` never overwrites `delivered`, the first final status stays, and a callback that
 arrives before the consumer recorded `accepted` is applied when `accepted` comes.
 
-The derivation is the ledger's (`sms_relay.delivery.ports.derive_twilio_states`: the ledger owns
-every write to `deliveries`). Only rows at `accepted` or past it move: `claimed`,
-`sending`, `retry_scheduled`, `suppressed` and `dead_lettered` belong to the consumer.
+The derivation is the ledger's (`ProjectionWrites.derive_twilio_states` in
+`sms_relay.status.ports`: the ledger owns every write to `deliveries`). Only rows at
+`accepted` or past it move: `claimed`, `sending`, `retry_scheduled`, `suppressed` and
+`dead_lettered` belong to the consumer.
 Twilio's own `sending` is kept in the history but never written to `deliveries.state`,
 where `sending` means "a send of ours is in flight" to the ledger.
 """
@@ -21,14 +22,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from schemas.events import DeliveryStatusChanged, Status
-from sms_relay.adapters.postgres.deliveries import derive_twilio_states
 from sms_relay.domain.states import TWILIO_RANK
 from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
 from sms_relay.metrics import CallbackMetrics
+from sms_relay.status.ports import ProjectionStore, StatusStep
 
 log = logging.getLogger(__name__)
 
@@ -41,43 +39,6 @@ def rank(status: str) -> int:
     return TWILIO_RANK.get(status, -1)
 
 
-_RECORD = text(
-    """
-WITH input AS (
-    SELECT * FROM unnest(
-        CAST(:events AS text[]), CAST(:sids AS text[]), CAST(:statuses AS text[]),
-        CAST(:codes AS int[]), CAST(:sources AS text[]), CAST(:tokens AS text[]),
-        CAST(:times AS timestamptz[])
-    ) AS t(event_id, message_sid, status, error_code, source, token, occurred_at)
-),
-resolved AS (
-    SELECT COALESCE(by_event.event_id, by_sid.event_id, i.event_id) AS event_id,
-        i.message_sid, i.status, i.error_code, i.source, i.token, i.occurred_at,
-        (by_event.event_id IS NOT NULL OR by_sid.event_id IS NOT NULL) AS known
-    FROM input i
-    LEFT JOIN deliveries by_event ON by_event.event_id = i.event_id
-    LEFT JOIN deliveries by_sid ON by_sid.message_sid = i.message_sid
-),
-inserted AS (
-    INSERT INTO status_history (event_id, message_sid, status, error_code, source,
-        idempotency_token, occurred_at)
-    SELECT event_id, message_sid, status, error_code, source, token, occurred_at
-    FROM resolved
-    ON CONFLICT (idempotency_token) DO NOTHING
-    RETURNING idempotency_token
-)
-SELECT r.token, r.event_id, r.known, r.error_code, (ins.idempotency_token IS NOT NULL) AS new
-FROM resolved r LEFT JOIN inserted ins ON ins.idempotency_token = r.token
-"""
-)
-
-_SUPPRESS = text(
-    "INSERT INTO suppressions (phone_hash, phone_masked, reason) "
-    "SELECT phone_hash, phone_masked, :reason FROM deliveries WHERE event_id = ANY(:ids) "
-    "ON CONFLICT (phone_hash) DO NOTHING"
-)
-
-
 @dataclass(frozen=True)
 class Applied:
     new: int
@@ -88,37 +49,35 @@ class Applied:
 class StatusProjection:
     """Applies a batch of delivery-status records in one transaction; safe to replay."""
 
-    def __init__(self, engine: AsyncEngine, metrics: CallbackMetrics) -> None:
-        self._engine = engine
+    def __init__(self, store: ProjectionStore, metrics: CallbackMetrics) -> None:
+        self._store = store
         self._metrics = metrics
 
     async def apply(self, records: Sequence[DeliveryStatusChanged]) -> Applied:
-        """Raises what SQLAlchemy raises; nothing is written then (one transaction)."""
+        """Raises DatabaseUnavailableError; nothing is written then (one transaction)."""
         twilio = _unique_by_token(r for r in records if r.source in TWILIO_SOURCES)
         touched = {r.eventId for r in records if r.eventId}
         new = unknown = 0
         opted_out: set[str] = set()
-        async with self._engine.begin() as connection:
+        async with self._store.transaction() as writes:
             if twilio:
-                rows = (await connection.execute(_RECORD, _params(twilio))).mappings().all()
-                for row in rows:
-                    if row["event_id"]:
-                        touched.add(row["event_id"])
-                    if not row["new"]:
+                for step in await writes.record_steps([_step(r) for r in twilio]):
+                    if step.event_id:
+                        touched.add(step.event_id)
+                    if not step.new:
                         continue
                     new += 1
-                    if not row["known"]:
+                    if not step.known:
                         unknown += 1
-                    elif row["error_code"] == OPT_OUT_ERROR:
-                        opted_out.add(row["event_id"])
+                    elif step.error_code == OPT_OUT_ERROR and step.event_id:
+                        opted_out.add(step.event_id)
             moved: dict[str, str] = {}
             if touched:
-                for step in await derive_twilio_states(connection, sorted(touched)):
-                    moved[step.event_id] = step.state
-                    self._observe(step.state, step.accepted_at, step.occurred_at)
+                for move in await writes.derive_twilio_states(sorted(touched), TWILIO_SOURCES):
+                    moved[move.event_id] = move.state
+                    self._observe(move.state, move.accepted_at, move.occurred_at)
             if opted_out:
-                params = {"ids": sorted(opted_out), "reason": f"error_{OPT_OUT_ERROR}"}
-                await connection.execute(_SUPPRESS, params)
+                await writes.suppress_recipients(sorted(opted_out), f"error_{OPT_OUT_ERROR}")
         for record in records:
             self._metrics.projected.labels(record.source).inc()
         self._metrics.unknown_sid.inc(unknown)
@@ -148,13 +107,13 @@ def _unique_by_token(records: Iterable[DeliveryStatusChanged]) -> list[DeliveryS
     return list(seen.values())
 
 
-def _params(records: Sequence[DeliveryStatusChanged]) -> dict[str, object]:
-    return {
-        "events": [r.eventId for r in records],
-        "sids": [r.messageSid for r in records],
-        "statuses": [r.status.value for r in records],
-        "codes": [r.errorCode for r in records],
-        "sources": [r.source for r in records],
-        "tokens": [idempotency_token(r) for r in records],
-        "times": [r.occurredAt for r in records],
-    }
+def _step(record: DeliveryStatusChanged) -> StatusStep:
+    return StatusStep(
+        event_id=record.eventId,
+        message_sid=record.messageSid,
+        status=record.status.value,
+        error_code=record.errorCode,
+        source=record.source,
+        token=idempotency_token(record),
+        occurred_at=record.occurredAt,
+    )

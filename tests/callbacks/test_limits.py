@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.adapters.postgres.rate_windows import Limit, hit, prune
-from sms_relay.adapters.postgres.tables import create_engine
 from tests.callbacks.conftest import query_rows
 from tests.support import eventually
 

@@ -10,7 +10,7 @@ from twilio.rest import Client
 
 from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
-from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.delivery.ports import ClaimRequest, Settlement
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.states import DeliveryState

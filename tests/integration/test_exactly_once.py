@@ -25,7 +25,8 @@ from schemas.events import DeliveryStatusChanged, Status
 from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
-from sms_relay.adapters.postgres.tables import create_engine
+from sms_relay.adapters.postgres.engine import create_engine
+from sms_relay.adapters.postgres.status_history import PostgresProjectionStore
 from sms_relay.delivery.ports import ClaimRequest, Settlement
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.states import DeliveryState
@@ -403,7 +404,9 @@ async def test_accepted_is_published_even_after_a_callback_moved_the_row_on(
     await settled_by_a_consumer(settings, event, sid, body_of(event))
     # ... and Twilio's `delivered` callback reached the projection first.
     engine = create_engine(settings.database_url.get_secret_value())
-    projection = StatusProjection(engine, CallbackMetrics(CollectorRegistry()))
+    projection = StatusProjection(
+        PostgresProjectionStore(engine), CallbackMetrics(CollectorRegistry())
+    )
     delivered = DeliveryStatusChanged(
         eventId=event["eventId"],
         messageSid=sid,

@@ -15,8 +15,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.gauges import LagRecorder, count_stuck_claims, watch_stuck_claims
-from sms_relay.adapters.postgres.tables import create_engine
+from consumer.gauges import LagRecorder, watch_stuck_claims
+from sms_relay.adapters.postgres.deliveries import count_stuck_claims
+from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer

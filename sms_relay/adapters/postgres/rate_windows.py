@@ -14,11 +14,16 @@ keys that evicts live ones; each row holds at most `limit` timestamps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sms_relay.adapters.postgres.engine import database_call
+from sms_relay.status.ports import Limit
+
+__all__ = ["Limit", "PostgresRateWindows", "hit", "prune"]
 
 _ENSURE = text(
     "INSERT INTO rate_limits (key, expires_at) VALUES (:key, now()) ON CONFLICT DO NOTHING"
@@ -34,20 +39,12 @@ _PRUNE = text(
 )
 
 
-@dataclass(frozen=True)
-class Limit:
-    """At most `count` hits of `key` within any `window` seconds."""
-
-    key: str
-    count: int
-    window: float
-
-
-async def hit(engine: AsyncEngine, limits: list[Limit]) -> float | None:
+@database_call
+async def hit(engine: AsyncEngine, limits: Sequence[Limit]) -> float | None:
     """Count one hit against every limit when all of them allow it; otherwise count none.
 
     Returns None when allowed, else the seconds until all of them would allow it.
-    Raises what SQLAlchemy raises.
+    Raises DatabaseUnavailableError.
     """
     by_key = {limit.key: limit for limit in limits}
     async with engine.begin() as connection:
@@ -78,7 +75,18 @@ async def hit(engine: AsyncEngine, limits: list[Limit]) -> float | None:
     return None
 
 
+@database_call
 async def prune(engine: AsyncEngine) -> int:
-    """Delete rows whose every hit has left its window. Raises what SQLAlchemy raises."""
+    """Delete rows whose every hit has left its window. Raises DatabaseUnavailableError."""
     async with engine.begin() as connection:
         return int((await connection.execute(_PRUNE)).rowcount or 0)
+
+
+class PostgresRateWindows:
+    """`sms_relay.status.ports.RateWindows` on one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def hit(self, limits: Sequence[Limit]) -> float | None:
+        return await hit(self._engine, limits)

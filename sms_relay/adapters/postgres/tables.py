@@ -1,4 +1,4 @@
-"""PostgreSQL: the tables (Alembic migrates them) and the one engine factory."""
+"""PostgreSQL's tables as Alembic migrates them; the statements are in the sibling modules."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
 
@@ -183,21 +182,3 @@ keyword_latest = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("message_sid", Text, nullable=False),
 )
-
-
-def create_engine(
-    database_url: str, *, pool_size: int = 5, max_overflow: int = 5, pre_ping: bool = True
-) -> AsyncEngine:
-    """The one place an engine is made: psycopg 3, async, pre-ping across DB restarts.
-
-    Size the pool for the work in flight: an overflow connection is closed when it is
-    returned, so a pool smaller than the usual concurrency opens a new connection (a
-    PostgreSQL backend) for most checkouts.
-    """
-    return create_async_engine(
-        database_url,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_pre_ping=pre_ping,
-        pool_recycle=300,
-    )

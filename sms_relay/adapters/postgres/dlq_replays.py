@@ -1,0 +1,65 @@
+"""The `dlq_replays` table: the audit of `sms-relay dlq replay`, one row per record sent back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sms_relay.adapters.postgres import deliveries
+from sms_relay.adapters.postgres.engine import database_call, transaction
+
+_INSERT = text(
+    "INSERT INTO dlq_replays (event_id, dlq_topic, dlq_partition, dlq_offset, reason, operator) "
+    "VALUES (:event_id, :dlq_topic, :dlq_partition, :dlq_offset, :reason, :operator)"
+)
+_COUNTS = text(
+    "SELECT dlq_topic, dlq_partition, dlq_offset, count(*) FROM dlq_replays "
+    "WHERE dlq_topic = ANY(:topics) GROUP BY dlq_topic, dlq_partition, dlq_offset"
+)
+_OF = text("SELECT * FROM dlq_replays WHERE event_id = :event_id ORDER BY replayed_at, id")
+
+
+@dataclass(frozen=True)
+class Replay:
+    event_id: str | None
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    reason: str | None
+    operator: str
+
+
+@database_call
+async def replay(
+    engine: AsyncEngine, replays: Sequence[Replay], before_commit: Callable[[], None]
+) -> int:
+    """In one transaction: reopen the dead-lettered deliveries among `replays`, write their
+    audit rows, run `before_commit` (the produce; what it raises rolls all back), commit.
+    Returns how many deliveries were reopened."""
+    event_ids = sorted({r.event_id for r in replays if r.event_id})
+    async with transaction(engine) as connection:
+        reopened = await deliveries.reopen_dead_lettered(connection, event_ids)
+        await connection.execute(_INSERT, [vars(r) for r in replays])
+        before_commit()
+    return len(reopened)
+
+
+@database_call
+async def replay_counts(
+    engine: AsyncEngine, topics: Sequence[str]
+) -> dict[tuple[str, int, int], int]:
+    """How often each (topic, partition, offset) of `topics` was replayed."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(_COUNTS, {"topics": sorted(topics)})
+        return {(row[0], row[1], row[2]): int(row[3]) for row in rows}
+
+
+@database_call
+async def replays_of(engine: AsyncEngine, event_id: str | None) -> list[Any]:
+    """Every replay of one event, oldest first (`trace`)."""
+    async with engine.connect() as connection:
+        return list((await connection.execute(_OF, {"event_id": event_id})).mappings().all())
