@@ -3,9 +3,11 @@
     SmsRelayError
     ├── ConfigurationError          bad settings; the process refuses to start
     ├── ServiceUnavailableError     an outside system did not answer; trying later can help
-    │   ├── DatabaseUnavailableError  PostgreSQL refused, dropped or timed out a statement
+    │   ├── DatabaseUnavailableError  PostgreSQL is away: refused, dropped or timed out
     │   ├── BrokerUnavailableError    Kafka did not take or give a record in time
     │   └── OutboxUnavailableError    neither PostgreSQL nor Kafka took a status record
+    ├── DatabaseStatementError      PostgreSQL refused a statement: a missing table (run
+    │                               `sms-relay migrate`), a bug; trying again cannot help
     ├── LeaseTooShortError          the lease would not outlive the next Twilio call
     ├── OpsError                    an on-call command cannot do what was asked (exit code)
     │   └── NotFoundError           ... because what it names does not exist
@@ -42,7 +44,12 @@ class ServiceUnavailableError(SmsRelayError):
 
 
 class DatabaseUnavailableError(ServiceUnavailableError):
-    """Raised by the PostgreSQL adapters when a statement could not be run or finished."""
+    """Raised by the PostgreSQL adapters when PostgreSQL did not answer, dropped the
+    connection, ran out of pool or time, or rolled back for a conflict (a retry helps)."""
+
+
+class DatabaseStatementError(SmsRelayError):
+    """Raised by the PostgreSQL adapters when PostgreSQL answered but refused a statement."""
 
 
 class BrokerUnavailableError(ServiceUnavailableError):

@@ -15,7 +15,12 @@ from typing import IO, Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException
 
 from sms_relay.adapters.postgres.engine import AsyncEngine, create_engine
-from sms_relay.errors import BrokerUnavailableError, DatabaseUnavailableError, OpsError
+from sms_relay.errors import (
+    BrokerUnavailableError,
+    DatabaseStatementError,
+    DatabaseUnavailableError,
+    OpsError,
+)
 from sms_relay.logs import scrub, secrets_of
 from sms_relay.settings import Settings
 
@@ -39,7 +44,7 @@ def command(name: str, handler: Handler) -> Handler:
             return handler(args, settings)
         except OpsError as error:
             message, code = str(error), error.exit_code
-        except DatabaseUnavailableError as error:
+        except (DatabaseUnavailableError, DatabaseStatementError) as error:
             message, code = str(error), 2
         except KafkaException as error:
             message, code = f"Kafka error: {error.args[0].str() if error.args else error}", 2

@@ -6,7 +6,8 @@ Each table has one writing module: `deliveries` (the ledger), `status_history`,
 `ingestions` and `dlq_replays`; a module that needs another table's write in its own
 transaction calls that table's module with its connection. `tables` holds the Table
 objects for Alembic, `engine` the engine factory and the one mapping of SQLAlchemy's,
-psycopg's and the socket's errors to `DatabaseUnavailableError`.
+psycopg's and the socket's errors to `DatabaseUnavailableError` (away) or
+`DatabaseStatementError` (a refused statement).
 
 One style for statements: `text()` with bound parameters. They are PostgreSQL's own
 (CTEs over `unnest` arrays, ON CONFLICT, FOR UPDATE SKIP LOCKED, DISTINCT ON) and read

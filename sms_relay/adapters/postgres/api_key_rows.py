@@ -37,7 +37,7 @@ def _key(row: Any) -> ApiKey:
 
 
 class PostgresApiKeys:
-    """`sms_relay.status.ports.ApiKeyStore`; every method raises DatabaseUnavailableError."""
+    """`sms_relay.status.ports.ApiKeyStore`; raises what `engine.database_call` maps to."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

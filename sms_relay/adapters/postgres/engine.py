@@ -17,10 +17,22 @@ from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from sms_relay.errors import ConfigurationError, DatabaseUnavailableError
+from sms_relay.errors import (
+    ConfigurationError,
+    DatabaseStatementError,
+    DatabaseUnavailableError,
+)
 
 __all__ = [
     "AsyncEngine",
@@ -34,9 +46,29 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# "The database is away or failed the statement": refused or dropped connections, an
-# exhausted pool, a deadline, and any statement PostgreSQL did not carry out.
 _DATABASE_FAILURES = (SQLAlchemyError, psycopg.Error, OSError, TimeoutError)
+# "The database is away": refused or dropped connections, an exhausted pool, a deadline,
+# a conflict PostgreSQL rolled back (psycopg's TransactionRollback is an OperationalError).
+# Anything else PostgreSQL refused (a missing table, a bug) is no outage: a retry or a
+# fallback would hide it.
+_AWAY = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _mapped(error: BaseException) -> Exception:
+    away = isinstance(error, _AWAY) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+    kind = DatabaseUnavailableError if away else DatabaseStatementError
+    return kind(describe(error))
 
 
 def create_engine(
@@ -81,11 +113,12 @@ def describe(error: BaseException) -> str:
 
 @contextlib.asynccontextmanager
 async def database_errors() -> AsyncIterator[None]:
-    """Raises DatabaseUnavailableError for any database failure inside the block."""
+    """Raises DatabaseUnavailableError when the database is away inside the block, and
+    DatabaseStatementError when it refused a statement."""
     try:
         yield
     except _DATABASE_FAILURES as error:
-        raise DatabaseUnavailableError(describe(error)) from error
+        raise _mapped(error) from error
 
 
 def database_call(function: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
