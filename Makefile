@@ -33,8 +33,8 @@ reset: ## stop and delete the local Kafka and PostgreSQL data
 test: ## the test suite against the local stack (ARGS="-k name" passes pytest arguments)
 	@scripts/test $(ARGS)
 
-lint: venv ## ruff check, ruff format --check, mypy --strict
-	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy --strict .
+lint: venv ## ruff check, ruff format --check, mypy --strict, import-linter (the layers of docs/architecture.md)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy --strict . && .venv/bin/lint-imports
 
 fmt: venv ## ruff format (rewrites files)
 	$(PY) -m ruff format .

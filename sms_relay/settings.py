@@ -8,6 +8,7 @@ from typing import Self
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sms_relay.domain.lease_rules import longest_call_fits
 from sms_relay.errors import ConfigurationError
 from sms_relay.settings_sections import (
     DestinationSettings,
@@ -197,8 +198,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _lease_holds_a_call(self) -> Self:
-        from sms_relay.delivery.leases import longest_call_fits
-
         if not longest_call_fits(self.sending.lease_seconds, self.twilio.request_timeout_seconds):
             raise ValueError(
                 f"SMS_LEASE_SECONDS={self.sending.lease_seconds:g} cannot hold one Twilio call "

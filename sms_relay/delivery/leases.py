@@ -14,24 +14,12 @@ from collections.abc import Mapping
 
 from sms_relay.clock import Clock
 from sms_relay.delivery.ports import Ledger
+from sms_relay.domain.lease_rules import HEARTBEATS_PER_LEASE, LEASE_MARGIN_SECONDS
 from sms_relay.errors import DatabaseUnavailableError, LeaseTooShortError
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.periodic import every
 
 log = logging.getLogger(__name__)
-
-# Time kept in hand after a call's own deadline (scheduling delay, a slow response).
-LEASE_MARGIN_SECONDS = 1.0
-# Renewals per lease: with 8, a lease never has less than 7/8 of its length left when
-# the heartbeat keeps time (one UPDATE per process each time, whatever it holds).
-HEARTBEATS_PER_LEASE = 8
-
-
-def longest_call_fits(lease_seconds: float, call_deadline_seconds: float) -> bool:
-    """Whether a call can always start with its deadline plus margin left: the lease,
-    less one heartbeat interval, must hold the longest call."""
-    usable = lease_seconds * (1 - 1 / HEARTBEATS_PER_LEASE)
-    return usable >= call_deadline_seconds + LEASE_MARGIN_SECONDS
 
 
 class LeaseKeeper:

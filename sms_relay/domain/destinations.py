@@ -13,19 +13,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import phonenumbers
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.events import SmsRequested
-from sms_relay.settings import DestinationSettings
 
 log = logging.getLogger(__name__)
 
 COUNTRY_NOT_ALLOWED = "country_not_allowed"
 LINK_HOST_NOT_ALLOWED = "link_host_not_allowed"
 REASONS = frozenset({COUNTRY_NOT_ALLOWED, LINK_HOST_NOT_ALLOWED})
+
+
+class DestinationScope(Protocol):
+    """Where SMS may go, as configured (`SMS_ALLOWED_COUNTRIES`, `SMS_ALLOWED_LINK_HOSTS`)."""
+
+    @property
+    def allowed_countries(self) -> tuple[str, ...] | None: ...
+
+    @property
+    def allowed_link_hosts(self) -> tuple[str, ...] | None: ...
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class DestinationPolicy:
 
     @classmethod
     def from_settings(
-        cls, settings: DestinationSettings, on_refusal: Callable[[str], None]
+        cls, settings: DestinationScope, on_refusal: Callable[[str], None]
     ) -> DestinationPolicy:
         countries = settings.allowed_countries
         hosts = settings.allowed_link_hosts
@@ -87,7 +97,7 @@ def host_allowed(host: str, allowed: frozenset[str]) -> bool:
     return any("*." + ".".join(parts[i:]) in allowed for i in range(1, len(parts)))
 
 
-def log_scope(settings: DestinationSettings) -> None:
+def log_scope(settings: DestinationScope) -> None:
     """Once at start-up: say when destinations are not restricted at all."""
     if settings.allowed_countries is None:
         log.warning(
