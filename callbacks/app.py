@@ -42,13 +42,9 @@ from callbacks.signature_check import twilio_signature
 from sms_relay.adapters.kafka.clients import AsyncProducer, create_producer, require_topics
 from sms_relay.adapters.postgres.rate_windows import prune
 from sms_relay.adapters.postgres.tables import create_engine
-from sms_relay.adapters.twilio.twilio_api import (
-    TwilioVerifier,
-    close_client,
-    create_client,
-    fetch_message,
-    message_created_at,
-)
+from sms_relay.adapters.twilio.sms_sender import fetch_message, message_created_at
+from sms_relay.adapters.twilio.twilio_client import close_client, create_client
+from sms_relay.adapters.twilio.verifier import TwilioVerifier
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.kinds import EVENT_KINDS
 from sms_relay.errors import ConfigurationError, ProviderUnavailableError, ServiceUnavailableError

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sms_relay.adapters.twilio.twilio_api import close_client, create_client
+from sms_relay.adapters.twilio.twilio_client import close_client, create_client
 from sms_relay.logs import (
     NOISY_LOGGERS,
     RedactingJsonFormatter,
