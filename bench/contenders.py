@@ -100,7 +100,7 @@ async def plain(config: dict[str, Any]) -> dict[str, Any]:
 
 async def sdk(config: dict[str, Any]) -> dict[str, Any]:
     """(c) The twilio SDK's async client, configured as sms-relay configures it."""
-    from sms_relay.adapters.twilio.twilio_api import close_client, create_client
+    from sms_relay.adapters.twilio.twilio_client import close_client, create_client
     from sms_relay.settings import TwilioSettings
 
     settings = TwilioSettings(

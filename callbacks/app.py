@@ -44,12 +44,9 @@ from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.adapters.postgres.rate_windows import PostgresRateWindows
 from sms_relay.adapters.postgres.suppressions import PostgresKeywordStore
 from sms_relay.adapters.postgres.verifications import PostgresVerifications
-from sms_relay.adapters.twilio.twilio_api import (
-    TwilioVerifier,
-    close_client,
-    create_client,
-    message_created_at,
-)
+from sms_relay.adapters.twilio.sms_sender import message_created_at
+from sms_relay.adapters.twilio.twilio_client import close_client, create_client
+from sms_relay.adapters.twilio.verifier import TwilioVerifier
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.kinds import EVENT_KINDS
 from sms_relay.errors import (

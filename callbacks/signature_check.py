@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 
 from callbacks.app_keys import METRICS, SETTINGS
 from callbacks.http import json_error, read_form, route_name
-from sms_relay.adapters.twilio.twilio_api import webhook_signature_valid
+from sms_relay.adapters.twilio.webhook_signature import webhook_signature_valid
 
 log = logging.getLogger(__name__)
 

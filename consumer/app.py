@@ -19,7 +19,8 @@ from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.adapters.kafka.topics import require_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
-from sms_relay.adapters.twilio.twilio_api import TwilioSmsSender, close_client, create_client
+from sms_relay.adapters.twilio.sms_sender import TwilioSmsSender
+from sms_relay.adapters.twilio.twilio_client import close_client, create_client
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.ports import Ledger, SmsSender
 from sms_relay.delivery.service import DeliveryService, InDoubtResend

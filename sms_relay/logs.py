@@ -1,9 +1,10 @@
-"""JSON logs, one object per line, with every line redacted before it is written.
+"""JSON logs, one object per line, every value that can carry data redacted before it is written.
 
-Redaction covers the whole line, third-party messages included: E.164-looking numbers
-(also URL-encoded, double-encoded and spaced), configured secrets (also URL-encoded and
-inside HTTP basic credentials), and the values of keys that carry message bodies or
-one-time codes.
+Redacted by field: the line's structure (time, level, logger name, field names) is set
+by code and stays readable; the message, error texts and `extra=` values, third-party
+ones included, lose E.164-looking numbers (also URL-encoded, double-encoded and spaced),
+configured secrets (also URL-encoded and inside HTTP basic credentials), and the values
+of keys that carry message bodies, one-time codes or credentials.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
@@ -43,6 +45,7 @@ _QUOTED_VALUE = re.compile(
     (?P=q)
     """
 )
+_SENSITIVE_FIELD = re.compile(rf"(?i)(?:{_SENSITIVE_KEYS})")
 _FORM_VALUE = re.compile(
     rf"""(?i)(?P<key>(?:^|[?&\s"'(,;])(?:{_SENSITIVE_KEYS})=)(?P<value>[^&\s\\"']+)"""
 )
@@ -61,7 +64,19 @@ def _mask_loose(match: re.Match[str]) -> str:
     return prefix + mask_phone(digits)[1:]
 
 
-def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+# A secret this long is removed wherever it appears. A shorter one (a weak local
+# password such as `relay`) only where it stands alone: removed inside words it would
+# gut ordinary text (`relayed`), and a secret that short is no real protection anyway.
+_WHOLE_WORD_BELOW = 8
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    anywhere: tuple[str, ...]  # longest first: never half-replaced by a shorter form
+    alone: re.Pattern[str] | None  # the short ones, not inside a longer word
+
+
+def _secret_forms(secrets: Iterable[str]) -> _Secrets:
     """Each secret as it may appear: plain, URL-encoded and JSON-escaped."""
     forms: set[str] = set()
     for secret in secrets:
@@ -70,18 +85,26 @@ def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
         forms.add(secret)
         forms.add(quote(secret, safe=""))
         forms.add(json.dumps(secret)[1:-1])
-    # Longest first, so a secret is never half-replaced by a shorter form of itself;
-    # values under 4 characters cannot be told apart from ordinary text.
-    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
+    # Values under 4 characters cannot be told apart from ordinary text.
+    forms = {f for f in forms if len(f) >= 4}
+    long = sorted((f for f in forms if len(f) >= _WHOLE_WORD_BELOW), key=len, reverse=True)
+    short = sorted((f for f in forms if len(f) < _WHOLE_WORD_BELOW), key=len, reverse=True)
+    alone = None
+    if short:
+        either = "|".join(re.escape(f) for f in short)
+        alone = re.compile(rf"(?<![A-Za-z0-9])(?:{either})(?![A-Za-z0-9])")
+    return _Secrets(tuple(long), alone)
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """Everything the log formatter applies to a line; usable on any free text."""
+    """Everything the log formatter applies to a value; usable on any free text."""
     return _scrub(text, _secret_forms(secrets))
 
 
-def _scrub(text: str, secret_forms: tuple[str, ...]) -> str:
-    text = redact(text, secret_forms)
+def _scrub(text: str, secrets: _Secrets) -> str:
+    if secrets.alone is not None:
+        text = secrets.alone.sub(_REDACTED, text)
+    text = redact(text, secrets.anywhere)
     text = _LOOSE_PHONE.sub(_mask_loose, text)
     lowered = text.lower()
     if any(word in lowered for word in _AUTH_WORDS):
@@ -100,27 +123,47 @@ def _scrub(text: str, secret_forms: tuple[str, ...]) -> str:
 
 
 class RedactingJsonFormatter(logging.Formatter):
-    """Formats as JSON and redacts the whole line, third-party messages included."""
+    """Formats as JSON; redacts every value that can carry data, third-party ones included.
+
+    The time, level and logger name are written as they are: code sets them, and a
+    secret that happens to be part of a module name (a database password `sms_relay`)
+    must not turn every logger into `[redacted].policy`.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self._secrets = _secret_forms(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
+        structure = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
         }
+        values: dict[str, Any] = {"msg": record.getMessage()}
         for key, value in vars(record).items():
             if key not in _STANDARD:
-                entry[key] = value
+                values[key] = value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            values["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
-        return _scrub(json.dumps(entry, default=str), self._secrets)
+            values["stack"] = self.formatStack(record.stack_info)
+        fields = [
+            f"{json.dumps(key)}: {json.dumps(value)}"
+            for key, value in structure.items()
+            if key not in values  # an `extra=` field of the same name wins, as a value
+        ]
+        fields.extend(
+            f"{json.dumps(key)}: {self._value(key, value)}" for key, value in values.items()
+        )
+        return "{" + ", ".join(fields) + "}"
+
+    def _value(self, key: str, value: object) -> str:
+        """One value as JSON, redacted: wholly under a key that names a body, a code or a
+        credential (a number there is an error code, kept), else scrubbed as text."""
+        if _SENSITIVE_FIELD.fullmatch(key) and not isinstance(value, int | float | None):
+            return json.dumps(_REDACTED)
+        return _scrub(json.dumps(value, default=str), self._secrets)
 
 
 def quiet_noisy_loggers() -> None:

@@ -17,7 +17,7 @@ from sms_relay.adapters.postgres.callback_outbox import PostgresOutboxRows
 from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.adapters.postgres.rate_windows import prune
 from sms_relay.adapters.postgres.status_history import PostgresProjectionStore
-from sms_relay.adapters.twilio.twilio_api import fetch_message
+from sms_relay.adapters.twilio.sms_sender import fetch_message
 from sms_relay.errors import DatabaseUnavailableError
 from sms_relay.periodic import every
 from sms_relay.status.outbox import OutboxRelay

@@ -6,10 +6,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-# "AC" + "simulator" + hex padding: 34 characters, shaped like a real Account SID.
-DEFAULT_ACCOUNT_SID = "ACsimulator" + "0" * 23
-# A fixed development token: the simulator guards nothing real.
-DEFAULT_AUTH_TOKEN = "simulator0dev0auth0token00000000"  # noqa: S105 - public dev-only token
+# The one set of development credentials: the simulator's defaults, and what
+# scripts/stack (and docker-compose.yml) give the simulator and our services. Fixed and
+# obviously fake, shaped like real ones (a prefix and 32 hex digits); they guard nothing.
+DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
+DEFAULT_AUTH_TOKEN = "0" * 32
+DEFAULT_VERIFY_SERVICE_SID = "VA" + "0" * 32
+# Twilio's magic test sender: a create from it succeeds.
+DEFAULT_FROM_NUMBER = "+15005550006"
+
+
+def development_credentials() -> str:
+    """The four values, space-separated, for scripts/stack to read into its variables."""
+    return " ".join(
+        (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_VERIFY_SERVICE_SID, DEFAULT_FROM_NUMBER)
+    )
+
 
 # Fields a running simulator lets the control API change; credentials stay fixed.
 FROZEN_FIELDS = frozenset({"account_sid", "auth_token"})

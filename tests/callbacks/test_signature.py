@@ -8,7 +8,7 @@ import pytest
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from sms_relay.adapters.twilio.twilio_api import webhook_signature_valid
+from sms_relay.adapters.twilio.webhook_signature import webhook_signature_valid
 from sms_relay.settings import Settings
 from tests.callbacks.conftest import (
     Callbacks,

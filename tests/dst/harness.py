@@ -129,6 +129,8 @@ class AdversarialTwilio:
         self.faulty = True
         self.messages: list[FakeMessage] = []
         self._pending: set[asyncio.Task[None]] = set()
+        # Fates of the next creates to a number, before any drawn (the contract suite's).
+        self.scripts: dict[str, list[str]] = {}
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -149,6 +151,8 @@ class AdversarialTwilio:
             raise ProviderUnavailableError("twilio timeout") from None
 
     def _fate(self, to: str) -> str:
+        if self.scripts.get(to):
+            return self.scripts[to].pop(0)
         if to == FAIL_NUMBER:
             return "recipient"
         if not self.faulty:

@@ -31,13 +31,19 @@ class _InstantSelector(selectors.DefaultSelector):
             return ready
         assert self.loop is not None
         if timeout is None:
+            if self.loop.wait_for_others:  # work may come from another thread
+                return super().select(None)
             raise DeadlockError("no task can make progress")
         self.loop.advance(max(timeout, TURN_SECONDS))
         return []
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
+    """`wait_for_others`: with nothing to do, wait for a call from another thread (a test
+    driving the simulation's fakes) instead of declaring a deadlock."""
+
+    def __init__(self, wait_for_others: bool = False) -> None:
+        self.wait_for_others = wait_for_others
         self._virtual_time = 0.0
         selector = _InstantSelector()
         super().__init__(selector)

@@ -18,7 +18,8 @@ from sms_relay.adapters.kafka.clients import create_consumer, create_producer, p
 from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
-from sms_relay.adapters.twilio.twilio_api import TwilioSmsSender, close_client, create_client
+from sms_relay.adapters.twilio.sms_sender import TwilioSmsSender
+from sms_relay.adapters.twilio.twilio_client import close_client, create_client
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.settings import Settings

@@ -8,12 +8,8 @@ from typing import Any
 
 import pytest
 
-from sms_relay.adapters.twilio.twilio_api import (
-    TwilioSmsSender,
-    close_client,
-    create_client,
-    provider_call,
-)
+from sms_relay.adapters.twilio.sms_sender import TwilioSmsSender
+from sms_relay.adapters.twilio.twilio_client import close_client, create_client, provider_call
 from sms_relay.delivery.ports import SentMessage
 from sms_relay.errors import (
     ProviderError,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sms_relay.adapters.twilio.twilio_api import close_client, create_client
+from sms_relay.adapters.twilio.twilio_client import close_client, create_client
 from sms_relay.logs import (
     NOISY_LOGGERS,
     RedactingJsonFormatter,
@@ -152,6 +152,32 @@ def test_extra_fields_are_redacted_and_error_codes_kept() -> None:
     assert entry["to"] == "+*******0111"
     assert entry["body"] == "[redacted]"
     assert entry["errorCode"] == 21211
+
+
+def test_a_logger_name_survives_a_secret_that_is_part_of_it() -> None:
+    # The local stack's database password is `sms_relay`, the name of our package.
+    record = logging.makeLogRecord(
+        {
+            "msg": "connect to postgresql://sms_relay:sms_relay@db/x failed",
+            "levelname": "WARNING",
+            "name": "sms_relay.domain.destinations",
+        }
+    )
+    record.__dict__["error"] = "password sms_relay refused"
+    entry = json.loads(RedactingJsonFormatter(["sms_relay"]).format(record))
+    assert (entry["logger"], entry["level"]) == ("sms_relay.domain.destinations", "warning")
+    assert "sms_relay" not in entry["msg"]
+    assert entry["error"] == "password [redacted] refused"
+
+
+def test_a_short_secret_is_redacted_alone_but_not_inside_other_words() -> None:
+    formatter = RedactingJsonFormatter(["relay"])
+    record = logging.makeLogRecord(
+        {"msg": "relayed with password relay (relay%21)", "levelname": "INFO", "name": "x"}
+    )
+    assert json.loads(formatter.format(record))["msg"] == (
+        "relayed with password [redacted] ([redacted]%21)"
+    )
 
 
 def test_configure_logging_quiets_the_twilio_sdk_request_logs() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from twilio.rest import Client
 
-from sms_relay.adapters.twilio.twilio_api import HeaderAuthHttpClient
+from sms_relay.adapters.twilio.twilio_client import HeaderAuthHttpClient
 from sms_relay.simulator.config import SimulatorConfig
 from sms_relay.simulator.server import SimulatorServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from sms_relay.adapters.twilio.twilio_api import _translate
+from sms_relay.adapters.twilio.twilio_client import _translate
 from sms_relay.domain.twilio_codes import Fault, fault_of
 from sms_relay.errors import (
     ProviderAccountError,
