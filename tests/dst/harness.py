@@ -275,7 +275,9 @@ class Node:
         self.alive = True
         self.frozen_until = 0.0
         self.last_seen = world.now()
-        self.tasks: set[asyncio.Task[Any]] = set()
+        # A list, not a set: a set of tasks iterates in address order, so a crash would
+        # cancel them in an order that depends on the process's memory, not the seed.
+        self.tasks: list[asyncio.Task[Any]] = []
         self.held: dict[tuple[str, int], tuple[float, Record]] = {}
         self.positions: dict[str, int] = {}
         self.metrics = ConsumerMetrics(CollectorRegistry())
@@ -304,7 +306,7 @@ class Node:
         stop = asyncio.Event()
         for work in (self._consume(), self._offer_held(), self.service.leases.heartbeat(stop)):
             task = asyncio.ensure_future(work)
-            self.tasks.add(task)
+            self.tasks.append(task)
 
     async def checkpoint(self) -> None:
         world = self.world
