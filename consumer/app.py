@@ -23,9 +23,10 @@ from sms_relay.adapters.kafka.clients import (
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.tables import create_engine
 from sms_relay.adapters.twilio.twilio_api import TwilioSmsSender, close_client, create_client
+from sms_relay.delivery.attempts import InDoubtResend
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.ports import Ledger, SmsSender
-from sms_relay.delivery.service import DeliveryService, InDoubtResend
+from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.retry import RetryPolicy, TierPlan

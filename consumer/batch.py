@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, Message
 from consumer.records import Rejected, now_ms, parse
 from schemas.events import event_id_of
 from sms_relay.adapters.kafka.clients import decode_headers, position
-from sms_relay.delivery.service import Job
+from sms_relay.delivery.ports import Job
 from sms_relay.domain.kinds import EventKind
 from sms_relay.metrics import ConsumerMetrics
 

@@ -36,8 +36,10 @@ from consumer.effects import Effects
 from consumer.intake import Intake
 from consumer.records import now_ms
 from sms_relay.adapters.kafka.clients import AsyncProducer, position
-from sms_relay.delivery.service import WAITING, DeliveryService, Job, Outcome, Result
+from sms_relay.delivery.ports import Job, Result
+from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.kinds import EventKind
+from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.settings import Settings
 

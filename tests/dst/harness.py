@@ -37,19 +37,23 @@ from prometheus_client import CollectorRegistry
 from schemas.events import OrderShipped
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.clock import LoopClock
+from sms_relay.delivery.attempts import InDoubtResend
 from sms_relay.delivery.leases import LEASE_MARGIN_SECONDS
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.ports import (
     Claim,
     ClaimRequest,
+    Job,
     ListedMessage,
     ListedPage,
+    Result,
     SentMessage,
     Settlement,
     SettleResult,
 )
-from sms_relay.delivery.service import WAITING, DeliveryService, InDoubtResend, Job, Outcome, Result
+from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.kinds import ORDER_SHIPPED
+from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.domain.states import DeliveryState
 from sms_relay.errors import (

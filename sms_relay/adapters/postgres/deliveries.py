@@ -22,8 +22,8 @@ from sms_relay.delivery.ports import (
     ClaimRequest,
     Settlement,
     SettleResult,
-    claim_outcome,
 )
+from sms_relay.domain.outcomes import claim_outcome
 from sms_relay.domain.states import CONSUMER_SETTLED, TWILIO_RANK, DeliveryState
 
 _CLAIM = text(
