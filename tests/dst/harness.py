@@ -436,7 +436,14 @@ class CheckedLedger:
 
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
         await self._node.checkpoint()
-        result = await work()
+        try:
+            result = await work()
+        except AssertionError as error:
+            # The in-memory ledger asserts every move against TRANSITIONS. The service may
+            # take the error for one more uncertain send, or a batch that raises it only
+            # stalls its consumer: the world notes it here, so the seed fails by name.
+            self._node.world.broken.append(f"a move outside TRANSITIONS: {error}")
+            raise
         await self._node.checkpoint()
         return result
 
@@ -643,6 +650,10 @@ class World:
         owned = {p.name: p.owner for p in self.partitions.values()}
         return not any(owned[name] is n for n in self.nodes for name, _ in n.held)
 
+    def finished(self) -> bool:
+        """Drained, or failed already (a broken invariant needs no drain to be reported)."""
+        return self.drained() or bool(self.broken)
+
     def replay_dlq(self) -> None:
         """`sms-relay dlq replay`: reopen the dead-lettered rows, back onto the first tier."""
         for record in self.dlq:
@@ -668,7 +679,7 @@ class World:
             if replay:
                 self.replay_dlq()
             deadline = self.now() + DRAIN_LIMIT_SECONDS
-            while not self.drained() and self.now() < deadline:  # noqa: ASYNC110 - polls a model
+            while not self.finished() and self.now() < deadline:  # noqa: ASYNC110 - polls a model
                 await asyncio.sleep(5.0)
         coordinator.cancel()
         for node in self.nodes:
