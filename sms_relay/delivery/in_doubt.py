@@ -19,10 +19,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sms_relay.clock import Clock
 from sms_relay.delivery.ports import ListedMessage, MessageLister, SidOwners
+from sms_relay.domain.outcomes import Verdict
 from sms_relay.errors import ProviderError, ProviderUnavailableError
 from sms_relay.masking import mask_phone
 from sms_relay.metrics import ConsumerMetrics
@@ -43,12 +43,6 @@ class Doubt:
     body_hashes: tuple[str, ...]
     window_start: datetime  # the first send of the event
     since: datetime  # the end of the last uncertain attempt
-
-
-class Verdict(StrEnum):
-    FOUND = "found"
-    NOT_YET = "not_yet"  # nothing listed, but the horizon has not passed: ask again later
-    ABSENT = "absent"  # nothing listed after the horizon: no message exists
 
 
 @dataclass(frozen=True)

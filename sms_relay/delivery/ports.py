@@ -1,5 +1,7 @@
 """The delivery core's ports: the ledger it claims and settles through, and what it passes.
 
+`Job` and `Result` are what the consume loop hands the core and gets back.
+
 `Ledger` is implemented in PostgreSQL (`sms_relay.adapters.postgres.deliveries`) and in
 memory (`sms_relay.adapters.memory.memory_ledger`) for the deterministic simulation; one
 contract suite (tests/contract) runs against both.
@@ -15,10 +17,38 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Protocol
 
-from sms_relay.domain.states import RESUMABLE, DeliveryState
+from schemas.events import SmsRequested, Status
+from sms_relay.domain.kinds import EventKind
+from sms_relay.domain.outcomes import ClaimOutcome, Outcome
+from sms_relay.domain.states import DeliveryState
+
+# ---- The consume loop's side.
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: EventKind
+    event: SmsRequested
+    attempts: int  # sends made before this record (from its retry headers)
+    tier_index: int  # -1 for the main topic
+
+
+@dataclass(frozen=True)
+class Result:
+    job: Job
+    outcome: Outcome
+    attempts: int
+    report: Status | None = None  # what to publish on delivery-status, if anything
+    message_sid: str | None = None
+    error_code: int | None = None
+    error: str | None = None
+    retry_tier: tuple[str, float] | None = None
+    dlq_reason: str = "retries_exhausted"
+    republished: bool = False  # settled earlier; only its records are published again
+    wait_seconds: float = 0.0  # WAITING outcomes: when to offer the record again
+
 
 # ---- Twilio, as the delivery core sees it (`sms_relay.adapters.twilio`).
 
@@ -60,14 +90,6 @@ class SmsSender(MessageLister, Protocol):
 # ---- The ledger.
 
 
-class ClaimOutcome(StrEnum):
-    NEW = "new"
-    RESUMED = "resumed"  # an earlier claim ended before sending, or scheduled a retry
-    IN_DOUBT = "in_doubt"  # a message may exist already: ask Twilio before any send
-    DUPLICATE = "duplicate"  # already done
-    BUSY = "busy"  # another live lease holds it
-
-
 @dataclass(frozen=True)
 class ClaimRequest:
     event_id: str
@@ -98,6 +120,11 @@ class Claim:
     sent_body_hashes: tuple[str, ...] = ()
     # BUSY only: seconds until the holder's lease runs out (by the ledger's clock).
     busy_for: float = 0.0
+
+    def held_token(self) -> int:
+        """The lease token of a claim that took the lease (only those are written)."""
+        assert self.lease_token is not None, "only claimed events are marked and settled"
+        return self.lease_token
 
 
 @dataclass(frozen=True)
@@ -148,18 +175,3 @@ class Ledger(Protocol):
         """Those of `sids` that the ledger records for an event other than `event_id`."""
 
     async def suppress(self, phone_hash: str, phone_masked: str, reason: str) -> None: ...
-
-
-def claim_outcome(
-    lease_token: int | None, prior: DeliveryState | None, doubt_since: datetime | None
-) -> ClaimOutcome:
-    """What a claim found; shared by both ledgers so they cannot disagree."""
-    if lease_token is None:
-        # No prior state but no claim either: a concurrent claimer inserted it just now.
-        busy = prior is None or prior in RESUMABLE
-        return ClaimOutcome.BUSY if busy else ClaimOutcome.DUPLICATE
-    if prior is None:
-        return ClaimOutcome.NEW
-    if doubt_since is not None:
-        return ClaimOutcome.IN_DOUBT
-    return ClaimOutcome.RESUMED

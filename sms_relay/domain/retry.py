@@ -1,4 +1,4 @@
-"""Retry policy, pure: how long to wait before the next in-process attempt, if any."""
+"""Retry, pure: the backoff before sending again after a 429, and the retry tiers."""
 
 from __future__ import annotations
 
@@ -36,6 +36,3 @@ class TierPlan:
         """The tier following `tier_index` (-1 = the main topic), or None when exhausted."""
         following = tier_index + 1
         return self.tiers[following] if following < len(self.tiers) else None
-
-    def index_of(self, tier: str) -> int:
-        return [name for name, _ in self.tiers].index(tier)

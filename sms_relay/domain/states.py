@@ -1,25 +1,30 @@
 """The states of a delivery, who may write each, and the moves between them.
 
     claimed ──► sending ──► accepted ──► queued/sent/delivered/... (Twilio, by callback)
-       │           │  ├───► failed (permanent error of the recipient)
-       │           │  ├───► retry_scheduled ──► sending (claimed again from a retry topic)
-       │           │  └───► dead_lettered ──► retry_scheduled (`dlq replay`)
-       ├──► suppressed
-       └──► (a lease ran out while `sending`: the next claim reconciles with Twilio)
+       │           ├──► failed (permanent error of the recipient)
+       │           ├──► retry_scheduled ──► sending (claimed again, e.g. from a retry topic)
+       │           ├──► dead_lettered ──► retry_scheduled (`dlq replay`)
+       │           └──► suppressed (opted out while in doubt)
+       └──► suppressed
 
 A claim that takes over a `sending` row whose lease ran out records the doubt (from that
 lease's end) and moves the row to `retry_scheduled`: `sending` always means that the
 lease holder may have called Twilio. The new holder reconciles from `retry_scheduled`
 and marks the row `sending` only right before it creates again, so a holder that dies
-while it only reconciles leaves the doubt where it was.
+while it only reconciles leaves the doubt where it was; a holder that settles without
+creating again does so from `retry_scheduled` (accepted when found, retry_scheduled when
+not listed yet, dead_lettered when given up, suppressed when opted out).
 
-The ledger (`sms_relay.adapters.postgres.deliveries`) owns every write; this module only
-names and orders.
+The ledger (`sms_relay.adapters.postgres.deliveries`, and its twin in memory) owns every
+write; this module only names and orders. A settled state reaches Kafka as the status
+`wire_status` names.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from schemas.events import Status
 
 
 class DeliveryState(StrEnum):
@@ -43,7 +48,8 @@ S = DeliveryState
 # A new claim may take these over once their lease has run out.
 RESUMABLE = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED})
 
-# What the consumer settles a claim as; each has a status record the consumer publishes.
+# The consumer's settled steps that it publishes a status record for (the consumer also
+# settles as retry_scheduled, which publishes none).
 CONSUMER_SETTLED = frozenset({S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED})
 
 # Twilio's statuses as they may stand in `deliveries.state`, by rank: the projection
@@ -79,8 +85,20 @@ TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
 
 
 def may_move(source: DeliveryState, target: DeliveryState) -> bool:
-    """True when the ledger may write `target` over `source`. A claim keeps the state
-    and only takes the lease (a new row starts `claimed`)."""
+    """True when the ledger may write `target` over `source`. A claim is no such move: it
+    takes the lease (a new row starts `claimed`; a `sending` row it takes over becomes
+    `retry_scheduled`, in doubt)."""
     if target in TRANSITIONS.get(source, frozenset()):
         return True
     return source in TWILIO_RANK and TWILIO_RANK.get(target, -1) > TWILIO_RANK[source]
+
+
+# The ledger's own states: no status record carries them. Ours `sending` is not Twilio's
+# `sending` (that one stands in the status history only).
+LEDGER_ONLY = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED})
+
+
+def wire_status(state: DeliveryState) -> Status | None:
+    """The status a delivery-status record gives for `state`; None for the ledger's own
+    states. The one mapping between the two vocabularies."""
+    return None if state in LEDGER_ONLY else Status(state.value)

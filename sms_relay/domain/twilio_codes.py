@@ -35,6 +35,8 @@ RECIPIENT_CODES: dict[int, str] = {
     21635: "'To' number cannot be a landline",
 }
 
+# Codes known to be ours, for the reader of an alert: `fault_of` needs no list of them,
+# since every code not the recipient's counts as ours.
 ACCOUNT_CODES: dict[int, str] = {
     20003: "Authentication Error (bad or rotated credentials)",
     20005: "Account not active",

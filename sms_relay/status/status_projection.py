@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas.events import DeliveryStatusChanged, Status
-from sms_relay.domain.states import TWILIO_RANK
+from sms_relay.domain.states import TWILIO_RANK, DeliveryState, wire_status
 from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.status.ports import ProjectionStore, StatusStep
@@ -86,9 +86,10 @@ class StatusProjection:
         return Applied(new=new, unknown=unknown, moved=moved)
 
     def _observe(
-        self, state: str, accepted_at: datetime | None, delivered_at: datetime | None
+        self, state: DeliveryState, accepted_at: datetime | None, delivered_at: datetime | None
     ) -> None:
-        if state == Status.DELIVERED and accepted_at is not None and delivered_at is not None:
+        delivered = wire_status(state) is Status.DELIVERED
+        if delivered and accepted_at is not None and delivered_at is not None:
             seconds = (delivered_at - accepted_at).total_seconds()
             self._metrics.delivery_latency.observe(max(seconds, 0.0))
 

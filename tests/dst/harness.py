@@ -37,19 +37,23 @@ from prometheus_client import CollectorRegistry
 from schemas.events import OrderShipped
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.clock import LoopClock
+from sms_relay.delivery.attempts import InDoubtResend
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.ports import (
     Claim,
     ClaimRequest,
+    Job,
     ListedMessage,
     ListedPage,
+    Result,
     SentMessage,
     Settlement,
     SettleResult,
 )
-from sms_relay.delivery.service import WAITING, DeliveryService, InDoubtResend, Job, Outcome, Result
+from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS
+from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.domain.states import DeliveryState
 from sms_relay.errors import (
@@ -438,7 +442,14 @@ class CheckedLedger:
 
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
         await self._node.checkpoint()
-        result = await work()
+        try:
+            result = await work()
+        except AssertionError as error:
+            # The in-memory ledger asserts every move against TRANSITIONS. The service may
+            # take the error for one more uncertain send, or a batch that raises it only
+            # stalls its consumer: the world notes it here, so the seed fails by name.
+            self._node.world.broken.append(f"a move outside TRANSITIONS: {error}")
+            raise
         await self._node.checkpoint()
         return result
 
@@ -645,6 +656,10 @@ class World:
         owned = {p.name: p.owner for p in self.partitions.values()}
         return not any(owned[name] is n for n in self.nodes for name, _ in n.held)
 
+    def finished(self) -> bool:
+        """Drained, or failed already (a broken invariant needs no drain to be reported)."""
+        return self.drained() or bool(self.broken)
+
     def replay_dlq(self) -> None:
         """`sms-relay dlq replay`: reopen the dead-lettered rows, back onto the first tier."""
         for record in self.dlq:
@@ -670,7 +685,7 @@ class World:
             if replay:
                 self.replay_dlq()
             deadline = self.now() + DRAIN_LIMIT_SECONDS
-            while not self.drained() and self.now() < deadline:  # noqa: ASYNC110 - polls a model
+            while not self.finished() and self.now() < deadline:  # noqa: ASYNC110 - polls a model
                 await asyncio.sleep(5.0)
         coordinator.cancel()
         for node in self.nodes:

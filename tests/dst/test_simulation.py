@@ -84,3 +84,18 @@ def test_the_simulation_finds_a_heartbeat_that_revives_a_released_lease() -> Non
     finally:
         memory_ledger.InMemoryLedger.renew = original  # type: ignore[method-assign]
     assert broken, "no seed caught a heartbeat reviving a settled lease"
+
+
+def test_the_simulation_fails_on_a_move_outside_transitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The in-memory ledger asserts every move it writes against TRANSITIONS; a seed
+    that makes a move outside them fails, even where the service would take the
+    assertion for one more uncertain send."""
+    from sms_relay.domain.states import TRANSITIONS, DeliveryState
+
+    retry_scheduled = DeliveryState.RETRY_SCHEDULED
+    without_sending = TRANSITIONS[retry_scheduled] - {DeliveryState.SENDING}
+    monkeypatch.setitem(TRANSITIONS, retry_scheduled, without_sending)
+    violations = [v for seed in range(20) for v in simulate(seed).violations]
+    assert any("a move outside TRANSITIONS" in v for v in violations), violations[:5]

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sms_relay.delivery.ports import Claim, ClaimRequest, Settlement, SettleResult, claim_outcome
+from sms_relay.delivery.ports import Claim, ClaimRequest, Settlement, SettleResult
+from sms_relay.domain.outcomes import claim_outcome
 from sms_relay.domain.states import CONSUMER_SETTLED, RESUMABLE, DeliveryState, may_move
 
 

@@ -26,8 +26,8 @@ from sms_relay.delivery.ports import (
     ClaimRequest,
     Settlement,
     SettleResult,
-    claim_outcome,
 )
+from sms_relay.domain.outcomes import claim_outcome
 from sms_relay.domain.states import (
     AWAITING_TWILIO,
     CONSUMER_SETTLED,
