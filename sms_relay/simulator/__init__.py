@@ -7,8 +7,8 @@ GET list), `.../Messages/{Sid}.json` (GET), `/v2/Services/{Sid}/Verifications` a
 `config` (GET/POST), `clock`.
 
 Import from the modules: `config.SimulatorConfig`, `app.create_simulator_app`,
-`server.SimulatorServer`, `client.SimulatorClient` / `client.AsyncSimulatorClient`,
-`cli.configure_parser` / `cli.run`. This module stays light so `--help` is fast.
+`server.SimulatorServer`, `control_client.SimulatorClient` / `control_client.AsyncSimulatorClient`,
+`command.configure_parser` / `command.run`. This module stays light so `--help` is fast.
 """
 
 from .config import SimulatorConfig

@@ -11,13 +11,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
-from . import control
-from . import messages_api as messages
+from . import control, message_create, message_reads
 from . import verify_api as verify
 from .config import SimulatorConfig
+from .faults import CLOSING, DROPPED
 from .lifecycle import DISPATCHER, CallbackDispatcher
-from .messages_api import CLOSING, DROPPED
 from .store import STORE, Store
+from .webhook_client import WEBHOOKS, WebhookClient
 from .wire import API_VERSION, error_response, not_found
 
 _ACCOUNT = f"/{API_VERSION}/Accounts/{{AccountSid}}"
@@ -31,9 +31,9 @@ def create_simulator_app(config: SimulatorConfig) -> web.Application:
     app[CLOSING] = asyncio.Event()
     app.cleanup_ctx.append(_callback_client)
     app.on_shutdown.append(_release_held_requests)
-    app.router.add_post(f"{_ACCOUNT}/Messages.json", messages.create_message)
-    app.router.add_get(f"{_ACCOUNT}/Messages.json", messages.list_messages)
-    app.router.add_get(f"{_ACCOUNT}/Messages/{{MessageSid}}.json", messages.fetch_message)
+    app.router.add_post(f"{_ACCOUNT}/Messages.json", message_create.create_message)
+    app.router.add_get(f"{_ACCOUNT}/Messages.json", message_reads.list_messages)
+    app.router.add_get(f"{_ACCOUNT}/Messages/{{MessageSid}}.json", message_reads.fetch_message)
     app.router.add_post("/v2/Services/{ServiceSid}/Verifications", verify.start_verification)
     app.router.add_post("/v2/Services/{ServiceSid}/VerificationCheck", verify.check_verification)
     control.add_routes(app)
@@ -89,7 +89,9 @@ async def _latency(store: Store) -> None:
 
 async def _callback_client(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
-        dispatcher = CallbackDispatcher(app[STORE], session)
+        webhooks = WebhookClient(app[STORE], session)
+        dispatcher = CallbackDispatcher(app[STORE], webhooks)
+        app[WEBHOOKS] = webhooks
         app[DISPATCHER] = dispatcher
         yield
         await dispatcher.cancel_all()

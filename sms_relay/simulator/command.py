@@ -6,6 +6,8 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from .config import (
     DEFAULT_ACCOUNT_SID,
@@ -16,186 +18,6 @@ from .config import (
 )
 
 DEFAULT_PORT = 8031
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the simulator's flags to `parser` (the `simulator` sub-command)."""
-    # A string default goes through `type=` at parse time: a bad $SIMULATOR_PORT is a usage error.
-    default_port = os.environ.get("SIMULATOR_PORT") or str(DEFAULT_PORT)
-    add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    add("--port", type=_port, default=default_port, help="port (default: $SIMULATOR_PORT or 8031)")
-    add("--latency-ms", type=_non_negative, default=0.0, help="added to every API request")
-    add("--latency-jitter-ms", type=_non_negative, default=0.0, help="+/- random latency")
-    add("--rate-429", type=_rate, default=0.0, help="share of creates answered 429")
-    add("--rate-500", type=_rate, default=0.0, help="share of creates answered 500")
-    add("--rate-503", type=_rate, default=0.0, help="share of creates answered 503")
-    add(
-        "--rate-timeout",
-        type=_rate,
-        default=0.0,
-        help="share of creates held --timeout-hold-s, then closed, creating nothing",
-    )
-    add(
-        "--rate-500-after-create",
-        type=_rate,
-        default=0.0,
-        help="share of creates that create the message, then answer 500",
-    )
-    add(
-        "--rate-drop-after-create",
-        type=_rate,
-        default=0.0,
-        help="share of creates that create the message, then close the connection",
-    )
-    add(
-        "--rate-timeout-after-create",
-        type=_rate,
-        default=0.0,
-        help="share of creates that create the message, then hang --timeout-hold-s and close",
-    )
-    add("--rate-list-500", type=_rate, default=0.0, help="share of list calls answered 500")
-    add("--rate-list-503", type=_rate, default=0.0, help="share of list calls answered 503")
-    add(
-        "--rate-list-timeout",
-        type=_rate,
-        default=0.0,
-        help="share of list calls held --timeout-hold-s, then closed",
-    )
-    add(
-        "--timeout-hold-s",
-        type=_non_negative,
-        default=30.0,
-        help="how long a timeout fault holds the request (default: %(default)s)",
-    )
-    add("--max-mps", type=_non_negative, default=0.0, help="creates per second (0: unlimited)")
-    add(
-        "--queue-hold-ms",
-        type=_non_negative,
-        default=0.0,
-        help="time every created message stays queued, without date_sent (Twilio's queue)",
-    )
-    add(
-        "--sender-mps",
-        type=_non_negative,
-        default=0.0,
-        help="segments each sender sends per second, the rest queue (long code: 1; 0: no limit)",
-    )
-    add(
-        "--list-lag-ms",
-        type=_non_negative,
-        default=0.0,
-        help="a created message shows in list results only this long after creation",
-    )
-    add("--callback-delay-ms", type=_non_negative, default=50.0, help="between status steps")
-    add(
-        "--callback-retry-count",
-        type=_retry_count,
-        default=1,
-        help="retries of a failed status callback, Twilio's rc (default: %(default)s)",
-    )
-    add(
-        "--callback-retry-policy",
-        type=_retry_policy,
-        default="ct",
-        help="failures retried, Twilio's rp: ct,rt,4xx,5xx or all (default: %(default)s); "
-        "--callback-retry-count=2 --callback-retry-policy=ct,rt,5xx retries 5xx as before",
-    )
-    add(
-        "--callback-timeout-ms",
-        type=_positive,
-        default=15000.0,
-        help="read timeout of a status callback, Twilio's rt (default: %(default)s)",
-    )
-    add(
-        "--fail-number",
-        action="append",
-        type=_fail_number,
-        default=[],
-        metavar="NUMBER=CODE",
-        help="deliver messages to NUMBER as undelivered/failed with CODE, e.g. +15551230000=30003",
-    )
-    add("--duplicate-callbacks", type=_rate, default=0.0, help="share of callbacks sent twice")
-    add("--reorder-callbacks", action="store_true", help="send delivered before sent")
-    add("--drop-callbacks", type=_rate, default=0.0, help="share of callbacks never sent")
-    add("--inbound-url", default=None, help="where inbound SMS are POSTed")
-    add("--seed", type=int, default=None, help="seed for the simulated faults and codes")
-
-
-def build_config(args: argparse.Namespace) -> SimulatorConfig:
-    """The simulator settings from parsed flags and the TWILIO_* credentials."""
-    return SimulatorConfig(
-        account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or DEFAULT_ACCOUNT_SID,
-        auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or DEFAULT_AUTH_TOKEN,
-        latency_ms=args.latency_ms,
-        latency_jitter_ms=args.latency_jitter_ms,
-        rate_429=args.rate_429,
-        rate_500=args.rate_500,
-        rate_503=args.rate_503,
-        rate_timeout=args.rate_timeout,
-        rate_500_after_create=args.rate_500_after_create,
-        rate_drop_after_create=args.rate_drop_after_create,
-        rate_timeout_after_create=args.rate_timeout_after_create,
-        rate_list_500=args.rate_list_500,
-        rate_list_503=args.rate_list_503,
-        rate_list_timeout=args.rate_list_timeout,
-        timeout_hold_s=args.timeout_hold_s,
-        max_mps=args.max_mps,
-        queue_hold_ms=args.queue_hold_ms,
-        sender_mps=args.sender_mps,
-        list_lag_ms=args.list_lag_ms,
-        callback_delay_ms=args.callback_delay_ms,
-        callback_retry_count=args.callback_retry_count,
-        callback_retry_policy=args.callback_retry_policy,
-        callback_timeout_ms=args.callback_timeout_ms,
-        fail_numbers=dict(args.fail_number),
-        duplicate_callbacks=args.duplicate_callbacks,
-        reorder_callbacks=args.reorder_callbacks,
-        drop_callbacks=args.drop_callbacks,
-        inbound_url=args.inbound_url,
-        seed=args.seed,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 when it cannot start."""
-    from aiohttp import web
-
-    from .app import PrivacyAccessLogger, create_simulator_app
-
-    try:
-        config = build_config(args)
-        app = create_simulator_app(config)
-    except ValueError as exc:
-        print(f"sms-relay simulator: invalid settings: {exc}", file=sys.stderr)
-        return 1
-
-    def banner(running_on: str) -> None:
-        # aiohttp's own line names the bound address (the real port when --port=0).
-        found = re.search(r"https?://[^\s,]+", running_on)
-        address = found.group(0) if found else f"http://{args.host}:{args.port}"
-        print(
-            f"sms-relay simulator: Twilio simulator on {address} (account "
-            f"{config.account_sid}) - a local test double, no real SMS is sent",
-            flush=True,
-        )
-
-    try:
-        web.run_app(
-            app,
-            host=args.host,
-            port=args.port,
-            print=banner,  # called once the port is bound
-            access_log_class=PrivacyAccessLogger,
-            shutdown_timeout=5.0,
-            handle_signals=True,
-        )
-    except OSError as exc:
-        print(
-            f"sms-relay simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
-        )
-        return 1
-    return 0
 
 
 def _port(text: str) -> int:
@@ -249,6 +71,151 @@ def _fail_number(text: str) -> tuple[str, int]:
     if not sep or not number or not code.isdigit():
         raise argparse.ArgumentTypeError(f"expected NUMBER=CODE, e.g. +15551230000=30003: {text!r}")
     return number.strip(), int(code)
+
+
+def _value(parse: Callable[[str], object], default: object, help: str) -> dict[str, Any]:
+    """The argparse options of a flag that takes one value."""
+    return {"type": parse, "default": default, "help": help}
+
+
+# Every flag below sets the SimulatorConfig field of its name (`--fail-number`, repeated,
+# fills `fail_numbers`); the table drives both the parser and `build_config`, in help order.
+_CONFIG_FLAGS: dict[str, dict[str, Any]] = {
+    "latency_ms": _value(_non_negative, 0.0, "added to every API request"),
+    "latency_jitter_ms": _value(_non_negative, 0.0, "+/- random latency"),
+    "rate_429": _value(_rate, 0.0, "share of creates answered 429"),
+    "rate_500": _value(_rate, 0.0, "share of creates answered 500"),
+    "rate_503": _value(_rate, 0.0, "share of creates answered 503"),
+    "rate_timeout": _value(
+        _rate, 0.0, "share of creates held --timeout-hold-s, then closed, creating nothing"
+    ),
+    "rate_500_after_create": _value(
+        _rate, 0.0, "share of creates that create the message, then answer 500"
+    ),
+    "rate_drop_after_create": _value(
+        _rate, 0.0, "share of creates that create the message, then close the connection"
+    ),
+    "rate_timeout_after_create": _value(
+        _rate,
+        0.0,
+        "share of creates that create the message, then hang --timeout-hold-s and close",
+    ),
+    "rate_list_500": _value(_rate, 0.0, "share of list calls answered 500"),
+    "rate_list_503": _value(_rate, 0.0, "share of list calls answered 503"),
+    "rate_list_timeout": _value(
+        _rate, 0.0, "share of list calls held --timeout-hold-s, then closed"
+    ),
+    "timeout_hold_s": _value(
+        _non_negative, 30.0, "how long a timeout fault holds the request (default: %(default)s)"
+    ),
+    "max_mps": _value(_non_negative, 0.0, "creates per second (0: unlimited)"),
+    "queue_hold_ms": _value(
+        _non_negative,
+        0.0,
+        "time every created message stays queued, without date_sent (Twilio's queue)",
+    ),
+    "sender_mps": _value(
+        _non_negative,
+        0.0,
+        "segments each sender sends per second, the rest queue (long code: 1; 0: no limit)",
+    ),
+    "list_lag_ms": _value(
+        _non_negative, 0.0, "a created message shows in list results only this long after creation"
+    ),
+    "callback_delay_ms": _value(_non_negative, 50.0, "between status steps"),
+    "callback_retry_count": _value(
+        _retry_count, 1, "retries of a failed status callback, Twilio's rc (default: %(default)s)"
+    ),
+    "callback_retry_policy": _value(
+        _retry_policy,
+        "ct",
+        "failures retried, Twilio's rp: ct,rt,4xx,5xx or all (default: %(default)s); "
+        "--callback-retry-count=2 --callback-retry-policy=ct,rt,5xx retries 5xx as before",
+    ),
+    "callback_timeout_ms": _value(
+        _positive, 15000.0, "read timeout of a status callback, Twilio's rt (default: %(default)s)"
+    ),
+    "fail_number": {
+        **_value(
+            _fail_number,
+            [],
+            "deliver messages to NUMBER as undelivered/failed with CODE, e.g. +15551230000=30003",
+        ),
+        "action": "append",
+        "metavar": "NUMBER=CODE",
+    },
+    "duplicate_callbacks": _value(_rate, 0.0, "share of callbacks sent twice"),
+    "reorder_callbacks": {"action": "store_true", "help": "send delivered before sent"},
+    "drop_callbacks": _value(_rate, 0.0, "share of callbacks never sent"),
+    "inbound_url": {"default": None, "help": "where inbound SMS are POSTed"},
+    "seed": _value(int, None, "seed for the simulated faults and codes"),
+}
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the simulator's flags to `parser` (the `simulator` sub-command)."""
+    # A string default goes through `type=` at parse time: a bad $SIMULATOR_PORT is a usage error.
+    default_port = os.environ.get("SIMULATOR_PORT") or str(DEFAULT_PORT)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=default_port, help="port (default: $SIMULATOR_PORT or 8031)"
+    )
+    for name, options in _CONFIG_FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), **options)
+
+
+def build_config(args: argparse.Namespace) -> SimulatorConfig:
+    """The simulator settings from parsed flags and the TWILIO_* credentials."""
+    values = {name: getattr(args, name) for name in _CONFIG_FLAGS}
+    values["fail_numbers"] = dict(values.pop("fail_number"))
+    return SimulatorConfig(
+        account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or DEFAULT_ACCOUNT_SID,
+        auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or DEFAULT_AUTH_TOKEN,
+        **values,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 when it cannot start."""
+    from aiohttp import web
+
+    from .app import PrivacyAccessLogger, create_simulator_app
+
+    try:
+        config = build_config(args)
+        app = create_simulator_app(config)
+    except ValueError as exc:
+        print(f"sms-relay simulator: invalid settings: {exc}", file=sys.stderr)
+        return 1
+
+    def banner(running_on: str) -> None:
+        # aiohttp's own line names the bound address (the real port when --port=0).
+        found = re.search(r"https?://[^\s,]+", running_on)
+        address = found.group(0) if found else f"http://{args.host}:{args.port}"
+        print(
+            f"sms-relay simulator: Twilio simulator on {address} (account "
+            f"{config.account_sid}) - a local test double, no real SMS is sent",
+            flush=True,
+        )
+
+    try:
+        web.run_app(
+            app,
+            host=args.host,
+            port=args.port,
+            print=banner,  # called once the port is bound
+            access_log_class=PrivacyAccessLogger,
+            shutdown_timeout=5.0,
+            handle_signals=True,
+        )
+    except OSError as exc:
+        print(
+            f"sms-relay simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .lifecycle import DISPATCHER
 from .store import SCRIPTABLE, STORE, iso8601_ms
+from .webhook_client import WEBHOOKS
 from .wire import API_VERSION, DEFAULT_INBOUND_TO, num_segments
 
 
@@ -123,7 +124,7 @@ async def inbound(request: web.Request) -> web.Response:
     if service:
         params["MessagingServiceSid"] = service
     try:
-        answer = await request.app[DISPATCHER].post_signed(url, params, str(uuid.uuid4()))
+        answer = await request.app[WEBHOOKS].post_signed(url, params, str(uuid.uuid4()))
     except (aiohttp.ClientError, TimeoutError) as exc:
         return web.json_response({"error": type(exc).__name__, "message_sid": sid}, status=502)
     return web.json_response(
