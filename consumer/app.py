@@ -22,8 +22,8 @@ from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.adapters.twilio.sms_sender import TwilioSmsSender
 from sms_relay.adapters.twilio.twilio_client import close_client, create_client
 from sms_relay.delivery.attempts import InDoubtResend
+from sms_relay.delivery.delivery_ports import Ledger, SmsSender
 from sms_relay.delivery.pacing import RateLimiter
-from sms_relay.delivery.ports import Ledger, SmsSender
 from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.kinds import ORDER_SHIPPED

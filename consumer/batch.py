@@ -12,7 +12,7 @@ from consumer.records import Rejected, now_ms, parse
 from schemas.events import event_id_of
 from sms_relay.adapters.kafka.clients import position
 from sms_relay.adapters.kafka.headers import ATTEMPT, NOT_BEFORE, decode_headers
-from sms_relay.delivery.ports import Job
+from sms_relay.delivery.delivery_ports import Job
 from sms_relay.domain.kinds import EventKind
 from sms_relay.metrics import ConsumerMetrics
 

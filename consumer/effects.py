@@ -13,7 +13,7 @@ from confluent_kafka import Message
 from consumer.records import Rejected, dlq_headers, now_ms, retry_headers, status_record
 from schemas.events import Status
 from sms_relay.adapters.kafka.producer import AsyncProducer
-from sms_relay.delivery.ports import Result
+from sms_relay.delivery.delivery_ports import Result
 from sms_relay.domain.outcomes import Outcome
 from sms_relay.settings import KafkaSettings
 

@@ -38,7 +38,7 @@ from consumer.offsets import Held, InFlight, OffsetTracker, PredecessorFailedErr
 from consumer.records import now_ms
 from sms_relay.adapters.kafka.clients import commit, position, seek
 from sms_relay.adapters.kafka.producer import AsyncProducer
-from sms_relay.delivery.ports import Result
+from sms_relay.delivery.delivery_ports import Result
 from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.kinds import EventKind
 from sms_relay.domain.outcomes import WAITING, Outcome

@@ -23,7 +23,7 @@ from confluent_kafka import Message
 
 from consumer.batch import Batch, Partition
 from sms_relay.adapters.kafka.clients import position
-from sms_relay.delivery.ports import Job
+from sms_relay.delivery.delivery_ports import Job
 
 log = logging.getLogger(__name__)
 

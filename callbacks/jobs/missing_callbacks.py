@@ -21,7 +21,7 @@ from sms_relay.errors import DatabaseUnavailableError, OutboxUnavailableError, P
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.periodic import every
 from sms_relay.status.outbox import OutboundRecord, Outbox
-from sms_relay.status.ports import FetchedMessage
+from sms_relay.status.status_ports import FetchedMessage
 from sms_relay.status.status_projection import rank
 
 log = logging.getLogger(__name__)

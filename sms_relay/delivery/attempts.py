@@ -18,10 +18,10 @@ from enum import StrEnum
 from urllib.parse import quote
 
 from sms_relay.clock import Clock
+from sms_relay.delivery.delivery_ports import Claim, Ledger, SentMessage, SmsSender
 from sms_relay.delivery.in_doubt import Doubt, Reconciler
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
-from sms_relay.delivery.ports import Claim, Ledger, SentMessage, SmsSender
 from sms_relay.domain.outcomes import AttemptEnd, ClaimOutcome, Verdict
 from sms_relay.domain.retry import RetryPolicy
 from sms_relay.errors import (

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sms_relay.clock import Clock
-from sms_relay.delivery.ports import ListedMessage, MessageLister, SidOwners
+from sms_relay.delivery.delivery_ports import ListedMessage, MessageLister, SidOwners
 from sms_relay.domain.outcomes import Verdict
 from sms_relay.errors import ProviderError, ProviderUnavailableError
 from sms_relay.masking import mask_phone

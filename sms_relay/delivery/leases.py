@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 
 from sms_relay.clock import Clock
-from sms_relay.delivery.ports import Ledger
+from sms_relay.delivery.delivery_ports import Ledger
 from sms_relay.domain.lease_rules import HEARTBEATS_PER_LEASE, LEASE_MARGIN_SECONDS
 from sms_relay.errors import DatabaseUnavailableError, LeaseTooShortError
 from sms_relay.metrics import ConsumerMetrics

@@ -22,9 +22,7 @@ from sms_relay.delivery.attempts import (
     InDoubtResend,
     SendAttempts,
 )
-from sms_relay.delivery.leases import LeaseKeeper
-from sms_relay.delivery.pacing import RateLimiter
-from sms_relay.delivery.ports import (
+from sms_relay.delivery.delivery_ports import (
     Claim,
     ClaimRequest,
     Job,
@@ -33,6 +31,8 @@ from sms_relay.delivery.ports import (
     Settlement,
     SmsSender,
 )
+from sms_relay.delivery.leases import LeaseKeeper
+from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.domain.outcomes import (
     HELD_BACK,
     OUTCOME_OF_SETTLED,

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sms_relay.status.ports import ApiKeyStore
+from sms_relay.status.status_ports import ApiKeyStore
 
 PREFIX = "smsr"
 _KEY = re.compile(r"\Asmsr_([0-9a-f]{12})_([A-Za-z0-9_-]{43})\Z")

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sms_relay.masking import mask_phone, phone_hash
-from sms_relay.status.ports import KeywordStore
+from sms_relay.status.status_ports import KeywordStore
 
 # Twilio's default opt-out and opt-in keywords (Advanced Opt-Out uses the same lists).
 OPT_OUT_KEYWORDS = frozenset(

@@ -40,7 +40,7 @@ from sms_relay.errors import (
 )
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.periodic import every
-from sms_relay.status.ports import AlsoInTransaction, OutboxRows, Publisher, RecordHeaders
+from sms_relay.status.status_ports import AlsoInTransaction, OutboxRows, Publisher, RecordHeaders
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from sms_relay.errors import (
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.status.outbox import OutboundRecord, Outbox
-from sms_relay.status.ports import Limit, RateWindows, Transaction, Verifications
+from sms_relay.status.status_ports import Limit, RateWindows, Transaction, Verifications
 
 log = logging.getLogger(__name__)
 

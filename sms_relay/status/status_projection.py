@@ -8,7 +8,7 @@ delivery's state is *derived* from its history: the highest-ranked Twilio status
 arrives before the consumer recorded `accepted` is applied when `accepted` comes.
 
 The derivation is the ledger's (`ProjectionWrites.derive_twilio_states` in
-`sms_relay.status.ports`: the ledger owns every write to `deliveries`). Only rows at
+`sms_relay.status.status_ports`: the ledger owns every write to `deliveries`). Only rows at
 `accepted` or past it move: `claimed`, `sending`, `retry_scheduled`, `suppressed` and
 `dead_lettered` belong to the consumer.
 Twilio's own `sending` is kept in the history but never written to `deliveries.state`,
@@ -26,7 +26,7 @@ from schemas.events import DeliveryStatusChanged, Status
 from sms_relay.domain.states import TWILIO_RANK, DeliveryState, wire_status
 from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
 from sms_relay.metrics import CallbackMetrics
-from sms_relay.status.ports import ProjectionStore, StatusStep
+from sms_relay.status.status_ports import ProjectionStore, StatusStep
 
 log = logging.getLogger(__name__)
 

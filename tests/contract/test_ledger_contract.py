@@ -15,7 +15,7 @@ import pytest
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
-from sms_relay.delivery.ports import ClaimRequest, Ledger, Settlement
+from sms_relay.delivery.delivery_ports import ClaimRequest, Ledger, Settlement
 from sms_relay.domain.outcomes import ClaimOutcome
 from sms_relay.domain.states import DeliveryState
 from tests.support import eventually

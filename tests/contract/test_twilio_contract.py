@@ -33,7 +33,7 @@ import pytest
 from sms_relay.adapters.twilio.sms_sender import LIST_PAGE_SIZE, TwilioSmsSender
 from sms_relay.adapters.twilio.twilio_client import close_client, create_client
 from sms_relay.clock import LoopClock
-from sms_relay.delivery.ports import ListedMessage, ListedPage, SentMessage, SmsSender
+from sms_relay.delivery.delivery_ports import ListedMessage, ListedPage, SentMessage, SmsSender
 from sms_relay.errors import ProviderThrottledError, ProviderUnavailableError
 from sms_relay.masking import body_hash
 from sms_relay.settings import TwilioSettings

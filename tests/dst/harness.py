@@ -38,8 +38,7 @@ from schemas.events import OrderShipped
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.clock import LoopClock
 from sms_relay.delivery.attempts import InDoubtResend
-from sms_relay.delivery.pacing import RateLimiter
-from sms_relay.delivery.ports import (
+from sms_relay.delivery.delivery_ports import (
     Claim,
     ClaimRequest,
     Job,
@@ -50,6 +49,7 @@ from sms_relay.delivery.ports import (
     Settlement,
     SettleResult,
 )
+from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS

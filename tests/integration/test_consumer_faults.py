@@ -11,7 +11,7 @@ from twilio.rest import Client
 from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
-from sms_relay.delivery.ports import ClaimRequest, Settlement
+from sms_relay.delivery.delivery_ports import ClaimRequest, Settlement
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.states import DeliveryState
 from sms_relay.masking import mask_phone, phone_hash

@@ -27,7 +27,7 @@ from sms_relay.adapters.kafka.topics import ensure_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.adapters.postgres.status_history import PostgresProjectionStore
-from sms_relay.delivery.ports import ClaimRequest, Settlement
+from sms_relay.delivery.delivery_ports import ClaimRequest, Settlement
 from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.states import DeliveryState
 from sms_relay.masking import body_hash, mask_phone

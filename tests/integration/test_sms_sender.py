@@ -10,7 +10,7 @@ import pytest
 
 from sms_relay.adapters.twilio.sms_sender import TwilioSmsSender
 from sms_relay.adapters.twilio.twilio_client import close_client, create_client, provider_call
-from sms_relay.delivery.ports import SentMessage
+from sms_relay.delivery.delivery_ports import SentMessage
 from sms_relay.errors import (
     ProviderError,
     ProviderRejectedError,

@@ -1,8 +1,8 @@
 """The ledger in memory, for the deterministic simulation of the delivery core.
 
-It implements `sms_relay.delivery.ports.Ledger` with the same rules as `PostgresLedger`'s SQL;
-the contract suite in tests/contract runs against both, so the two cannot drift. Several
-`InMemoryLedger`s (one per simulated consumer) share one `MemoryDatabase`, as several
+It implements `sms_relay.delivery.delivery_ports.Ledger` with the same rules as
+`PostgresLedger`'s SQL; the contract suite in tests/contract runs against both, so the two
+cannot drift. Several `InMemoryLedger`s (one per simulated consumer) share one `MemoryDatabase`, as several
 processes share one PostgreSQL. Time comes from an injected clock.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sms_relay.delivery.ports import Claim, ClaimRequest, Settlement, SettleResult
+from sms_relay.delivery.delivery_ports import Claim, ClaimRequest, Settlement, SettleResult
 from sms_relay.domain.outcomes import claim_outcome
 from sms_relay.domain.states import CONSUMER_SETTLED, RESUMABLE, DeliveryState, may_move
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres.engine import database_call
 from sms_relay.status.api_keys import ApiKey
-from sms_relay.status.ports import StoredApiKey
+from sms_relay.status.status_ports import StoredApiKey
 
 _INSERT = text(
     "INSERT INTO api_keys (key_id, client, secret_hash, event_kinds, rate_limit, "
@@ -37,7 +37,7 @@ def _key(row: Any) -> ApiKey:
 
 
 class PostgresApiKeys:
-    """`sms_relay.status.ports.ApiKeyStore`; raises what `engine.database_call` maps to."""
+    """`sms_relay.status.status_ports.ApiKeyStore`; raises what `engine.database_call` maps to."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

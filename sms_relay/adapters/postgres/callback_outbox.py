@@ -1,4 +1,4 @@
-"""The `callback_outbox` table: the outbox's rows (`sms_relay.status.ports.OutboxRows`)."""
+"""The `callback_outbox` table: the outbox's rows (`sms_relay.status.status_ports.OutboxRows`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sms_relay.adapters.postgres.engine import database_call, database_errors, transaction
 from sms_relay.status.outbox import OutboundRecord
-from sms_relay.status.ports import AlsoInTransaction, UnpublishedRow
+from sms_relay.status.status_ports import AlsoInTransaction, UnpublishedRow
 
 # Any unique key seen before (the token, or the content key) makes the record a duplicate.
 _INSERT = text(

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres.engine import database_call
-from sms_relay.status.ports import Limit
+from sms_relay.status.status_ports import Limit
 
 __all__ = ["Limit", "PostgresRateWindows", "hit", "prune"]
 
@@ -83,7 +83,7 @@ async def prune(engine: AsyncEngine) -> int:
 
 
 class PostgresRateWindows:
-    """`sms_relay.status.ports.RateWindows` on one engine."""
+    """`sms_relay.status.status_ports.RateWindows` on one engine."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sms_relay.adapters.postgres import suppressions
 from sms_relay.adapters.postgres.engine import database_call, transaction
-from sms_relay.status.ports import Moved, RecordedStep, StatusStep
+from sms_relay.status.status_ports import Moved, RecordedStep, StatusStep
 
 # A CTE body for the ledger's settle statement, over its `settled(event_id, message_sid,
 # state, error_code, attempt)`: each consumer step once, by its own token.
@@ -67,7 +67,7 @@ _STEPS_OF = text(
 
 
 class _ProjectionWrites:
-    """`sms_relay.status.ports.ProjectionWrites` on one open transaction."""
+    """`sms_relay.status.status_ports.ProjectionWrites` on one open transaction."""
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -102,7 +102,7 @@ class _ProjectionWrites:
 
 
 class PostgresProjectionStore:
-    """`sms_relay.status.ports.ProjectionStore`: the projection's writes, one transaction
+    """`sms_relay.status.status_ports.ProjectionStore`: the projection's writes, one transaction
     per batch; every method raises DatabaseUnavailableError."""
 
     def __init__(self, engine: AsyncEngine) -> None:

@@ -77,7 +77,7 @@ async def add_recipients_of(
 
 
 class _KeywordWrites:
-    """`sms_relay.status.ports.KeywordWrites` on one open transaction."""
+    """`sms_relay.status.status_ports.KeywordWrites` on one open transaction."""
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -109,7 +109,7 @@ class _KeywordWrites:
 
 
 class PostgresKeywordStore:
-    """`sms_relay.status.ports.KeywordStore`: one transaction per inbound keyword."""
+    """`sms_relay.status.status_ports.KeywordStore`: one transaction per inbound keyword."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

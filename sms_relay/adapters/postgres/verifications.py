@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sms_relay.adapters.postgres.engine import database_call
-from sms_relay.status.ports import Transaction
+from sms_relay.status.status_ports import Transaction
 
 _UPSERT = text(
     "INSERT INTO phone_verifications (phone_hash, phone_masked, verified_at) "
@@ -18,7 +18,7 @@ _UPSERT = text(
 
 
 class PostgresVerifications:
-    """`sms_relay.status.ports.Verifications`; raises DatabaseUnavailableError."""
+    """`sms_relay.status.status_ports.Verifications`; raises DatabaseUnavailableError."""
 
     @database_call
     async def record_verified(

@@ -13,11 +13,11 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from sms_relay.adapters.twilio.twilio_client import provider_call
-from sms_relay.delivery.ports import ListedMessage, ListedPage, SentMessage
+from sms_relay.delivery.delivery_ports import ListedMessage, ListedPage, SentMessage
 from sms_relay.errors import ConfigurationError, ProviderUnavailableError
 from sms_relay.masking import body_hash
 from sms_relay.settings import TwilioSettings
-from sms_relay.status.ports import FetchedMessage
+from sms_relay.status.status_ports import FetchedMessage
 
 LIST_PAGE_SIZE = 100
 

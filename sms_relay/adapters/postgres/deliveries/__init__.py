@@ -1,7 +1,7 @@
 """The `deliveries` table: every statement that writes it lives in this package.
 
 The states and their moves are named in `sms_relay.domain.states` and bound from there.
-`PostgresLedger` implements the delivery core's `Ledger` port (`sms_relay.delivery.ports`)
+`PostgresLedger` implements the delivery core's `Ledger` port (`sms_relay.delivery.delivery_ports`)
 with the statements of `ledger_statements`; `follow_up_writes` serves the status
 projection, `dlq replay` and the missing-callback reconciler; `delivery_reads` the
 consumer's gauges, `trace` and `dlq list`.

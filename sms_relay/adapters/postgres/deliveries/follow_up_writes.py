@@ -15,7 +15,7 @@ from sms_relay.domain.states import (
     TWILIO_RANK,
     DeliveryState,
 )
-from sms_relay.status.ports import Moved
+from sms_relay.status.status_ports import Moved
 
 # The first two run inside their callers' transactions, so they take a connection.
 

@@ -19,7 +19,7 @@ from sms_relay.adapters.postgres.deliveries.ledger_statements import (
     STATES,
 )
 from sms_relay.adapters.postgres.engine import database_call
-from sms_relay.delivery.ports import (
+from sms_relay.delivery.delivery_ports import (
     Claim,
     ClaimRequest,
     Settlement,
