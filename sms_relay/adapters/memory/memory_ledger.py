@@ -2,8 +2,8 @@
 
 It implements `sms_relay.delivery.delivery_ports.Ledger` with the same rules as
 `PostgresLedger`'s SQL; the contract suite in tests/contract runs against both, so the two
-cannot drift. Several `InMemoryLedger`s (one per simulated consumer) share one `MemoryDatabase`, as several
-processes share one PostgreSQL. Time comes from an injected clock.
+cannot drift. Several `InMemoryLedger`s (one per simulated consumer) share one
+`MemoryDatabase`, as several processes share one PostgreSQL. Time comes from an injected clock.
 """
 
 from __future__ import annotations
