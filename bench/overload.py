@@ -133,19 +133,19 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
 
 # Where a sample's CPU went, by the frames on its stack (an area may overlap another).
 AREAS = {
-    "send: DeliveryService._send (sending.py: slot, limiter, metrics, the request)": (
-        "DeliveryService._send (",
+    "send: SendAttempts._send (delivery/attempts.py: slot, limiter, metrics, the request)": (
+        "SendAttempts._send (",
     ),
-    "  of which TwilioSmsSender.send (adapters/twilio.py)": ("TwilioSmsSender.send",),
+    "  of which TwilioSmsSender.send (adapters/twilio/sms_sender.py)": ("TwilioSmsSender.send",),
     "  of which aiohttp's request": ("ClientSession._request",),
     "decode: parse + validate (consumer/batch.py, records.py)": ("decode (consumer/batch.py",),
     "  of which phonenumbers (schemas/events.py validator)": ("phonenumbers/",),
-    "ledger round trips (ledger.py, SQLAlchemy, psycopg)": ("PostgresLedger.",),
+    "ledger round trips (adapters/postgres/deliveries, SQLAlchemy, psycopg)": ("PostgresLedger.",),
     "effects: status records, produce (consumer/effects.py)": ("Effects.",),
     "logging (sms_relay/logs.py)": ("Logger.", "RedactingJsonFormatter"),
     "metrics (prometheus_client)": ("prometheus_client/",),
     "polling thread: consume, commit (consumer/loop.py)": ("ConsumeLoop._commit_and_poll",),
-    "producer thread: delivery reports (adapters/kafka.py)": ("AsyncProducer._serve",),
+    "producer thread: delivery reports (adapters/kafka/producer.py)": ("AsyncProducer._serve",),
 }
 
 
