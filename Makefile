@@ -30,7 +30,7 @@ logs: ## list the logs (scripts/stack logs NAME [-f] shows one)
 reset: ## stop and delete the local Kafka and PostgreSQL data
 	@scripts/stack reset
 
-test: ## the test suite against the local stack (ARGS="-k name" passes pytest arguments)
+test: ## the suite against the local stack: all but chaos on parallel workers, then chaos alone (ARGS="-k name": pytest arguments)
 	@scripts/test $(ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy --strict, import-linter (the layers of docs/architecture.md)

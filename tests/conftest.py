@@ -21,10 +21,23 @@ from tests.support import (
     fresh_kafka_settings,
     fresh_schema,
     local_stack_env,
+    release_reserved_ports,
+    reserved_port,
     wait_for_topics,
 )
 
 TEST_FROM = "+15005550006"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The chaos tests stop and restart the stack's Kafka and PostgreSQL: never beside
+    another test. scripts/test runs them in a pass of their own, on one process."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and item.get_closest_marker("chaos") is not None:
+        pytest.fail(
+            f"a chaos test on one of {workers} parallel workers: run the chaos tests alone "
+            "(scripts/test does, after the rest), or deselect them with -m 'not chaos'"
+        )
 
 
 def _docker_answers() -> bool:
@@ -59,10 +72,24 @@ def infrastructure() -> Iterator[tuple[str, str]]:
         yield env["KAFKA_BOOTSTRAP_SERVERS"], env.get("TEST_DATABASE_URL", env["DATABASE_URL"])
 
 
+@pytest.fixture(autouse=True)
+def reserved_ports_released() -> Iterator[None]:
+    """The ports a test reserved (`reserved_port()`) are free again once it ends."""
+    yield
+    release_reserved_ports()
+
+
 @pytest.fixture
 def database_url(infrastructure: tuple[str, str]) -> Iterator[str]:
-    """A fresh schema with the migrations applied, dropped afterwards."""
+    """A fresh schema with the migrations' tables, dropped afterwards."""
     with fresh_schema(infrastructure[1]) as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_database_url(infrastructure: tuple[str, str]) -> Iterator[str]:
+    """A fresh schema built by running the migrations themselves (Alembic)."""
+    with fresh_schema(infrastructure[1], run_migrations=True) as url:
         yield url
 
 
@@ -92,7 +119,10 @@ async def simulator(simulator_config: SimulatorConfig) -> AsyncIterator[Simulato
 def settings(
     database_url: str, kafka_settings: KafkaSettings, simulator: SimulatorServer
 ) -> Settings:
-    """Settings of one test: its schema, its topics, its simulator; short tiers and waits."""
+    """Settings of one test: its schema, its topics, its simulator; short tiers and waits.
+    Its port (also the public URL the simulator posts callbacks to) is reserved for it:
+    nothing listens there unless the test starts the callbacks app on it, and no other
+    test, worker or service (a `make up` stack's callbacks on 8080) shares it."""
     sending = SendingSettings(
         retry_tiers=("1s", "2s"),
         lease_seconds=10,
@@ -107,9 +137,11 @@ def settings(
     # be yet, and the services under test look for it only briefly.
     wait_for_topics(kafka_settings, ensure_topics(kafka_settings, sending.retry_tiers))
     config = simulator.config
+    port = reserved_port()
     return Settings(
         database_url=database_url,
-        public_base_url="http://127.0.0.1:8080",
+        port=port,
+        public_base_url=f"http://127.0.0.1:{port}",
         metrics_port=0,
         kafka=kafka_settings,
         sending=sending,

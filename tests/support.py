@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import io
 import json
 import shlex
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -35,7 +38,8 @@ GROUP_BROKER_SETTINGS = {
 
 
 def local_stack_env() -> dict[str, str]:
-    """Start Kafka and PostgreSQL from the project's own stack script; read its env file."""
+    """Start Kafka and PostgreSQL from the project's own stack script (which takes a lock:
+    parallel workers may all ask at once); read its env file."""
     subprocess.run([str(ROOT / "scripts" / "stack"), "up", "--infra"], check=True)
     env: dict[str, str] = {}
     for line in (ROOT / ".stack" / "env").read_text().splitlines():
@@ -43,6 +47,31 @@ def local_stack_env() -> dict[str, str]:
             name, _, value = line.removeprefix("export ").partition("=")
             env[name] = shlex.split(value)[0] if value else ""
     return env
+
+
+_reserved_ports: list[socket.socket] = []
+
+
+def reserved_port() -> int:
+    """A loopback port that nothing on this host gets until the test ends.
+
+    The socket is bound with SO_REUSEADDR and never listens, and it is kept: the kernel
+    hands its port to no other bind(0) and no outgoing connection (where a probe that
+    binds, closes and returns the number races every other process), while a server told
+    this port (asyncio and `socket.create_server` set SO_REUSEADDR too) can still listen
+    on it. Until one does, connections to it are refused: an address where nothing
+    listens. Released by the `reserved_ports_released` fixture after each test.
+    """
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    _reserved_ports.append(holder)
+    return int(holder.getsockname()[1])
+
+
+def release_reserved_ports() -> None:
+    while _reserved_ports:
+        _reserved_ports.pop().close()
 
 
 async def eventually(
@@ -87,9 +116,34 @@ def eventually_sync(
         time.sleep(interval)
 
 
+@functools.cache
+def migrations_script(server_url: str) -> str:
+    """The SQL the migrations run, rendered once per process (Alembic's offline mode).
+
+    Replaying it builds the same tables as running the migrations, in a fraction of the
+    time (no Alembic start-up and no version checks per migration, per test);
+    tests/ops/test_migrations.py checks the two agree, and its other test runs the
+    migrations themselves. Without BEGIN/COMMIT: the caller's transaction holds it.
+    """
+    from alembic import command
+
+    from sms_relay.migrations import alembic_config
+
+    config = alembic_config(server_url)
+    config.output_buffer = io.StringIO()
+    command.upgrade(config, "head", sql=True)
+    rendered: str = config.output_buffer.getvalue()
+    lines = [line for line in rendered.splitlines() if line not in ("BEGIN;", "COMMIT;")]
+    return "\n".join(lines)
+
+
 @contextmanager
-def fresh_schema(server_url: str) -> Iterator[str]:
-    """A new schema with the migrations applied; yields a URL that uses it; drops it after."""
+def fresh_schema(server_url: str, *, run_migrations: bool = False) -> Iterator[str]:
+    """A new schema with the migrations' tables; yields a URL that uses it; drops it after.
+
+    The tables come from `migrations_script()`, or from the migrations themselves
+    (Alembic, ~0.5 s) with `run_migrations`.
+    """
     from sqlalchemy import NullPool, create_engine, text
 
     from sms_relay.migrations import upgrade
@@ -101,7 +155,12 @@ def fresh_schema(server_url: str) -> Iterator[str]:
     separator = "&" if "?" in server_url else "?"
     url = f"{server_url}{separator}options=-csearch_path%3D{schema}"
     try:
-        upgrade(url)
+        if run_migrations:
+            upgrade(url)
+        else:
+            with admin.begin() as connection:
+                connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+                connection.exec_driver_sql(migrations_script(server_url))
         yield url
     finally:
         with admin.begin() as connection:
@@ -212,7 +271,9 @@ def produce(
 
 
 class TopicReader:
-    """Reads a topic from the beginning with its own group; keeps what it has seen."""
+    """Reads a topic from the beginning; keeps what it has seen. Its partitions are
+    assigned to it (no group to join, no rebalance to wait for) when the topic is in the
+    broker's metadata; otherwise it subscribes with a group of its own."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
@@ -225,7 +286,14 @@ class TopicReader:
                 "enable.auto.commit": False,
             }
         )
-        self._consumer.subscribe([topic])
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        metadata = self._consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            self._consumer.subscribe([topic])
+        else:
+            partitions = sorted(metadata.partitions)
+            self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
 
     def poll(self) -> list[Message]:
         for message in self._consumer.consume(500, 0.2):

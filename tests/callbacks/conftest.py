@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import unused_port
 from multidict import MultiDict
 from prometheus_client import CollectorRegistry
 from pydantic import AnyHttpUrl
@@ -26,14 +25,14 @@ from twilio.request_validator import RequestValidator
 from callbacks.app import PrivacyAccessLogger, create_app
 from callbacks.app_keys import API_KEYS, KAFKA_PROBE
 from sms_relay.settings import KafkaSettings, Settings
-from tests.support import DEFAULT_PHONE, eventually, wait_for_topics
+from tests.support import DEFAULT_PHONE, eventually, reserved_port, wait_for_topics
 
 Form = Mapping[str, str] | MultiDict[str]
 
 
 def callbacks_settings(settings: Settings, **changes: Any) -> Settings:
     """The test's settings, served on a free port that is also the public URL Twilio calls."""
-    port = unused_port()
+    port = reserved_port()
     update: dict[str, Any] = {
         "port": port,
         "public_base_url": AnyHttpUrl(f"http://127.0.0.1:{port}"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from aiohttp.test_utils import unused_port
 from pydantic import AnyHttpUrl
 
 from sms_relay.masking import phone_hash
@@ -17,6 +16,7 @@ from tests.callbacks.conftest import (
     query_rows,
     running_callbacks,
 )
+from tests.support import reserved_port
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +183,7 @@ async def test_an_opt_in_twilio_cannot_date_is_refused_and_an_opt_out_is_not(
 ) -> None:
     """Twilio unreachable for the fetch: STOP still applies, START asks for a retry."""
     away = settings.twilio.model_copy(
-        update={"api_base_url": AnyHttpUrl(f"http://127.0.0.1:{unused_port()}")}
+        update={"api_base_url": AnyHttpUrl(f"http://127.0.0.1:{reserved_port()}")}
     )
     app_settings = callbacks_settings(settings, twilio=away, callbacks_run_projection=False)
     phone = "+12125550165"

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import unused_port
 from confluent_kafka import Message
 
 from callbacks.app_keys import API_KEYS
@@ -20,7 +19,14 @@ from tests.callbacks.conftest import (
     query_rows,
     running_callbacks,
 )
-from tests.support import TopicReader, eventually, order_event, read_to_end, topic_reader
+from tests.support import (
+    TopicReader,
+    eventually,
+    order_event,
+    read_to_end,
+    reserved_port,
+    topic_reader,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +188,9 @@ async def test_destinations_outside_the_allowlists_are_400_and_counted(
 
 
 async def test_ingestion_can_live_on_its_own_listener(settings: Settings) -> None:
-    apart = callbacks_settings(settings, callbacks_run_projection=False, ingest_port=unused_port())
+    apart = callbacks_settings(
+        settings, callbacks_run_projection=False, ingest_port=reserved_port()
+    )
     async with running_callbacks(apart) as callbacks:
         key = await callbacks.new_key()
         ingest_base = f"http://{apart.host}:{apart.ingest_port}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp.test_utils import unused_port
 from pydantic import SecretStr
 
 from sms_relay.settings import KafkaSettings, Settings
@@ -17,18 +16,24 @@ from tests.callbacks.conftest import (
     query_rows,
     running_callbacks,
 )
-from tests.support import eventually, read_to_end, read_values_to_end, topic_reader
+from tests.support import (
+    eventually,
+    read_to_end,
+    read_values_to_end,
+    reserved_port,
+    topic_reader,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def kafka_away(settings: Settings) -> KafkaSettings:
     """The same topics on a port where no broker listens."""
-    return settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{unused_port()}"})
+    return settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{reserved_port()}"})
 
 
 def database_away() -> SecretStr:
-    return SecretStr(f"postgresql+psycopg://postgres@127.0.0.1:{unused_port()}/none")
+    return SecretStr(f"postgresql+psycopg://postgres@127.0.0.1:{reserved_port()}/none")
 
 
 async def test_kafka_unreachable_callbacks_are_answered_2xx_and_published_once_later(

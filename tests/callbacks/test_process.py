@@ -10,10 +10,9 @@ import sys
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 
 from sms_relay.settings import Settings
-from tests.support import eventually, settings_env
+from tests.support import eventually, reserved_port, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +28,7 @@ async def _answers(url: str) -> bool:
 async def test_the_process_serves_warns_without_signatures_and_stops_on_sigterm(
     settings: Settings,
 ) -> None:
-    port = unused_port()
+    port = reserved_port()
     env = {
         **os.environ,
         **settings_env(settings),

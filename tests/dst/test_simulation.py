@@ -11,13 +11,19 @@ import pytest
 
 from tests.dst.harness import fingerprint, repro, simulate
 
-SEEDS = int(os.environ.get("DST_SEEDS", "2000"))
+# The default suite's fixed seeds: about one in five catches a ledger that forgets its
+# doubts (see below); rarer faults need the big counts of `make soak`, which found the
+# revived-lease seeds pinned below among 3,000. In chunks, so parallel workers share them.
+SEEDS = int(os.environ.get("DST_SEEDS", "500"))
+CHUNK = 250
 
 
-def test_every_seed_keeps_the_invariants(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("first", range(0, SEEDS, CHUNK), ids=lambda first: f"seeds{first}+")
+def test_every_seed_keeps_the_invariants(first: int, capsys: pytest.CaptureFixture[str]) -> None:
+    seeds = range(first, min(first + CHUNK, SEEDS))
     failures = []
     crashes = freezes = messages = 0
-    for seed in range(SEEDS):
+    for seed in seeds:
         outcome = simulate(seed)
         crashes += outcome.crashes
         freezes += outcome.freezes
@@ -26,8 +32,8 @@ def test_every_seed_keeps_the_invariants(capsys: pytest.CaptureFixture[str]) -> 
             failures.append(f"seed {seed}: {outcome.violations[0]} (reproduce: {repro(seed)})")
     with capsys.disabled():
         print(
-            f"\n[dst] {SEEDS} seeds: {messages} messages, {crashes} crashes, {freezes} freezes, "
-            f"{len(failures)} failing"
+            f"\n[dst] seeds {seeds.start}..{seeds.stop - 1}: {messages} messages, "
+            f"{crashes} crashes, {freezes} freezes, {len(failures)} failing"
         )
     assert not failures, "\n".join(failures[:10])
 

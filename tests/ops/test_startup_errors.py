@@ -14,11 +14,10 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 
 from sms_relay.adapters.kafka.topics import STARTUP_DEADLINE_SECONDS
 from sms_relay.settings import Settings
-from tests.support import eventually, settings_env
+from tests.support import eventually, reserved_port, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,7 @@ def taken_port() -> Iterator[int]:
 
 def closed_port() -> str:
     """An address where no broker listens."""
-    return f"127.0.0.1:{unused_port()}"
+    return f"127.0.0.1:{reserved_port()}"
 
 
 def test_consumer_without_its_topics_names_them_and_sms_relay_topics(settings: Settings) -> None:
@@ -97,7 +96,7 @@ def test_callbacks_port_in_use_names_it(settings: Settings, taken_port: int) -> 
 def test_callbacks_without_a_topic_it_writes_names_it(settings: Settings) -> None:
     missing = settings.kafka.topic_phone_verified + "-missing"
     code, err, _ = run_cli(
-        "callbacks", settings, PORT=str(unused_port()), KAFKA_TOPIC_PHONE_VERIFIED=missing
+        "callbacks", settings, PORT=str(reserved_port()), KAFKA_TOPIC_PHONE_VERIFIED=missing
     )
     assert code == 2
     assert err.count("\n") == 1, err
@@ -116,7 +115,7 @@ async def _healthy(url: str) -> bool:
 async def test_callbacks_start_without_a_broker_because_the_outbox_holds_callbacks(
     settings: Settings,
 ) -> None:
-    port = unused_port()
+    port = reserved_port()
     env = {**os.environ, **settings_env(settings), "PORT": str(port)}
     env["KAFKA_BOOTSTRAP_SERVERS"] = closed_port()
     process = await asyncio.create_subprocess_exec(

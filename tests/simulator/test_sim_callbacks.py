@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twilio.request_validator import RequestValidator
 
 from sms_relay.simulator.server import SimulatorServer
-from tests.support import eventually
+from tests.support import eventually, reserved_port
 
 from .conftest import MakeAsyncClient, MakeSimulator
 from .helpers import ACCOUNT_SID, AUTH_TOKEN, SENDER, WebhookReceiver
@@ -72,11 +71,8 @@ async def test_signature_covers_the_query_string(
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    # Nothing listens there any more: every attempt is a connection error.
-    return f"http://127.0.0.1:{closed_port}/status"
+    # Nothing listens there: every attempt is a connection error.
+    return f"http://127.0.0.1:{reserved_port()}/status"
 
 
 def _attempts(log: list[dict[str, Any]], status: str = "sent") -> list[tuple[Any, ...]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from twilio.rest import Client
 from sms_relay.simulator.command import build_config, configure_parser
 from sms_relay.simulator.config import DEFAULT_ACCOUNT_SID
 from sms_relay.simulator.control_client import SimulatorClient, SimulatorError
-from tests.support import eventually_sync
+from tests.support import eventually_sync, reserved_port
 
 from .helpers import ACCOUNT_SID, AUTH_TOKEN, SENDER
 
@@ -125,12 +124,6 @@ def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
     assert caught.value.code == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _healthy(client: SimulatorClient) -> bool:
     try:
         return bool(client.health()["status"] == "ok")
@@ -140,7 +133,7 @@ def _healthy(client: SimulatorClient) -> bool:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_runs_as_a_process_until_signalled(stop_signal: signal.Signals) -> None:
-    port = _free_port()
+    port = reserved_port()
     env = {**os.environ, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
     env.pop("TWILIO_EDGE", None)
     env.pop("TWILIO_REGION", None)
