@@ -11,7 +11,7 @@ from confluent_kafka.admin._resource import ResourceType
 from sms_relay.adapters.kafka.topics import topic_names
 from sms_relay.settings import Settings
 from tests.ops.conftest import Cli
-from tests.support import delete_group_configs
+from tests.support import delete_group_configs, eventually_sync
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +32,16 @@ def test_topics_creates_what_is_missing_and_then_nothing(
     assert f"{settings.kafka.topic_order_shipped}-new: created" in first.out
     assert "created" not in second.out
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    existing = set(admin.list_topics(timeout=10).topics)
     renamed = settings.kafka.model_copy(
         update={"topic_order_shipped": settings.kafka.topic_order_shipped + "-new"}
     )
-    assert set(topic_names(renamed, settings.sending.retry_tiers)) <= existing
+    wanted = set(topic_names(renamed, settings.sending.retry_tiers))
+    # A topic just created reaches every broker's metadata a moment later (the second
+    # `topics` run above already saw them): wait for the broker we ask, not a fixed time.
+    eventually_sync(
+        lambda: wanted <= set(admin.list_topics(timeout=10).topics),
+        what="the new topics in the broker's metadata",
+    )
 
 
 def test_a_bad_setting_fails_with_one_line_naming_it(
