@@ -39,20 +39,28 @@ def produce_when_room(
     Raises BrokerUnavailableError when librdkafka refuses the record, or when the queue
     stays full past `deadline_seconds` (the broker takes nothing).
     """
-    wait = make_room or (lambda: producer.poll(0.1))
-    give_up = time.monotonic() + deadline_seconds
+    give_up: float | None = None  # read the clock only once the queue is full
     while True:
         try:
             producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
             return
         except BufferError:
-            if time.monotonic() > give_up:
+            now = time.monotonic()
+            give_up = now + deadline_seconds if give_up is None else give_up
+            if now > give_up:
                 raise BrokerUnavailableError(
                     f"Kafka took no record for {deadline_seconds:g}s: the local queue is full"
                 ) from None
-            wait()
+            if make_room is None:
+                producer.poll(0.1)
+            else:
+                make_room()
         except KafkaException as error:
             raise broker_unavailable(error) from error
+
+
+def _wait_for_the_serving_thread() -> None:
+    time.sleep(0.01)
 
 
 _Report = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", KafkaError | None]
@@ -126,7 +134,7 @@ class AsyncProducer:
             key,
             headers,
             on_delivery=on_delivery,
-            make_room=lambda: time.sleep(0.01),
+            make_room=_wait_for_the_serving_thread,
         )
         return done
 
