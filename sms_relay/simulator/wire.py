@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from aiohttp import web
+
+from sms_relay.domain.segments import count_segments
 
 API_VERSION = "2010-04-01"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -76,11 +77,6 @@ DELIVERY_ERROR_MESSAGES: dict[int, str] = {
     30034: "Message from an Unregistered Number",
 }
 
-_GSM7 = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
-)
-
 
 def new_sid(prefix: str) -> str:
     """A fresh SID: two-letter prefix and 32 hex digits."""
@@ -114,12 +110,8 @@ def iso8601(moment: datetime | None) -> str | None:
 
 
 def num_segments(body: str) -> int:
-    """SMS segments a body needs: 160/153 GSM-7 characters, or 70/67 UCS-2 ones."""
-    if not body:
-        return 1
-    gsm = all(ch in _GSM7 for ch in body)
-    single, multi = (160, 153) if gsm else (70, 67)
-    return 1 if len(body) <= single else math.ceil(len(body) / multi)
+    """SMS segments a body needs (GSM-7 160/153 septets, UCS-2 70/67 units)."""
+    return count_segments(body).segments
 
 
 def error_message(code: int, **details: str) -> str:
