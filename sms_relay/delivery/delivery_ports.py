@@ -33,6 +33,8 @@ class Job:
     event: SmsRequested
     attempts: int  # sends made before this record (from its retry headers)
     tier_index: int  # -1 for the main topic
+    # Twilio's ValidityPeriod: a message still queued after this long is never sent.
+    validity_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ class SidOwners(Protocol):
 
 
 class SmsSender(MessageLister, Protocol):
-    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage: ...
+    async def send(
+        self, to: str, body: str, status_callback: str | None, validity_seconds: int | None = None
+    ) -> SentMessage: ...
 
 
 # ---- The ledger.

@@ -57,13 +57,18 @@ ERROR_MESSAGES: dict[int, str] = {
     21612: "The 'To' phone number: {number}, is not currently reachable using the 'From' "
     "phone number via SMS.",
     21614: "'To' number {number} is not a valid mobile number",
+    21624: "Invalid validity period value",
+    30409: "This message cannot be canceled",
+    35111: "SendAt timestamp is missing",
+    35114: "Scheduling does not support this timestamp",
+    35126: "The ScheduleType value provided is not supported for this channel",
     60200: "Invalid parameter: {param}",
     60202: "Max check attempts reached",
     60203: "Max send attempts reached",
 }
 
 # Delivery errors Twilio reports as `failed` (never handed to a carrier); others `undelivered`.
-FAILED_CODES = frozenset({30001, 30002, 30032, 30034})
+FAILED_CODES = frozenset({30001, 30002, 30032, 30034, 30036})
 DELIVERY_ERROR_MESSAGES: dict[int, str] = {
     30001: "Queue overflow",
     30002: "Account suspended",
@@ -75,6 +80,7 @@ DELIVERY_ERROR_MESSAGES: dict[int, str] = {
     30008: "Unknown error",
     30032: "Toll-Free Number Has Not Been Verified",
     30034: "Message from an Unregistered Number",
+    30036: "Validity Period Expired",
 }
 
 

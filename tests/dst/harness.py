@@ -496,7 +496,9 @@ class CheckedTwilio:
         self._node = node
         self._twilio = twilio
 
-    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+    async def send(
+        self, to: str, body: str, status_callback: str | None, validity_seconds: int | None = None
+    ) -> SentMessage:
         await self._node.checkpoint()
         event_id = unquote((status_callback or "").rsplit("=", 1)[-1])
         self._node.world.log(f"{self._node.name} creates for {event_id}")
