@@ -20,7 +20,7 @@ from sms_relay.adapters.postgres.status_history import PostgresProjectionStore
 from sms_relay.adapters.twilio.sms_sender import fetch_message
 from sms_relay.errors import DatabaseUnavailableError
 from sms_relay.periodic import every
-from sms_relay.status.outbox import OutboxRelay
+from sms_relay.status.outbox_relay import OutboxRelay
 from sms_relay.status.status_projection import StatusProjection
 
 log = logging.getLogger(__name__)
