@@ -162,8 +162,10 @@ def run(settings: Settings) -> int:
 async def _listener(request: web.Request, handler: Handler) -> web.StreamResponse:
     """With INGEST_PORT set, ingestion answers only there and the rest only on PORT."""
     ingest_port = request.app[SETTINGS].ingest_port
+    if ingest_port is None:  # one listener serves every route
+        return await handler(request)
     route = route_name(request)
-    if ingest_port is not None and route not in SHARED_ROUTES:
+    if route not in SHARED_ROUTES:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         on_ingest = isinstance(sockname, tuple) and sockname[1] == ingest_port
         if (route in INGEST_ROUTES) != on_ingest:

@@ -100,7 +100,11 @@ class DeliveryStatusChanged(BaseModel):
     occurredAt: AwareDatetime = Field(default_factory=utc_now)
     to: str | None = Field(default=None, description="always masked, e.g. +*******0123")
     reason: str | None = Field(default=None, description="short machine reason, never PII")
-    idempotencyToken: str | None = Field(default=None, description="Twilio's callback token")
+    idempotencyToken: str | None = Field(
+        default=None,
+        description="the same on every copy of one step (callbacks: from the signed MessageSid, "
+        "status and error code): readers drop copies by it",
+    )
 
 
 class PhoneVerified(BaseModel):

@@ -121,16 +121,15 @@ class Outbox:
                 pending = self._producer.produce(
                     record.topic, record.value, record.key, record.kafka_headers()
                 )
-                async with asyncio.timeout(self._deadline):
-                    await asyncio.shield(pending)
-            except TimeoutError:
-                self._missed_deadline()
+                acknowledged = await _settled_within(pending, self._deadline)
             except BrokerUnavailableError as error:
                 pending = None  # refused: it will not be acknowledged later
                 log.warning("kafka refused a record; outboxing it", extra={"error": str(error)})
             else:
-                self.kafka_answered()
-                return Durability.PUBLISHED
+                if acknowledged:
+                    self.kafka_answered()
+                    return Durability.PUBLISHED
+                self._missed_deadline()
         try:
             row_id = await self._insert(record, None)
         except DatabaseUnavailableError as error:
@@ -254,3 +253,27 @@ class Outbox:
         if done.cancelled() or done.exception() is not None:
             return  # failed for good: the row stays for the relay
         self._mark_soon(row_id)
+
+
+async def _settled_within(future: asyncio.Future[None], seconds: float) -> bool:
+    """Whether `future` settled within `seconds`; never cancels it (librdkafka still
+    holds the record). Lighter than asyncio.timeout around asyncio.shield, which this
+    path paid on every callback. Raises the future's error (BrokerUnavailableError)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_done: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    if not future.done():
+        return False
+    future.result()
+    return True
