@@ -24,8 +24,9 @@ def _topics(_args: argparse.Namespace, settings: Settings) -> int:
     from sms_relay.adapters.kafka.clients import configure_group
     from sms_relay.adapters.kafka.topics import ensure_topics, topic_names
 
-    created = ensure_topics(settings.kafka, settings.sending.retry_tiers)
-    for name in topic_names(settings.kafka, settings.sending.retry_tiers):
+    tiers, kinds = settings.sending.retry_tiers, settings.sending.kinds
+    created = ensure_topics(settings.kafka, tiers, kinds)
+    for name in topic_names(settings.kafka, tiers, kinds):
         print(f"{name}: {'created' if name in created else 'exists'}")
     configured = configure_group(settings.kafka)
     if configured:

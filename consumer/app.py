@@ -26,7 +26,6 @@ from sms_relay.delivery.delivery_ports import Ledger, SmsSender
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
-from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.errors import SmsRelayError
 from sms_relay.listen import cannot_listen
@@ -38,10 +37,15 @@ log = logging.getLogger(__name__)
 
 
 def topics_used(settings: Settings) -> list[str]:
-    """Every topic the consumer reads or writes."""
+    """Every topic the consumer reads or writes: each served kind's input topic, retry
+    tiers and DLQ, and the status topic."""
     kafka = settings.kafka
-    tiers = [kafka.retry_topic(tier) for tier in settings.sending.retry_tiers]
-    return [kafka.topic_order_shipped, *tiers, kafka.dlq_topic, kafka.topic_delivery_status]
+    topics = []
+    for name in settings.sending.kinds:
+        topic = kafka.topic_of(name)
+        tiers = [kafka.retry_topic(topic, tier) for tier in settings.sending.retry_tiers]
+        topics += [topic, *tiers, kafka.dlq_topic(topic)]
+    return [*topics, kafka.topic_delivery_status]
 
 
 def delivery_service(
@@ -74,6 +78,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     Raises ConfigurationError when a topic is missing, BrokerUnavailableError when Kafka
     does not answer at start-up.
     """
+    kinds_served = settings.served_kinds()  # a broken template stops start-up first
     await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
     log_scope(settings.destinations)  # once the start-up checks passed
     sending = settings.sending
@@ -99,9 +104,12 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     policy = DestinationPolicy.from_settings(
         settings.destinations, lambda reason: refused.labels(reason).inc()
     )
-    kind = ORDER_SHIPPED.with_policy(policy)
-    loop = ConsumeLoop(consumer, producer, service, settings, metrics, kind)
-    log.info("consumer started", extra={"owner": owner, "topics": loop.topics})
+    kinds = [kind.configured(destinations=policy) for kind in kinds_served.values()]
+    loop = ConsumeLoop(consumer, producer, service, settings, metrics, kinds)
+    log.info(
+        "consumer started",
+        extra={"owner": owner, "kinds": ",".join(kinds_served), "topics": loop.topics},
+    )
     task = asyncio.create_task(loop.run(stop))
     heartbeat = asyncio.create_task(service.leases.heartbeat(stop))
     stuck = asyncio.create_task(

@@ -13,12 +13,14 @@ from schemas.events import event_id_of
 from sms_relay.adapters.kafka.clients import position
 from sms_relay.adapters.kafka.headers import ATTEMPT, NOT_BEFORE, decode_headers
 from sms_relay.delivery.delivery_ports import Job
-from sms_relay.domain.kinds import EventKind
+from sms_relay.kinds.event_kind import EventKind
 from sms_relay.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
+# Each subscribed topic: the kind it carries and its retry tier's index (-1: the input topic).
+Route = tuple[EventKind, int]
 
 
 @dataclass
@@ -34,8 +36,7 @@ class Batch:
 
 def decode(
     messages: list[Message],
-    kind: EventKind,
-    tier_of_topic: Mapping[str, int],
+    routes: Mapping[str, Route],
     pause_until: Callable[[Message, int], None],
     metrics: ConsumerMetrics,
 ) -> Batch:
@@ -51,14 +52,14 @@ def decode(
             continue
         metrics.events_consumed.labels(topic).inc()
         headers = decode_headers(message)
-        tier_index = tier_of_topic.get(topic, -1)
+        kind, tier_index = routes[topic]
         not_before, attempts = _int_header(headers, NOT_BEFORE), _int_header(headers, ATTEMPT)
         if not_before is None or attempts is None:
             # Never let one bad header stop the loop: it goes to the DLQ with a reason.
             batch.positions[partition] = offset + 1
             bad = NOT_BEFORE if not_before is None else ATTEMPT
             error = f"{bad}: not an integer"
-            why = Rejected("invalid_header", error, event_id_of(message.value() or b""))
+            why = Rejected("invalid_header", error, event_id_of(message.value() or b""), kind)
             batch.rejected.append((message, why))
             continue
         if tier_index >= 0 and not_before > now_ms():

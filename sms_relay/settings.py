@@ -5,11 +5,22 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Self
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sms_relay.domain.destinations import ANYWHERE, DestinationPolicy
 from sms_relay.domain.lease_rules import longest_call_fits
 from sms_relay.errors import ConfigurationError
+from sms_relay.kinds.event_kind import EventKind, KindPolicy
+from sms_relay.kinds.registry import EVENT_KINDS, check_kinds
 from sms_relay.settings_sections import (
     DestinationSettings,
     KafkaSettings,
@@ -26,6 +37,11 @@ __all__ = [
     "TwilioSettings",
     "load_settings",
 ]
+
+
+def read_policies() -> dict[str, KindPolicy]:
+    """Every kind's policy from the environment. Raises pydantic.ValidationError."""
+    return {name: kind.policy_type() for name, kind in EVENT_KINDS.items()}
 
 
 class AppEnv(StrEnum):
@@ -173,6 +189,33 @@ class Settings(BaseSettings):
         description="The answer to HELP and INFO.",
     )
 
+    # Every kind's policy (`SMS_<KIND>_<SETTING>`), read with the rest.
+    _kind_policies: dict[str, KindPolicy] = PrivateAttr(default_factory=read_policies)
+
+    def kind_policy(self, kind: str) -> KindPolicy:
+        return self._kind_policies[kind]
+
+    def served_kinds(self, destinations: DestinationPolicy = ANYWHERE) -> dict[str, EventKind]:
+        """The kinds of `SMS_KINDS`, each with its topic, its policy and `destinations`.
+
+        Raises ConfigurationError (one line) when a template names no field of its model.
+        """
+        check_kinds(self.sending.kinds)
+        return {
+            name: EVENT_KINDS[name].configured(
+                topic=self.kafka.topic_of(name),
+                policy=self.kind_policy(name),
+                destinations=destinations,
+            )
+            for name in self.sending.kinds
+        }
+
+    def with_kind_policy(self, kind: str, policy: KindPolicy) -> Settings:
+        """A copy with `policy` for `kind` (tests and tools; processes read the environment)."""
+        copy = self.model_copy()
+        copy._kind_policies = {**self._kind_policies, kind: policy}
+        return copy
+
     @field_validator("callbacks_trust_forwarded_for")
     @classmethod
     def _replaced(cls, value: str | None) -> str | None:
@@ -241,6 +284,10 @@ def load_settings() -> Settings:
             "TwilioSettings": "TWILIO_",
             "SendingSettings": "SMS_",
             "DestinationSettings": "SMS_",
+            **{
+                kind.policy_type.__name__: str(kind.policy_type.model_config.get("env_prefix"))
+                for kind in EVENT_KINDS.values()
+            },
         }
         prefix = prefixes.get(error.title, "")
         problems = []

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import phonenumbers
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, create_model, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sms_relay.kinds.registry import EVENT_KINDS, unknown_kinds
 
 
 def section(prefix: str) -> SettingsConfigDict:
@@ -15,7 +17,30 @@ def section(prefix: str) -> SettingsConfigDict:
     )
 
 
-class KafkaSettings(BaseSettings):
+def topic_field(kind: str) -> str:
+    """The `KafkaSettings` field of a kind's input topic: `KAFKA_TOPIC_<KIND>`."""
+    return "topic_" + kind.replace("-", "_")
+
+
+# `KAFKA_TOPIC_<KIND>` for every kind of the registry, so adding a kind adds its variable.
+_KindTopics: type[BaseSettings] = create_model(  # type: ignore[call-overload]
+    "_KindTopics",
+    __base__=BaseSettings,
+    **{
+        topic_field(name): (
+            str,
+            Field(
+                default=name,
+                description=f"Input topic of `{name}` events; its retry tiers and DLQ are "
+                "named after it.",
+            ),
+        )
+        for name in EVENT_KINDS
+    },
+)
+
+
+class KafkaSettings(_KindTopics):
     """`KAFKA_*`: broker, group and topic names (fresh names per test or environment)."""
 
     model_config = section("KAFKA_")
@@ -56,12 +81,17 @@ class KafkaSettings(BaseSettings):
         "default 5 s, the local stack's 1 s).",
     )
 
-    def retry_topic(self, tier: str) -> str:
-        return f"{self.topic_order_shipped}.retry.{tier}"
+    def topic_of(self, kind: str) -> str:
+        """The input topic of `kind` (`KAFKA_TOPIC_<KIND>`)."""
+        return str(getattr(self, topic_field(kind)))
 
-    @property
-    def dlq_topic(self) -> str:
-        return f"{self.topic_order_shipped}.dlq"
+    def retry_topic(self, topic: str, tier: str) -> str:
+        """The retry tier `tier` of the input topic `topic`."""
+        return f"{topic}.retry.{tier}"
+
+    def dlq_topic(self, topic: str) -> str:
+        """The dead-letter topic of the input topic `topic`."""
+        return f"{topic}.dlq"
 
 
 class TwilioSettings(BaseSettings):
@@ -171,6 +201,12 @@ class SendingSettings(BaseSettings):
         "`sms_relay_in_doubt_resends_total`, alerted), `never` dead-letters it as "
         "`in_doubt_unresolved`.",
     )
+    kinds: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("order-shipped",),
+        description="The event kinds this process serves, comma-separated: the consumer "
+        "reads each one's topic, the callbacks service ingests each one over HTTP. "
+        "`sms-relay kinds` shows them with their topics and policies.",
+    )
     batch_size: int = Field(
         default=200, ge=1, description="Records per poll at most; one claim round trip a batch."
     )
@@ -196,6 +232,23 @@ class SendingSettings(BaseSettings):
     def _check_tiers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for tier in value:
             parse_duration(tier)
+        return value
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one kind")
+        problem = unknown_kinds(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @property

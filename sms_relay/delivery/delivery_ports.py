@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.events import SmsRequested, Status
-from sms_relay.domain.kinds import EventKind
 from sms_relay.domain.outcomes import ClaimOutcome, Outcome
 from sms_relay.domain.states import DeliveryState
+from sms_relay.kinds.event_kind import EventKind
 
 # ---- The consume loop's side.
 
@@ -98,6 +98,7 @@ class ClaimRequest:
     phone_masked: str
     consent_at: datetime | None
     consent_purpose: str | None
+    consent_source: str | None = None  # where consent was given: a label, no personal data
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Registers the on-call subcommands of `sms-relay`: trace, dlq, suppress, produce, api-keys."""
+"""Registers the on-call subcommands of `sms-relay`: trace, dlq, suppress, produce, kinds, ..."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sms_relay.ops import api_key_commands as apikeys
-from sms_relay.ops import dlq, produce, trace
+from sms_relay.ops import dlq, kind_table, produce, trace
 from sms_relay.ops import suppress_commands as suppress
 from sms_relay.ops.common import Handler, add_json_flag, command
 
@@ -33,7 +33,8 @@ def _group(commands: Any, name: str, text: str) -> Any:
 
 
 def register(commands: Any) -> None:
-    """Add `trace`, `dlq`, `suppress`, `produce` and `api-keys` to the `sms-relay` subparsers."""
+    """Add `trace`, `dlq`, `suppress`, `produce`, `api-keys` and `kinds` to the `sms-relay`
+    subparsers."""
     _leaf(
         commands,
         "trace",
@@ -124,4 +125,13 @@ def register(commands: Any) -> None:
         apikeys.handle_revoke,
         apikeys.configure_revoke,
         "revoke a key: its next request is refused with 401",
+    )
+    _leaf(
+        commands,
+        "kinds",
+        "kinds",
+        kind_table.handle,
+        kind_table.configure,
+        "the event kinds: each one's topic, consent purposes, locales and policy settings, "
+        "with their effective values and where each came from (env or default)",
     )

@@ -30,6 +30,7 @@ from sms_relay.adapters.kafka.producer import produce_when_room
 from sms_relay.adapters.postgres import dlq_replays
 from sms_relay.adapters.postgres.engine import AsyncEngine
 from sms_relay.errors import OpsError
+from sms_relay.kinds.registry import unknown_kinds
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
     Progress,
@@ -53,6 +54,11 @@ def _operator() -> str:
 
 
 def configure_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kind",
+        default="order-shipped",
+        help="whose dead-letter topic: the event kind (default: order-shipped)",
+    )
     parser.add_argument("--reason", help="only this dlq-reason (retries_exhausted, ...)")
     parser.add_argument(
         "--error-code", type=int, help="only events whose ledger error code is this (e.g. 20429)"
@@ -86,8 +92,17 @@ def _filters(args: argparse.Namespace) -> Filters:
     return Filters(args.reason, args.error_code, args.since, args.until, args.limit)
 
 
-def _load(settings: Settings) -> list[DlqRecord]:
-    records = read_topic(settings.kafka, settings.kafka.dlq_topic)
+def _topics(args: argparse.Namespace, settings: Settings) -> tuple[str, str]:
+    """The kind's dead-letter topic and its input topic (where replays go)."""
+    problem = unknown_kinds([args.kind])
+    if problem is not None:
+        raise OpsError(f"--kind: {problem}")
+    topic = settings.kafka.topic_of(args.kind)
+    return settings.kafka.dlq_topic(topic), topic
+
+
+def _load(args: argparse.Namespace, settings: Settings) -> list[DlqRecord]:
+    records = read_topic(settings.kafka, _topics(args, settings)[0])
     run_with_engine(settings, lambda engine: annotate(engine, records))
     return records
 
@@ -123,13 +138,13 @@ _HEADER = [
 
 
 def handle_list(args: argparse.Namespace, settings: Settings) -> int:
-    records = _filters(args).select(_load(settings))
+    records = _filters(args).select(_load(args, settings))
     emit(
         args,
         [r.as_dict() for r in records],
         lambda: (
             table(_rows(records), _HEADER)
-            + f"\n{len(records)} record(s) on {settings.kafka.dlq_topic}"
+            + f"\n{len(records)} record(s) on {_topics(args, settings)[0]}"
         ),
     )
     return 0
@@ -199,8 +214,8 @@ def handle_replay(args: argparse.Namespace, settings: Settings) -> int:
     if not args.operator:
         raise OpsError("--operator must not be empty")
     filters = _filters(args)
-    records = read_topic(settings.kafka, settings.kafka.dlq_topic)
-    target = settings.kafka.topic_order_shipped
+    source, target = _topics(args, settings)
+    records = read_topic(settings.kafka, source)
 
     async def work(engine: AsyncEngine) -> Plan:
         await annotate(engine, records)
@@ -234,7 +249,7 @@ def handle_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _summary(result: Plan, args: argparse.Namespace, settings: Settings) -> str:
-    source, target = settings.kafka.dlq_topic, settings.kafka.topic_order_shipped
+    source, target = _topics(args, settings)
     count = len(result.replay)
     lines = []
     if args.dry_run:

@@ -15,7 +15,7 @@ from openapi_spec_validator import validate
 from callbacks.app import create_app
 from callbacks.routes.verify_endpoints import VerifyCheckRequest, VerifyStartRequest
 from schemas.twilio import TwilioInboundMessage, TwilioStatusCallback
-from sms_relay.domain.kinds import ORDER_SHIPPED
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.settings import Settings, TwilioSettings
 
 ROOT = Path(__file__).resolve().parents[2]

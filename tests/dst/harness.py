@@ -51,7 +51,6 @@ from sms_relay.delivery.delivery_ports import (
 )
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.service import DeliveryService
-from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS
 from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.domain.retry import RetryPolicy, TierPlan
@@ -62,6 +61,7 @@ from sms_relay.errors import (
     ProviderThrottledError,
     ProviderUnavailableError,
 )
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.masking import body_hash, phone_hash
 from sms_relay.metrics import ConsumerMetrics
 from tests.dst.vloop import VirtualTimeLoop

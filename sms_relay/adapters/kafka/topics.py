@@ -20,18 +20,23 @@ STARTUP_DEADLINE_SECONDS = 10.0
 TOPIC_LOOKS = 12  # times 0.25 s: how long a new topic may take to show in the metadata
 
 
-def topic_names(settings: KafkaSettings, retry_tiers: Sequence[str]) -> list[str]:
-    return [
-        settings.topic_order_shipped,
-        *(settings.retry_topic(tier) for tier in retry_tiers),
-        settings.dlq_topic,
-        settings.topic_delivery_status,
-        settings.topic_phone_verified,
-    ]
+def topic_names(
+    settings: KafkaSettings, retry_tiers: Sequence[str], kinds: Sequence[str] = ("order-shipped",)
+) -> list[str]:
+    """Each kind's input topic, retry tiers and DLQ, then the status and Verify topics."""
+    names = []
+    for kind in kinds:
+        topic = settings.topic_of(kind)
+        tiers = [settings.retry_topic(topic, tier) for tier in retry_tiers]
+        names += [topic, *tiers, settings.dlq_topic(topic)]
+    return [*names, settings.topic_delivery_status, settings.topic_phone_verified]
 
 
 def ensure_topics(
-    settings: KafkaSettings, retry_tiers: Sequence[str], timeout: float = 30
+    settings: KafkaSettings,
+    retry_tiers: Sequence[str],
+    kinds: Sequence[str] = ("order-shipped",),
+    timeout: float = 30,
 ) -> list[str]:
     """Create the missing topics; returns the names created. Safe to run twice.
 
@@ -41,7 +46,7 @@ def ensure_topics(
     existing = set(_topics_of(admin, settings, timeout))
     wanted = [
         NewTopic(name, settings.partitions, settings.replication_factor)
-        for name in topic_names(settings, retry_tiers)
+        for name in topic_names(settings, retry_tiers, kinds)
         if name not in existing
     ]
     if not wanted:

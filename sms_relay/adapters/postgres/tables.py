@@ -44,6 +44,7 @@ deliveries = Table(
     Column("last_error", Text),
     Column("consent_at", DateTime(timezone=True)),
     Column("consent_purpose", Text),
+    Column("consent_source", Text),  # where consent was given (a label, no personal data)
     Column("lease_owner", Text),
     Column("lease_token", BigInteger),
     Column("lease_until", DateTime(timezone=True)),

@@ -26,17 +26,19 @@ CLAIM = text(
 WITH input AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:hashes AS text[]),
-        CAST(:masked AS text[]), CAST(:consents AS timestamptz[]), CAST(:purposes AS text[])
-    ) AS t(event_id, event_type, phone_hash, phone_masked, consent_at, consent_purpose)
+        CAST(:masked AS text[]), CAST(:consents AS timestamptz[]), CAST(:purposes AS text[]),
+        CAST(:sources AS text[])
+    ) AS t(event_id, event_type, phone_hash, phone_masked, consent_at, consent_purpose,
+        consent_source)
 ),
 before AS (
     SELECT d.* FROM deliveries d JOIN input USING (event_id)
 ),
 claimed AS (
     INSERT INTO deliveries AS d (event_id, event_type, state, phone_hash, phone_masked,
-        consent_at, consent_purpose, lease_owner, lease_token, lease_until)
+        consent_at, consent_purpose, consent_source, lease_owner, lease_token, lease_until)
     SELECT event_id, event_type, CAST(:claimed AS text), phone_hash, phone_masked, consent_at,
-        consent_purpose, :owner, nextval('delivery_lease_token_seq'),
+        consent_purpose, consent_source, :owner, nextval('delivery_lease_token_seq'),
         clock_timestamp() + make_interval(secs => :lease)
     FROM input
     ON CONFLICT (event_id) DO UPDATE SET

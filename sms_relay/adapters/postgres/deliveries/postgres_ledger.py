@@ -54,6 +54,7 @@ class PostgresLedger:
             "masked": [r.phone_masked for r in requests],
             "consents": [r.consent_at for r in requests],
             "purposes": [r.consent_purpose for r in requests],
+            "sources": [r.consent_source for r in requests],
             "owner": self._owner,
             "lease": self._lease_seconds,
             **STATES,
