@@ -40,8 +40,25 @@ __all__ = [
 
 
 def read_policies() -> dict[str, KindPolicy]:
-    """Every kind's policy from the environment. Raises pydantic.ValidationError."""
-    return {name: kind.policy_type() for name, kind in EVENT_KINDS.items()}
+    """Every kind's policy from the environment.
+
+    Raises ConfigurationError with one line per problem, naming the variable, never its value.
+    """
+    policies = {}
+    for name, kind in EVENT_KINDS.items():
+        try:
+            policies[name] = kind.policy_type()
+        except ValidationError as error:
+            prefix = str(kind.policy_type.model_config.get("env_prefix", ""))
+            raise ConfigurationError(
+                "; ".join(
+                    prefix
+                    + "_".join(str(part) for part in item["loc"]).upper()
+                    + f": {item['msg']}"
+                    for item in error.errors()
+                )
+            ) from None
+    return policies
 
 
 class AppEnv(StrEnum):
@@ -284,10 +301,6 @@ def load_settings() -> Settings:
             "TwilioSettings": "TWILIO_",
             "SendingSettings": "SMS_",
             "DestinationSettings": "SMS_",
-            **{
-                kind.policy_type.__name__: str(kind.policy_type.model_config.get("env_prefix"))
-                for kind in EVENT_KINDS.values()
-            },
         }
         prefix = prefixes.get(error.title, "")
         problems = []

@@ -3,6 +3,7 @@ ticket itself (its subject or text may hold anything)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -14,6 +15,7 @@ from sms_relay.kinds.event_kind import EventKind, KindPolicy, policy_config
 from sms_relay.kinds.templates import Template
 
 NAME = "support-ticket-created"
+HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 class SupportTicketCreatedPolicy(KindPolicy):
@@ -32,6 +34,14 @@ class SupportTicketCreatedPolicy(KindPolicy):
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
+        return value
+
+    @field_validator("link_hosts")
+    @classmethod
+    def _hosts_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [host for host in value if not HOST.match(host)]
+        if bad:
+            raise ValueError("hosts only, e.g. example.com or *.example.com (no scheme or path)")
         return value
 
     def refusal(self, event: Any) -> Refusal | None:
