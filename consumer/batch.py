@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message
@@ -15,6 +15,7 @@ from sms_relay.adapters.kafka.headers import ATTEMPT, NOT_BEFORE, decode_headers
 from sms_relay.delivery.delivery_ports import Job
 from sms_relay.kinds.event_kind import EventKind
 from sms_relay.metrics import ConsumerMetrics
+from sms_relay.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,17 @@ class Batch:
     duplicates: int = 0  # repeats of an eventId within the batch
     oldest_ms: int = 0
     generation: int = 0  # the loop's assignment generation when it was fetched
+
+
+def routes(kinds: Iterable[EventKind], settings: Settings) -> dict[str, Route]:
+    """Every kind's input topic (tier -1) and retry tiers, each routed to its kind."""
+    tiers = [name for name, _ in settings.sending.tier_delays()]
+    found: dict[str, Route] = {}
+    for kind in kinds:
+        found[kind.input_topic] = (kind, -1)
+        for i, name in enumerate(tiers):
+            found[settings.kafka.retry_topic(kind.input_topic, name)] = (kind, i)
+    return found
 
 
 def decode(

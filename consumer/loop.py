@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumer.batch import Batch, Partition, Route, decode
+from consumer.batch import Batch, Partition, decode, routes
 from consumer.effects import Effects
 from consumer.intake import Intake
 from consumer.offsets import Held, InFlight, OffsetTracker, PredecessorFailedError
@@ -72,13 +72,7 @@ class ConsumeLoop:
         self._kafka = settings.kafka
         self._metrics = metrics
         self._grace = settings.sending.shutdown_grace_seconds
-        tiers = settings.sending.tier_delays()
-        # Every kind's input topic and retry tiers, each routed to its kind.
-        self._routes: dict[str, Route] = {}
-        for kind in kinds:
-            self._routes[kind.input_topic] = (kind, -1)
-            for i, (name, _) in enumerate(tiers):
-                self._routes[self._kafka.retry_topic(kind.input_topic, name)] = (kind, i)
+        self._routes = routes(kinds, settings)
         self._paused: dict[Partition, int] = {}  # partition -> when its next record is due (ms)
         self._offsets = OffsetTracker()
         self._in_flight = self._offsets.in_flight  # the same deque: the batches in poll order

@@ -20,6 +20,7 @@ from sms_relay.domain.destinations import ANYWHERE, DestinationPolicy
 from sms_relay.domain.lease_rules import longest_call_fits
 from sms_relay.errors import ConfigurationError
 from sms_relay.kinds.event_kind import EventKind, KindPolicy
+from sms_relay.kinds.kind_settings import read_policies
 from sms_relay.kinds.registry import EVENT_KINDS, check_kinds
 from sms_relay.settings_sections import (
     DestinationSettings,
@@ -37,28 +38,6 @@ __all__ = [
     "TwilioSettings",
     "load_settings",
 ]
-
-
-def read_policies() -> dict[str, KindPolicy]:
-    """Every kind's policy from the environment.
-
-    Raises ConfigurationError with one line per problem, naming the variable, never its value.
-    """
-    policies = {}
-    for name, kind in EVENT_KINDS.items():
-        try:
-            policies[name] = kind.policy_type()
-        except ValidationError as error:
-            prefix = str(kind.policy_type.model_config.get("env_prefix", ""))
-            raise ConfigurationError(
-                "; ".join(
-                    prefix
-                    + "_".join(str(part) for part in item["loc"]).upper()
-                    + f": {item['msg']}"
-                    for item in error.errors()
-                )
-            ) from None
-    return policies
 
 
 class AppEnv(StrEnum):

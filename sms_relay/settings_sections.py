@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import phonenumbers
-from pydantic import AnyHttpUrl, Field, SecretStr, create_model, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from sms_relay.kinds.registry import EVENT_KINDS, unknown_kinds
+from sms_relay.kinds.kind_settings import KindTopics, topic_field
+from sms_relay.kinds.registry import unknown_kinds
 
 
 def section(prefix: str) -> SettingsConfigDict:
@@ -17,30 +18,7 @@ def section(prefix: str) -> SettingsConfigDict:
     )
 
 
-def topic_field(kind: str) -> str:
-    """The `KafkaSettings` field of a kind's input topic: `KAFKA_TOPIC_<KIND>`."""
-    return "topic_" + kind.replace("-", "_")
-
-
-# `KAFKA_TOPIC_<KIND>` for every kind of the registry, so adding a kind adds its variable.
-_KindTopics: type[BaseSettings] = create_model(  # type: ignore[call-overload]
-    "_KindTopics",
-    __base__=BaseSettings,
-    **{
-        topic_field(name): (
-            str,
-            Field(
-                default=name,
-                description=f"Input topic of `{name}` events; its retry tiers and DLQ are "
-                "named after it.",
-            ),
-        )
-        for name in EVENT_KINDS
-    },
-)
-
-
-class KafkaSettings(_KindTopics):
+class KafkaSettings(KindTopics):
     """`KAFKA_*`: broker, group and topic names (fresh names per test or environment)."""
 
     model_config = section("KAFKA_")

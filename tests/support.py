@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry
 
+from sms_relay.kinds.kind_settings import topic_field
 from sms_relay.kinds.registry import EVENT_KINDS
 from sms_relay.settings import KafkaSettings, Settings
-from sms_relay.settings_sections import topic_field
 
 DEFAULT_PHONE = "+12125550123"
 T = TypeVar("T")

@@ -6,10 +6,10 @@ import argparse
 from typing import Any
 
 from sms_relay.kinds.event_kind import EventKind
+from sms_relay.kinds.kind_settings import topic_field
 from sms_relay.kinds.registry import EVENT_KINDS
 from sms_relay.ops.common import emit, table
 from sms_relay.settings import Settings
-from sms_relay.settings_sections import topic_field
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
