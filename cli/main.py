@@ -22,11 +22,16 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 def _topics(_args: argparse.Namespace, settings: Settings) -> int:
     from sms_relay.adapters.kafka.clients import configure_group
-    from sms_relay.adapters.kafka.topics import ensure_topics, topic_names
+    from sms_relay.adapters.kafka.topics import cluster_topics, ensure_topics, topic_names
+    from sms_relay.domain.retry import delay_named_tiers
 
     created = ensure_topics(settings.kafka, settings.sending.retry_tiers)
     for name in topic_names(settings.kafka, settings.sending.retry_tiers):
         print(f"{name}: {'created' if name in created else 'exists'}")
+    delays = settings.sending.tier_delays()
+    existing = cluster_topics(settings.kafka)
+    for name in sorted(delay_named_tiers(settings.kafka.topic_order_shipped, existing, delays)):
+        print(f"{name}: named after its delay; the consumer drains it, delete it once empty")
     configured = configure_group(settings.kafka)
     if configured:
         values = ", ".join(f"{name}={value}" for name, value in configured.items())

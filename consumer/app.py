@@ -27,7 +27,7 @@ from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.kinds import ORDER_SHIPPED
-from sms_relay.domain.retry import RetryPolicy, TierPlan
+from sms_relay.domain.retry import RetryPolicy, TierPlan, delay_named_tiers
 from sms_relay.errors import SmsRelayError
 from sms_relay.listen import cannot_listen
 from sms_relay.logs import configure_logging, secrets_of
@@ -40,8 +40,24 @@ log = logging.getLogger(__name__)
 def topics_used(settings: Settings) -> list[str]:
     """Every topic the consumer reads or writes."""
     kafka = settings.kafka
-    tiers = [kafka.retry_topic(tier) for tier in settings.sending.retry_tiers]
+    tiers = [kafka.retry_topic(n) for n in range(1, len(settings.sending.retry_tiers) + 1)]
     return [kafka.topic_order_shipped, *tiers, kafka.dlq_topic, kafka.topic_delivery_status]
+
+
+def delay_named_topics(settings: Settings, existing: set[str]) -> dict[str, int]:
+    """The retry topics still named after a delay (`.retry.30s`, before tiers were named by
+    position) among `existing`, each with the tier index it continues in: the consumer
+    drains them too, so an upgrade strands nothing. Logged once, with what to do."""
+    found = delay_named_tiers(
+        settings.kafka.topic_order_shipped, existing, settings.sending.tier_delays()
+    )
+    if found:
+        log.warning(
+            "retry topics named after their delay found: draining them too; delete each "
+            "once the group has no lag on it (kafka-topics.sh --delete --topic NAME)",
+            extra={"topics": sorted(found)},
+        )
+    return found
 
 
 def delivery_service(
@@ -74,7 +90,8 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     Raises ConfigurationError when a topic is missing, BrokerUnavailableError when Kafka
     does not answer at start-up.
     """
-    await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
+    existing = await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
+    drained = delay_named_topics(settings, existing)
     log_scope(settings.destinations)  # once the start-up checks passed
     sending = settings.sending
     metrics = ConsumerMetrics(registry)
@@ -100,7 +117,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
         settings.destinations, lambda reason: refused.labels(reason).inc()
     )
     kind = ORDER_SHIPPED.with_policy(policy)
-    loop = ConsumeLoop(consumer, producer, service, settings, metrics, kind)
+    loop = ConsumeLoop(consumer, producer, service, settings, metrics, kind, drained)
     log.info("consumer started", extra={"owner": owner, "topics": loop.topics})
     task = asyncio.create_task(loop.run(stop))
     heartbeat = asyncio.create_task(service.leases.heartbeat(stop))

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -65,6 +65,7 @@ class ConsumeLoop:
         settings: Settings,
         metrics: ConsumerMetrics,
         kind: EventKind,
+        drained_tiers: Mapping[str, int] | None = None,  # old retry topic -> its tier index
     ) -> None:
         self._consumer = consumer
         self._effects = Effects(producer, settings.kafka)
@@ -73,10 +74,9 @@ class ConsumeLoop:
         self._metrics = metrics
         self._kind = kind
         self._grace = settings.sending.shutdown_grace_seconds
-        tiers = settings.sending.tier_delays()
-        self._tier_of_topic = {
-            self._kafka.retry_topic(name): i for i, (name, _) in enumerate(tiers)
-        }
+        positions = range(1, len(settings.sending.retry_tiers) + 1)
+        self._tier_of_topic = {self._kafka.retry_topic(n): n - 1 for n in positions}
+        self._tier_of_topic.update(drained_tiers or {})
         self._paused: dict[Partition, int] = {}  # partition -> when its next record is due (ms)
         self._offsets = OffsetTracker()
         self._in_flight = self._offsets.in_flight  # the same deque: the batches in poll order

@@ -22,6 +22,7 @@ from typing import Protocol
 from schemas.events import SmsRequested, Status
 from sms_relay.domain.kinds import EventKind
 from sms_relay.domain.outcomes import ClaimOutcome, Outcome
+from sms_relay.domain.retry import RetryTier
 from sms_relay.domain.states import DeliveryState
 
 # ---- The consume loop's side.
@@ -46,7 +47,7 @@ class Result:
     message_sid: str | None = None
     error_code: int | None = None
     error: str | None = None
-    retry_tier: tuple[str, float] | None = None
+    retry_tier: RetryTier | None = None
     dlq_reason: str = "retries_exhausted"
     republished: bool = False  # settled earlier; only its records are published again
     wait_seconds: float = 0.0  # WAITING outcomes: when to offer the record again

@@ -53,7 +53,7 @@ async def test_a_late_offer_leaves_the_newer_mark_on_its_offset_alone(
             await eventually(lambda: len(reader.poll()) == 1)
             message = reader.records[0]
         tiers = {
-            settings.kafka.retry_topic(t): i for i, t in enumerate(settings.sending.retry_tiers)
+            settings.kafka.retry_topic(i + 1): i for i in range(len(settings.sending.retry_tiers))
         }
         batch = decode([message], ORDER_SHIPPED, tiers, lambda _m, _d: None, metrics)
         ((job, _),) = batch.jobs.values()

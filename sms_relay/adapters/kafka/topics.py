@@ -21,9 +21,10 @@ TOPIC_LOOKS = 12  # times 0.25 s: how long a new topic may take to show in the m
 
 
 def topic_names(settings: KafkaSettings, retry_tiers: Sequence[str]) -> list[str]:
+    """Every topic of `settings`, with one retry topic per tier, named by its position."""
     return [
         settings.topic_order_shipped,
-        *(settings.retry_topic(tier) for tier in retry_tiers),
+        *(settings.retry_topic(position) for position in range(1, len(retry_tiers) + 1)),
         settings.dlq_topic,
         settings.topic_delivery_status,
         settings.topic_phone_verified,
@@ -62,8 +63,9 @@ def ensure_topics(
 
 def require_topics(
     settings: KafkaSettings, names: Sequence[str], timeout: float = STARTUP_DEADLINE_SECONDS
-) -> None:
-    """Check with one metadata request that every topic in `names` exists.
+) -> set[str]:
+    """Check with one metadata request that every topic in `names` exists; returns the
+    names of all the cluster's topics.
 
     The broker creates no topics, and a consumer subscribed to a missing one only finds
     out when every publish times out; so start-up asks first.
@@ -87,6 +89,14 @@ def require_topics(
         raise ConfigurationError(
             f"Kafka topics missing: {', '.join(missing)}; create them with `sms-relay topics`"
         )
+    return existing
+
+
+def cluster_topics(settings: KafkaSettings, timeout: float = 30) -> set[str]:
+    """The names of the cluster's topics. Raises BrokerUnavailableError when no broker
+    answers within `timeout`."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    return _topics_of(admin, settings, timeout)
 
 
 def _topics_of(admin: AdminClient, settings: KafkaSettings, timeout: float) -> set[str]:
