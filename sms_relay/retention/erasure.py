@@ -13,14 +13,16 @@ from sms_relay.status.phone_verification import number_limit_keys
 
 log = logging.getLogger(__name__)
 
-# Twilio keeps its own message log (with the number and the body): delete each Message
-# resource (DELETE /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json), or redact
-# messages in the Console. https://www.twilio.com/docs/messaging/api/message-resource#delete-a-message-resource
+# Twilio keeps its own message log (number and body). Its Message resource takes a DELETE
+# (the record and its media go), or an update with an empty Body (the body alone goes):
+# https://www.twilio.com/docs/messaging/api/message-resource#delete-a-message-resource and
+# https://help.twilio.com/articles/223133687 ("Deleting messages, message media or
+# message bodies").
 TWILIO_STEP = (
-    "Twilio's message log still holds the number and the bodies: delete each message with "
-    "`DELETE /2010-04-01/Accounts/<AccountSid>/Messages/<MessageSid>.json` (the SIDs listed "
-    "above; `twilio api:core:messages:remove --sid <MessageSid>`), or redact them in the "
-    "Console (Monitor > Logs > Messaging)"
+    "Twilio's message log still holds the number and the bodies: delete each message listed "
+    "above with `DELETE /2010-04-01/Accounts/<AccountSid>/Messages/<MessageSid>.json` "
+    "(twilio-cli: `twilio api:core:messages:remove --sid <MessageSid>`), or redact only its "
+    "body with a POST to the same URL with an empty `Body`"
 )
 
 

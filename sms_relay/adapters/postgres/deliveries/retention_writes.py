@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sms_relay.adapters.postgres.engine import database_call
 
+# ANY(ARRAY(...)): the batch is found by primary key whatever the planner thinks of the
+# subquery's size (an IN may become a hash join over the whole ledger).
 # Settled, older than the horizon by creation and by last change, not in doubt, no live
 # lease (a replayed event may hold one on a settled row), and its own step reported.
 _OLD_SETTLED = """
@@ -18,10 +20,10 @@ _OLD_SETTLED = """
 """
 _PRUNE = text(
     f"""
-DELETE FROM deliveries WHERE event_id IN (
+DELETE FROM deliveries WHERE event_id = ANY(ARRAY(
     SELECT event_id FROM deliveries WHERE {_OLD_SETTLED}
     ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED
-) AND {_OLD_SETTLED} RETURNING event_id, message_sid
+)) AND {_OLD_SETTLED} RETURNING event_id, message_sid
 """  # noqa: S608 (the fragment is our own constant, no input)
 )
 _COUNT = text(f"SELECT count(*) FROM deliveries WHERE {_OLD_SETTLED}")  # noqa: S608
