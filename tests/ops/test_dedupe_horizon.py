@@ -10,21 +10,29 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from confluent_kafka.admin._resource import ResourceType
 
 from consumer.app import check_dedupe_horizon
+from sms_relay.adapters.kafka.topic_retention import retention_ms
 from sms_relay.settings import Settings
 from tests.ops.test_startup_errors import run_cli
+from tests.support import eventually_sync
 
 pytestmark = pytest.mark.integration
 
 DAY_MS = 86_400_000
 
 
-def set_retention(settings: Settings, topic: str, retention_ms: int) -> None:
+def set_retention(settings: Settings, topic: str, retention_ms_wanted: int) -> None:
     entry = ConfigEntry(
-        "retention.ms", str(retention_ms), incremental_operation=AlterConfigOpType.SET
+        "retention.ms", str(retention_ms_wanted), incremental_operation=AlterConfigOpType.SET
     )
     resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     admin.incremental_alter_configs([resource], request_timeout=30)[resource].result()
+    # The brokers apply a topic config a moment after they acknowledge it.
+    eventually_sync(
+        lambda: retention_ms(settings.kafka, [topic])[topic] == retention_ms_wanted,
+        interval=0.2,
+        what=f"{topic} to report retention.ms={retention_ms_wanted}",
+    )
 
 
 def test_consumer_refuses_a_horizon_shorter_than_a_topics_retention(settings: Settings) -> None:
