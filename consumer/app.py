@@ -16,6 +16,7 @@ from consumer.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
 from consumer.loop import ConsumeLoop
 from sms_relay.adapters.kafka.clients import create_consumer, create_producer
 from sms_relay.adapters.kafka.producer import AsyncProducer
+from sms_relay.adapters.kafka.topic_retention import retention_ms
 from sms_relay.adapters.kafka.topics import require_topics
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
@@ -32,6 +33,7 @@ from sms_relay.errors import SmsRelayError
 from sms_relay.listen import cannot_listen
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import ConsumerMetrics, PolicyMetrics
+from sms_relay.retention.horizon import check_horizon
 from sms_relay.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,21 @@ def delay_named_topics(settings: Settings, existing: set[str]) -> dict[str, int]
             extra={"topics": sorted(found)},
         )
     return found
+
+
+def topics_read(settings: Settings) -> list[str]:
+    """The topics whose records the consumer claims: the dedupe horizon must outlast them."""
+    kafka = settings.kafka
+    positions = range(1, len(settings.sending.retry_tiers) + 1)
+    return [kafka.topic_order_shipped, *(kafka.retry_topic(n) for n in positions)]
+
+
+def check_dedupe_horizon(settings: Settings) -> None:
+    """Raises ConfigurationError when a topic read keeps records longer than the ledger
+    remembers eventIds; warns when the brokers do not say, or keep them forever."""
+    kept = retention_ms(settings.kafka, topics_read(settings))
+    for warning in check_horizon(settings.retention.ledger_retention_days, kept):
+        log.warning(warning)
 
 
 def delivery_service(
@@ -87,10 +104,11 @@ def delivery_service(
 async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegistry) -> None:
     """Consume until `stop` is set, then finish the batch in hand, commit and leave.
 
-    Raises ConfigurationError when a topic is missing, BrokerUnavailableError when Kafka
-    does not answer at start-up.
+    Raises ConfigurationError when a topic is missing or keeps records longer than
+    SMS_LEDGER_RETENTION_DAYS, BrokerUnavailableError when Kafka does not answer at start-up.
     """
     existing = await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
+    await asyncio.to_thread(check_dedupe_horizon, settings)
     drained = delay_named_topics(settings, existing)
     log_scope(settings.destinations)  # once the start-up checks passed
     sending = settings.sending

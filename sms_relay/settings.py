@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sms_relay.domain.lease_rules import longest_call_fits
 from sms_relay.errors import ConfigurationError
+from sms_relay.settings_retention import RetentionSettings
 from sms_relay.settings_sections import (
     DestinationSettings,
     KafkaSettings,
@@ -21,6 +22,7 @@ __all__ = [
     "AppEnv",
     "DestinationSettings",
     "KafkaSettings",
+    "RetentionSettings",
     "SendingSettings",
     "Settings",
     "TwilioSettings",
@@ -111,6 +113,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     sending: SendingSettings = Field(default_factory=SendingSettings)
     destinations: DestinationSettings = Field(default_factory=DestinationSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     callbacks_max_body_bytes: int = Field(
         default=64 * 1024,
@@ -241,6 +244,7 @@ def load_settings() -> Settings:
             "TwilioSettings": "TWILIO_",
             "SendingSettings": "SMS_",
             "DestinationSettings": "SMS_",
+            "RetentionSettings": "SMS_",
         }
         prefix = prefixes.get(error.title, "")
         problems = []
