@@ -42,8 +42,12 @@ log = logging.getLogger(__name__)
 def topics_used(settings: Settings) -> list[str]:
     """Every topic the consumer reads or writes."""
     kafka = settings.kafka
-    tiers = [kafka.retry_topic(n) for n in range(1, len(settings.sending.retry_tiers) + 1)]
-    return [kafka.topic_order_shipped, *tiers, kafka.dlq_topic, kafka.topic_delivery_status]
+    return [
+        kafka.topic_order_shipped,
+        *settings.retry_topics,
+        kafka.dlq_topic,
+        kafka.topic_delivery_status,
+    ]
 
 
 def delay_named_topics(settings: Settings, existing: set[str]) -> dict[str, int]:
@@ -64,9 +68,7 @@ def delay_named_topics(settings: Settings, existing: set[str]) -> dict[str, int]
 
 def topics_read(settings: Settings) -> list[str]:
     """The topics whose records the consumer claims: the dedupe horizon must outlast them."""
-    kafka = settings.kafka
-    positions = range(1, len(settings.sending.retry_tiers) + 1)
-    return [kafka.topic_order_shipped, *(kafka.retry_topic(n) for n in positions)]
+    return [settings.kafka.topic_order_shipped, *settings.retry_topics]
 
 
 def check_dedupe_horizon(settings: Settings) -> None:

@@ -230,6 +230,12 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         return self.app_env is AppEnv.PRODUCTION
 
+    @property
+    def retry_topics(self) -> list[str]:
+        """The input topic's retry tiers' topics, in order (`<topic>.retry.1`, ...)."""
+        positions = range(1, len(self.sending.retry_tiers) + 1)
+        return [self.kafka.retry_topic(position) for position in positions]
+
 
 def load_settings() -> Settings:
     """Read the environment once.

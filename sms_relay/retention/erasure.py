@@ -40,7 +40,7 @@ def kafka_step(settings: Settings) -> str:
     kafka = settings.kafka
     topics = [
         kafka.topic_order_shipped,
-        *(kafka.retry_topic(tier) for tier in settings.sending.retry_tiers),
+        *settings.retry_topics,
         kafka.dlq_topic,
     ]
     return (

@@ -37,9 +37,9 @@ def set_retention(settings: Settings, topic: str, retention_ms_wanted: int) -> N
 
 def test_consumer_refuses_a_horizon_shorter_than_a_topics_retention(settings: Settings) -> None:
     set_retention(settings, settings.kafka.topic_order_shipped, DAY_MS)
-    for tier in settings.sending.retry_tiers:
-        set_retention(settings, settings.kafka.retry_topic(tier), DAY_MS)
-    tier = settings.kafka.retry_topic(settings.sending.retry_tiers[0])
+    for tier in settings.retry_topics:
+        set_retention(settings, tier, DAY_MS)
+    tier = settings.retry_topics[0]
     set_retention(settings, tier, 3 * DAY_MS)
     code, err, _ = run_cli("consumer", settings, SMS_LEDGER_RETENTION_DAYS="2")
     assert code == 2
@@ -57,8 +57,8 @@ def test_a_topic_kept_forever_is_a_warning_that_names_replays(
     short = settings.model_copy(
         update={"retention": settings.retention.model_copy(update={"ledger_retention_days": 30})}
     )
-    for tier in settings.sending.retry_tiers:
-        set_retention(settings, settings.kafka.retry_topic(tier), 7 * DAY_MS)
+    for tier in settings.retry_topics:
+        set_retention(settings, tier, 7 * DAY_MS)
     with caplog.at_level(logging.WARNING, logger="consumer.app"):
         check_dedupe_horizon(short)
     warnings = [r.getMessage() for r in caplog.records if r.name == "consumer.app"]
