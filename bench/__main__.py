@@ -21,12 +21,13 @@ from typing import Any
 from bench import report
 from bench.common import progress, simulator_process
 from bench.overload import backlog_run, profile_run
+from bench.pruning import pruning_run
 from bench.suite import Context, consumer_contender, http_contender, naive_contender
 from bench.webhooks import callbacks_run
 from tests.support import local_stack_env
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("points", "faults", "scaling", "backlog", "callbacks", "profile")
+PARTS = ("points", "faults", "scaling", "backlog", "callbacks", "profile", "pruning")
 FULL_POINTS = [(8, 50), (32, 50), (128, 50), (8, 200), (32, 200), (128, 200)]
 QUICK_POINTS = [(32, 50), (128, 50)]
 HEADLINE = (128, 50)  # where the faults, scaling, backlog and profile runs happen
@@ -169,6 +170,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             progress("profile: the consumer under py-spy, concurrency 128, 50 ms")
             simulator.configure(latency_ms=HEADLINE[1], rate_429=0.0)
             results["profile"] = profile_run(ctx, count, HEADLINE[0])
+    if "pruning" in parts:
+        rows = 100_000 if quick else 1_000_000
+        results["pruning"] = pruning_run(database, rows)
     results["machine"]["loadavg_after"] = os.getloadavg()[0]
     results["seconds"] = round(time.monotonic() - started)
     return results

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message
@@ -13,6 +13,7 @@ from schemas.events import event_id_of
 from sms_relay.adapters.kafka.clients import position
 from sms_relay.adapters.kafka.headers import ATTEMPT, NOT_BEFORE, decode_headers
 from sms_relay.delivery.delivery_ports import Job
+from sms_relay.domain.retry import delay_named_tiers
 from sms_relay.kinds.event_kind import EventKind
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.settings import Settings
@@ -35,14 +36,19 @@ class Batch:
     generation: int = 0  # the loop's assignment generation when it was fetched
 
 
-def routes(kinds: Iterable[EventKind], settings: Settings) -> dict[str, Route]:
-    """Every kind's input topic (tier -1) and retry tiers, each routed to its kind."""
-    tiers = [name for name, _ in settings.sending.tier_delays()]
+def routes(
+    kinds: Iterable[EventKind], settings: Settings, drained: Collection[str] = ()
+) -> dict[str, Route]:
+    """Every kind's input topic (tier -1) and retry tiers, each routed to its kind; and the
+    retry topics in `drained` still named after a delay, each to the tier it continues in."""
+    delays = settings.sending.tier_delays()
     found: dict[str, Route] = {}
     for kind in kinds:
         found[kind.input_topic] = (kind, -1)
-        for i, name in enumerate(tiers):
-            found[settings.kafka.retry_topic(kind.input_topic, name)] = (kind, i)
+        for index, topic in enumerate(settings.retry_topics(kind.input_topic)):
+            found[topic] = (kind, index)
+        for topic, index in delay_named_tiers(kind.input_topic, drained, delays).items():
+            found[topic] = (kind, index)
     return found
 
 

@@ -61,19 +61,16 @@ class Effects:
         event, kind = result.job.event, result.job.kind
         effects: list[Awaitable[None]] = []
         if result.outcome is Outcome.RETRY_SCHEDULED and result.retry_tier:
-            tier, delay = result.retry_tier
+            # The due time travels with the record: a later change of the tier's delay
+            # applies to records routed after it, never to those already waiting.
+            tier = result.retry_tier
+            due_ms = now_ms() + int(tier.delay_seconds * 1000)
             effects.append(
                 self._producer.produce(
-                    self._kafka.retry_topic(kind.input_topic, tier),
+                    self._kafka.retry_topic(kind.input_topic, tier.position),
                     message.value() or b"",
                     message.key(),
-                    retry_headers(
-                        message,
-                        kind.name,
-                        result.attempts,
-                        now_ms() + int(delay * 1000),
-                        result.error,
-                    ),
+                    retry_headers(message, kind.name, result.attempts, due_ms, result.error),
                 )
             )
         if result.outcome is Outcome.DEAD_LETTERED:

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Sequence
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -65,6 +65,7 @@ class ConsumeLoop:
         settings: Settings,
         metrics: ConsumerMetrics,
         kinds: Iterable[EventKind],
+        drained_topics: Collection[str] = (),  # retry topics named after a delay, drained too
     ) -> None:
         self._consumer = consumer
         self._effects = Effects(producer, settings.kafka)
@@ -72,7 +73,7 @@ class ConsumeLoop:
         self._kafka = settings.kafka
         self._metrics = metrics
         self._grace = settings.sending.shutdown_grace_seconds
-        self._routes = routes(kinds, settings)
+        self._routes = routes(kinds, settings, drained_topics)
         self._paused: dict[Partition, int] = {}  # partition -> when its next record is due (ms)
         self._offsets = OffsetTracker()
         self._in_flight = self._offsets.in_flight  # the same deque: the batches in poll order

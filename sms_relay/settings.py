@@ -22,6 +22,7 @@ from sms_relay.errors import ConfigurationError
 from sms_relay.kinds.event_kind import EventKind, KindPolicy
 from sms_relay.kinds.kind_settings import read_policies
 from sms_relay.kinds.registry import EVENT_KINDS, check_kinds
+from sms_relay.settings_retention import RetentionSettings
 from sms_relay.settings_sections import (
     DestinationSettings,
     KafkaSettings,
@@ -33,6 +34,7 @@ __all__ = [
     "AppEnv",
     "DestinationSettings",
     "KafkaSettings",
+    "RetentionSettings",
     "SendingSettings",
     "Settings",
     "TwilioSettings",
@@ -123,6 +125,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     sending: SendingSettings = Field(default_factory=SendingSettings)
     destinations: DestinationSettings = Field(default_factory=DestinationSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     callbacks_max_body_bytes: int = Field(
         default=64 * 1024,
@@ -266,6 +269,11 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         return self.app_env is AppEnv.PRODUCTION
 
+    def retry_topics(self, topic: str) -> list[str]:
+        """The retry tiers' topics of the input topic `topic`, in order (`<topic>.retry.1`, ...)."""
+        positions = range(1, len(self.sending.retry_tiers) + 1)
+        return [self.kafka.retry_topic(topic, position) for position in positions]
+
 
 def load_settings() -> Settings:
     """Read the environment once.
@@ -280,6 +288,7 @@ def load_settings() -> Settings:
             "TwilioSettings": "TWILIO_",
             "SendingSettings": "SMS_",
             "DestinationSettings": "SMS_",
+            "RetentionSettings": "SMS_",
         }
         prefix = prefixes.get(error.title, "")
         problems = []

@@ -8,6 +8,7 @@ import phonenumbers
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sms_relay.domain.retry import parse_duration, retry_topic
 from sms_relay.kinds.kind_settings import KindTopics, topic_field
 from sms_relay.kinds.registry import unknown_kinds
 
@@ -32,8 +33,8 @@ class KafkaSettings(KindTopics):
     )
     topic_order_shipped: str = Field(
         default="order-shipped",
-        description="Input topic; the retry tiers (`<topic>.retry.<tier>`) and the DLQ "
-        "(`<topic>.dlq`) are named after it.",
+        description="Input topic; the retry tiers (`<topic>.retry.1`, `.retry.2`, ... by "
+        "position) and the DLQ (`<topic>.dlq`) are named after it.",
     )
     topic_delivery_status: str = Field(default="delivery-status", description="Status output.")
     topic_phone_verified: str = Field(default="phone-verified", description="Verify output.")
@@ -63,9 +64,9 @@ class KafkaSettings(KindTopics):
         """The input topic of `kind` (`KAFKA_TOPIC_<KIND>`)."""
         return str(getattr(self, topic_field(kind)))
 
-    def retry_topic(self, topic: str, tier: str) -> str:
-        """The retry tier `tier` of the input topic `topic`."""
-        return f"{topic}.retry.{tier}"
+    def retry_topic(self, topic: str, position: int) -> str:
+        """The input topic's retry tier `position` (1, 2, ...)."""
+        return retry_topic(topic, position)
 
     def dlq_topic(self, topic: str) -> str:
         """The dead-letter topic of the input topic `topic`."""
@@ -115,15 +116,6 @@ class TwilioSettings(BaseSettings):
         return bool(self.account_sid and self.auth_token.get_secret_value())
 
 
-def parse_duration(text: str) -> float:
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for suffix in ("ms", "s", "m", "h"):
-        number = text.removesuffix(suffix)
-        if number != text and number.replace(".", "", 1).isdigit():
-            return float(number) * units[suffix]
-    raise ValueError(f"retry tier {text!r} is not a duration like 30s, 5m or 1h")
-
-
 class SendingSettings(BaseSettings):
     """`SMS_*`: the tuning knobs of the consumer."""
 
@@ -151,7 +143,9 @@ class SendingSettings(BaseSettings):
     backoff_max_seconds: float = Field(default=8.0, ge=0, description="Its ceiling.")
     retry_tiers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("30s", "5m", "30m"),
-        description="Retry topics in order; after the last one the event is dead-lettered.",
+        description="The retry tiers' delays in order (their topics are named by position: "
+        "`<topic>.retry.1`, ...); after the last one the event is dead-lettered. A changed "
+        "delay applies to records routed after the change.",
     )
     lease_seconds: float = Field(
         default=13.0,
@@ -235,8 +229,8 @@ class SendingSettings(BaseSettings):
         two batches is made up without exceeding the rate over any second."""
         return max(1.0, self.messages_per_second / 2)
 
-    def tier_delays(self) -> list[tuple[str, float]]:
-        return [(tier, parse_duration(tier)) for tier in self.retry_tiers]
+    def tier_delays(self) -> list[float]:
+        return [parse_duration(tier) for tier in self.retry_tiers]
 
 
 def _split(value: object) -> object:

@@ -159,7 +159,7 @@ class DeliveryService:
         ]
         results.extend(self._lost(job) for job, _ in sendable if job.event.eventId not in ready)
         runs = [
-            self._sends.run(claim, job.event.phone, bodies[claim.event_id], job.attempts, unmarked)
+            self._sends.run(claim, job, bodies[claim.event_id], unmarked)
             for job, claim, unmarked in sending
         ]
         held: dict[str, Attempted] = {}  # held back, not handed to a tier

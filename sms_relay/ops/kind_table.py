@@ -39,7 +39,7 @@ def describe(kind: EventKind, settings: Settings) -> dict[str, Any]:
             "value": topic,
             "source": "env" if topic_field(kind.name) in kafka.model_fields_set else "default",
         },
-        "retryTopics": [kafka.retry_topic(topic, tier) for tier in settings.sending.retry_tiers],
+        "retryTopics": settings.retry_topics(topic),
         "dlqTopic": kafka.dlq_topic(topic),
         "locales": sorted(kind.templates),
         "consentPurposes": None if purposes is None else sorted(purposes),

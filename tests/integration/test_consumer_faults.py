@@ -147,9 +147,7 @@ async def test_long_outage_travels_the_retry_tiers_to_success(
     simulator.script(PHONE, ["503"] * 6 + ["ok"])
     event = order_event(phone=PHONE)
     produce(settings, settings.kafka.topic_order_shipped, [event])
-    first_tier = settings.kafka.retry_topic(
-        settings.kafka.topic_order_shipped, settings.sending.retry_tiers[0]
-    )
+    first_tier = settings.kafka.retry_topic(settings.kafka.topic_order_shipped, 1)
 
     with topic_reader(settings, first_tier) as retries:
         async with running_consumer(settings):

@@ -197,9 +197,7 @@ async def test_a_failed_reconciliation_keeps_the_doubt_for_the_next_claim(
     simulator.script(PHONE, ["503"], on="list")  # the list that would tell fails
     event = order_event(phone=PHONE)
     produce(settings, settings.kafka.topic_order_shipped, [event])
-    first_tier = settings.kafka.retry_topic(
-        settings.kafka.topic_order_shipped, settings.sending.retry_tiers[0]
-    )
+    first_tier = settings.kafka.retry_topic(settings.kafka.topic_order_shipped, 1)
 
     with topic_reader(settings, first_tier) as retries:
         async with running_consumer(settings):

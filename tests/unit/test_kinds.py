@@ -170,7 +170,7 @@ def test_sms_kinds_selects_the_served_kinds(monkeypatch: pytest.MonkeyPatch) -> 
     served = settings.served_kinds()
     assert list(served) == ["support-ticket-created", "order-shipped"]
     assert served["support-ticket-created"].input_topic == "prod.tickets"
-    assert settings.kafka.retry_topic("prod.tickets", "5m") == "prod.tickets.retry.5m"
+    assert settings.kafka.retry_topic("prod.tickets", 2) == "prod.tickets.retry.2"
     assert settings.kafka.dlq_topic("prod.tickets") == "prod.tickets.dlq"
 
 
