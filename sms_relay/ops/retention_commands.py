@@ -14,7 +14,7 @@ from sms_relay.adapters.postgres.erasures import PostgresErasures
 from sms_relay.adapters.postgres.retention_tables import prunable_tables
 from sms_relay.errors import OpsError
 from sms_relay.ops.common import emit, run_with_engine, table
-from sms_relay.retention.erasure import TWILIO_STEP, Eraser, kafka_step
+from sms_relay.retention.erasure import IN_FLIGHT_STEP, TWILIO_STEP, Eraser, kafka_step
 from sms_relay.retention.pruning import KEPT_FOREVER, PRUNABLE_STATES, Pruner, retention_periods
 from sms_relay.settings import Settings
 
@@ -93,28 +93,47 @@ def handle_forget(args: argparse.Namespace, settings: Settings) -> int:
     async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
         eraser = Eraser(PostgresErasures(engine), settings.phone_hash_key.get_secret_value())
         return [
-            {"to": e.masked, "removed": e.removed, "messageSids": e.message_sids}
+            {
+                "to": e.masked,
+                "removed": e.removed,
+                "messageSids": e.message_sids,
+                "inFlight": e.in_flight,
+            }
             for e in await eraser.forget_all(numbers, operator)
         ]
 
     erased = run_with_engine(settings, work)
     not_reached = {"kafka": kafka_step(settings), "twilio": TWILIO_STEP}
+    in_flight_step = IN_FLIGHT_STEP if any(e["inFlight"] for e in erased) else None
     emit(
         args,
-        {"erased": erased, "suppressionsKept": True, "notReached": not_reached},
-        lambda: _forget_text(erased, not_reached),
+        {
+            "erased": erased,
+            "suppressionsKept": True,
+            "inFlightStep": in_flight_step,
+            "notReached": not_reached,
+        },
+        lambda: _forget_text(erased, in_flight_step, not_reached),
     )
     return 0
 
 
-def _forget_text(erased: list[dict[str, Any]], not_reached: dict[str, str]) -> str:
+def _forget_text(
+    erased: list[dict[str, Any]], in_flight_step: str | None, not_reached: dict[str, str]
+) -> str:
     lines = []
     for entry in erased:
         removed = {t: n for t, n in entry["removed"].items() if n}
-        found = ", ".join(f"{t} {n}" for t, n in removed.items()) or "nothing found"
+        nothing = "nothing erased yet" if entry["inFlight"] else "nothing found"
+        found = ", ".join(f"{t} {n}" for t, n in removed.items()) or nothing
         lines.append(f"{entry['to']}: {found}")
         if entry["messageSids"]:
             lines.append(f"  Twilio messages: {', '.join(entry['messageSids'])}")
+        if entry["inFlight"]:
+            lines.append(f"  {entry['inFlight']} delivery(ies) in flight, kept")
+    if in_flight_step:
+        lines.append(f"in flight: {in_flight_step}")
+    lines.append("settled deliveries kept as tombstones without the number (they dedupe replays)")
     lines.append("suppressions kept (a STOP outlives erasure); an audit row without the number")
     lines.append("not reached:")
     lines.extend(f"- {step}" for step in not_reached.values())

@@ -25,14 +25,25 @@ TWILIO_STEP = (
     "body with a POST to the same URL with an empty `Body`"
 )
 
+# A delivery in flight may be held by a consumer, or have a message at Twilio that is not
+# matched yet: erasing it under them would let the event be sent a second time.
+IN_FLIGHT_STEP = (
+    "deliveries still in flight (claimed, sending, scheduled for retry, in doubt, leased, "
+    "or their status not yet reported) were kept: run forget again once they have "
+    "settled, and it erases them. To stop their pending sends now, "
+    "`sms-relay suppress add <phone>` first (the suppression outlives erasure)"
+)
+
 
 @dataclass(frozen=True)
 class Erased:
-    """What one erasure did: rows removed by table, and what it could not reach."""
+    """What one erasure did: rows removed by table (deliveries made tombstones), the
+    deliveries in flight it kept, and the SIDs for Twilio's log."""
 
     masked: str
     removed: dict[str, int]
     message_sids: list[str] = field(default_factory=list)
+    in_flight: int = 0
 
 
 def kafka_step(settings: Settings) -> str:
@@ -57,18 +68,23 @@ def kafka_step(settings: Settings) -> str:
 
 class Eraser:
     """`sms-relay forget`: every row of a number goes but its suppression (a STOP must
-    outlive erasure); an audit row records that it happened, without the number."""
+    outlive erasure) and its deliveries in flight; a settled delivery stays as a tombstone
+    without the number, so a replay of its event is still a duplicate. An audit row
+    records that it happened, without the number."""
 
     def __init__(self, store: ErasureStore, hash_key: str) -> None:
         self._store = store
         self._hash_key = hash_key
 
     async def forget(self, number: str, operator: str) -> Erased:
-        """Raises DatabaseUnavailableError; a second call finds nothing."""
+        """Raises DatabaseUnavailableError; a second call finds nothing but the deliveries
+        still in flight (and erases those that have settled since)."""
         hashed = phone_hash(self._hash_key, number)
         removed = await self._store.erase(hashed, number_limit_keys(hashed), operator)
-        log.info("erased a number", extra={"removed": removed.rows})
-        return Erased(mask_phone(number), removed.rows, sorted(removed.message_sids))
+        log.info("erased a number", extra={"removed": removed.rows, "in_flight": removed.in_flight})
+        return Erased(
+            mask_phone(number), removed.rows, sorted(removed.message_sids), removed.in_flight
+        )
 
     async def forget_all(self, numbers: Sequence[str], operator: str) -> list[Erased]:
         return [await self.forget(number, operator) for number in numbers]

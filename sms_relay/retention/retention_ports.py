@@ -26,15 +26,19 @@ class PrunableRows(Protocol):
 
 @dataclass(frozen=True)
 class Removed:
-    """Rows removed by table, and the Twilio SIDs of the deliveries among them."""
+    """Rows removed by table (deliveries: made tombstones), the Twilio SIDs of those
+    deliveries, and how many of the number's deliveries were in flight and kept."""
 
     rows: dict[str, int]
     message_sids: list[str]
+    in_flight: int = 0
 
 
 class ErasureStore(Protocol):
     async def erase(self, phone_hash: str, rate_keys: Sequence[str], operator: str) -> Removed:
-        """Delete every row of one number (by its keyed hash) in every table but
-        `suppressions`, and write an audit row without it, in one transaction. Raises
+        """Erase every row of one number (by its keyed hash) in every table but
+        `suppressions`, and write an audit row without it, in one transaction. Its settled
+        deliveries become tombstones that keep their eventId (a replay stays a duplicate);
+        its deliveries in flight are left whole and counted. Raises
         DatabaseUnavailableError."""
         ...

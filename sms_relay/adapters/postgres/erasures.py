@@ -1,7 +1,8 @@
 """The `erasures` table, and `sms-relay forget`'s one transaction across every table.
 
-Each table's rows are deleted by its owner module; this module writes only the audit
-row: who erased, when, and how many rows of each table went, never the number.
+Each table's rows are erased by its owner module; this module writes only the audit
+row: who erased, when, how many rows of each table went and how many deliveries in
+flight were kept, never the number.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sms_relay.adapters.postgres import (
     verifications,
 )
 from sms_relay.adapters.postgres.engine import database_call, transaction
+from sms_relay.retention.pruning import PRUNABLE_STATES
 from sms_relay.retention.retention_ports import Removed
 
 _AUDIT = text(
@@ -38,11 +40,11 @@ class PostgresErasures:
     @database_call
     async def erase(self, phone_hash: str, rate_keys: Sequence[str], operator: str) -> Removed:
         async with transaction(self._engine) as connection:
-            gone = await deliveries.erase_number(connection, phone_hash)
-            event_ids = [event_id for event_id, _sid in gone]
-            sids = [sid for _event_id, sid in gone if sid]
+            # Settled rows become tombstones (they still dedupe); rows in flight stay whole.
+            gone = await deliveries.erase_number(connection, phone_hash, sorted(PRUNABLE_STATES))
+            event_ids, sids = gone.event_ids, gone.message_sids
             rows = {
-                "deliveries": len(gone),
+                "deliveries": len(event_ids),
                 "status_history": await status_history.forget_steps(connection, event_ids, sids),
                 "ingestions": await ingestions.erase_events(connection, event_ids),
                 "dlq_replays": await dlq_replays.erase_events(connection, event_ids),
@@ -50,5 +52,6 @@ class PostgresErasures:
                 "phone_verifications": await verifications.erase_number(connection, phone_hash),
                 "rate_limits": await rate_windows.erase_keys(connection, rate_keys),
             }
-            await connection.execute(_AUDIT, {"operator": operator, "removed": json.dumps(rows)})
-        return Removed(rows, sids)
+            audit = {**rows, "deliveries_in_flight_kept": gone.in_flight}
+            await connection.execute(_AUDIT, {"operator": operator, "removed": json.dumps(audit)})
+        return Removed(rows, sids, gone.in_flight)

@@ -20,6 +20,9 @@ STATES = {
     "resumable": sorted(RESUMABLE),
     "settled": sorted(CONSUMER_SETTLED),
 }
+# `sms-relay forget` writes this over a settled row's phone columns (NOT NULL): the row
+# stays as a tombstone that dedupes its eventId, and no claim ever takes it again.
+ERASED = "erased"
 
 CLAIM = text(
     """
@@ -55,7 +58,7 @@ claimed AS (
         -- it creates, so its death while it only reconciles moves the doubt no further.
         state = CASE WHEN d.state = :sending THEN CAST(:retry_scheduled AS text)
             ELSE d.state END
-    WHERE d.state = ANY(CAST(:resumable AS text[]))
+    WHERE d.state = ANY(CAST(:resumable AS text[])) AND d.phone_hash <> :erased
         AND (d.lease_until IS NULL OR d.lease_until <= clock_timestamp()
              -- our own claim from a batch that failed and was rewound (the service never
              -- re-claims an event whose send still runs in this process)
@@ -66,7 +69,8 @@ SELECT input.event_id, claimed.lease_token, claimed.doubt_since, before.state,
     before.attempts, before.sending_started_at, before.message_sid, before.error_code,
     before.settled_state, before.reported, before.sent_body_hashes,
     GREATEST(EXTRACT(EPOCH FROM before.lease_until - clock_timestamp()), 0) AS busy_for,
-    EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = input.phone_hash) AS suppressed
+    EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = input.phone_hash) AS suppressed,
+    COALESCE(before.phone_hash = :erased, false) AS erased
 FROM input
 LEFT JOIN claimed USING (event_id)
 LEFT JOIN before USING (event_id)
