@@ -44,9 +44,10 @@ def seed(settings: Settings, number: str, tag: str) -> str:
     hashed = phone_hash(settings.phone_hash_key.get_secret_value(), number)
     rows = [
         "INSERT INTO deliveries (event_id, event_type, state, phone_hash, phone_masked, "
-        "message_sid, error_code, last_error, consent_at, consent_purpose, sent_body_hashes, "
-        "settled_state, reported, attempts) VALUES (:e, 'order-shipped', 'delivered', :h, "
-        "'+*******01', :sid, 30003, 'unreachable ' || :sid, now(), 'shipping updates', "
+        "message_sid, error_code, last_error, consent_at, consent_purpose, consent_source, "
+        "sent_body_hashes, settled_state, reported, attempts) VALUES (:e, 'order-shipped', "
+        "'delivered', :h, '+*******01', :sid, 30003, 'unreachable ' || :sid, now(), "
+        "'shipping updates', 'checkout ' || :e, "
         "ARRAY['bodyhash' || :e], 'accepted', true, 2)",
         "INSERT INTO status_history (event_id, message_sid, status, source, idempotency_token, "
         "occurred_at) VALUES (:e, :sid, 'sent', 'callbacks', :e || '1', now()), "
@@ -143,7 +144,8 @@ def test_forget_erases_every_row_of_the_number_keeps_rows_in_flight_and_audits(
     assert (tombstone["phone_hash"], tombstone["phone_masked"]) == ("erased", "erased")
     assert tombstone["message_sid"] is None
     assert tombstone["last_error"] is None
-    assert (tombstone["consent_at"], tombstone["consent_purpose"]) == (None, None)
+    consent = (tombstone["consent_at"], tombstone["consent_purpose"], tombstone["consent_source"])
+    assert consent == (None, None, None)
     assert tombstone["sent_body_hashes"] == []
     for trace_of_the_number in (PHONE, hashed, "+*******01", "0171", "SMmine", "bodyhash"):
         assert trace_of_the_number not in str(tombstone)

@@ -43,7 +43,7 @@ WITH settled AS (
     WHERE phone_hash = :h AND {_SETTLED} FOR UPDATE
 )
 UPDATE deliveries d SET phone_hash = :erased, phone_masked = :erased, message_sid = NULL,
-    last_error = NULL, consent_at = NULL, consent_purpose = NULL,
+    last_error = NULL, consent_at = NULL, consent_purpose = NULL, consent_source = NULL,
     sent_body_hashes = CAST('{{}}' AS text[])
 FROM settled WHERE d.event_id = settled.event_id
 RETURNING d.event_id, settled.message_sid
