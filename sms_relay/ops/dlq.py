@@ -83,9 +83,9 @@ def configure_filters(parser: argparse.ArgumentParser) -> None:
 
 
 def buffer_for(page_size: int) -> int:
-    """Records held per partition while merging: a few pages, so a partition is paused
-    (and fetched again) rarely."""
-    return 4 * page_size
+    """Records held in all while merging the partitions: a few pages, so a partition is
+    paused (and fetched again) rarely, whatever the number of partitions."""
+    return 8 * page_size
 
 
 def topics_of(kind: str, settings: Settings) -> tuple[str, str]:

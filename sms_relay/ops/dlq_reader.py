@@ -2,8 +2,8 @@
 
 A `TopicScan` assigns the partitions (no group forms, nothing is committed), reads from
 given positions up to end offsets taken before (a DLQ that keeps growing cannot make a
-run endless) and merges the partitions by timestamp, holding at most `buffer` records
-per partition: a partition whose buffer is full is paused until it drains.
+run endless) and merges the partitions by timestamp, holding about `buffer` records in
+all (a share per partition): a partition whose share is full is paused until it drains.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ INVALID_REASONS = frozenset({"invalid_json", "schema_violation"})
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 # librdkafka prefetches up to 64 MB and 100,000 records per partition by default: on a
 # big DLQ that, not our buffers, would be the memory of a run.
-_PREFETCH = {"queued.max.messages.kbytes": 8192, "queued.min.messages": 2000}
+_PREFETCH = {"queued.max.messages.kbytes": 8192, "queued.min.messages": 500}
 
 Offsets = dict[int, int]
 
@@ -125,7 +125,6 @@ class TopicScan:
     ) -> None:
         self.topic = topic
         self._closed = False
-        self._buffer = max(1, buffer)
         self._timeout = timeout
         self._consumer = create_consumer(
             settings,
@@ -147,6 +146,7 @@ class TopicScan:
             self._consumer.close()
             raise OpsError(f"topic {topic} does not exist (run `sms-relay topics`)")
         self.partitions = sorted(found.partitions)
+        self._buffer = max(1, buffer // max(1, len(self.partitions)))
 
     def __enter__(self) -> TopicScan:
         return self
