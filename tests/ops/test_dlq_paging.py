@@ -192,6 +192,8 @@ def test_an_interrupted_replay_resumes_and_replays_each_record_once(
     replayed_from = [decode_headers(m)["sms-relay-replayed-from"] for m in main_topic]
     assert len(replayed_from) == len(set(replayed_from)) == 100
     assert query(settings, "SELECT state FROM deliveries") == [{"state": "retry_scheduled"}]
+    (traced,) = cli("trace", blocked, "--json").json()["replays"]
+    assert (traced["run"], traced["operator"]) == (run["id"], "bob")
 
     again = cli("dlq", "replay", "--resume", str(run["id"]))
     assert again.code == 2
