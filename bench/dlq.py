@@ -61,10 +61,11 @@ def _measured(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     err = b"".join(errors).decode()
     if process.returncode != 0:
         raise RuntimeError(f"sms-relay {' '.join(argv)} failed: {err[-500:]}")
+    lines = err.replace("\r", "\n").strip().splitlines()
     return {
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(peak, 1),
-        "progress": err.replace("\r", "\n").strip().splitlines()[-1],
+        "progress": lines[-1] if lines else "",
     }
 
 

@@ -35,8 +35,16 @@ from sms_relay.settings import KafkaSettings
 INVALID_REASONS = frozenset({"invalid_json", "schema_violation"})
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 # librdkafka prefetches up to 64 MB and 100,000 records per partition by default: on a
-# big DLQ that, not our buffers, would be the memory of a run.
-_PREFETCH = {"queued.max.messages.kbytes": 8192, "queued.min.messages": 500}
+# big DLQ that, not our buffers, would be the memory of a run. A paused partition's
+# prefetched records are dropped and fetched again on resume: without the short backoffs
+# each resume waits up to a second.
+_PREFETCH = {
+    "queued.max.messages.kbytes": 8192,
+    "queued.min.messages": 1000,
+    "fetch.queue.backoff.ms": 10,
+    "fetch.error.backoff.ms": 10,
+    "fetch.wait.max.ms": 100,
+}
 
 Offsets = dict[int, int]
 
