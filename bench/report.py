@@ -114,7 +114,7 @@ def targets(results: dict[str, Any]) -> list[Row]:
                 f"{label}: peak RSS at {large['records']:,} records ≤ 1.25x at "
                 f"{small['records']:,}",
                 f"{large[name]['peak_rss_mib']} / {small[name]['peak_rss_mib']} MiB = {ratio}x",
-                ratio <= 1.25,
+                ratio <= 1.25 if large["records"] >= 200_000 else None,  # quick runs: a hint
             )
     return rows
 
