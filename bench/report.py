@@ -334,6 +334,8 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
             + "\n\nSelf time by package:\n\n"
             + _table(["package / module", "samples"], packages)
         )
+    if "pruning" in results:
+        parts.append(pruning_section(results["pruning"]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -355,6 +357,24 @@ def _dlq_section(dlq: dict[str, Any]) -> str:
         "Each command a process of its own (peak RSS: its VmHWM, start-up imports "
         "included; seconds: start to exit), records straight on a 6-partition DLQ, "
         "pages of 500.\n\n" + _table([*header, "list --limit 5"], rows)
+    )
+
+
+def pruning_section(pr: dict[str, Any]) -> str:
+    """The claim path's latency alone and beside `sms-relay prune` (bench/pruning.py)."""
+    rows = [
+        [name, f"{r['batches']:,}", f"{r['p50_ms']}", f"{r['p99_ms']}", f"{r['max_ms']}"]
+        for name, r in (("alone", pr["alone"]), ("beside pruning", pr["beside_pruning"]))
+    ]
+    removed = pr["prune"]["removed"]
+    return (
+        f"### Pruning {pr['rows']:,} settled deliveries beside the claim path\n\n"
+        f"Claims of {pr['claim_batch']} new events through `PostgresLedger.claim`:\n\n"
+        + _table(["claims", "batches", "p50 ms", "p99 ms", "max ms"], rows)
+        + f"\n\np99 beside pruning / alone: **{pr['p99_ratio']}x**. `sms-relay prune` "
+        f"(batches of {pr['prune_batch']}) removed {removed['deliveries']:,} deliveries and "
+        f"{removed['status_history']:,} status steps in {pr['prune']['seconds']} s "
+        f"({pr['prune']['rows_per_s']:,} rows/s); seeding took {pr['seed_seconds']} s."
     )
 
 

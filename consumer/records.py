@@ -14,6 +14,7 @@ from sms_relay.adapters.kafka.headers import (
     ATTEMPT,
     DLQ_REASON,
     ERROR,
+    KIND,
     NOT_BEFORE,
     ORIGINAL_OFFSET,
     ORIGINAL_PARTITION,
@@ -24,7 +25,7 @@ from sms_relay.adapters.kafka.headers import (
     encode_headers,
 )
 from sms_relay.domain.destinations import REASONS as POLICY_REASONS
-from sms_relay.domain.kinds import EventKind
+from sms_relay.kinds.event_kind import EventKind
 from sms_relay.masking import mask_phone
 
 
@@ -35,6 +36,7 @@ class Rejected:
     reason: str  # invalid_json | schema_violation | country_not_allowed | link_host_not_allowed
     error: str  # field and error type; never the value
     event_id: str | None
+    kind: EventKind  # the kind of the topic it came from
 
 
 def now_ms() -> int:
@@ -61,15 +63,16 @@ def parse(kind: EventKind, message: Message) -> SmsRequested | Rejected:
         reason = "invalid_json" if first["type"] == "json_invalid" else "schema_violation"
         if first["type"] in POLICY_REASONS:
             reason = first["type"]
-        return Rejected(reason, f"{where}: {first['type']}", event_id_of(raw))
+        return Rejected(reason, f"{where}: {first['type']}", event_id_of(raw), kind)
 
 
 def retry_headers(
-    message: Message, attempts: int, not_before_ms: int, error: str | None
+    message: Message, kind: str, attempts: int, not_before_ms: int, error: str | None
 ) -> KafkaHeaders:
     headers = decode_headers(message)
     return encode_headers(
         {
+            KIND: kind,
             ATTEMPT: attempts,
             NOT_BEFORE: not_before_ms,
             ERROR: (error or "transient")[:200],
@@ -78,10 +81,13 @@ def retry_headers(
     )
 
 
-def dlq_headers(message: Message, reason: str, attempts: int, error: str | None) -> KafkaHeaders:
+def dlq_headers(
+    message: Message, kind: str, reason: str, attempts: int, error: str | None
+) -> KafkaHeaders:
     headers = decode_headers(message)
     return encode_headers(
         {
+            KIND: kind,
             ATTEMPT: attempts,
             NOT_BEFORE: 0,
             ERROR: (error or reason)[:200],
@@ -95,6 +101,7 @@ def status_record(
     status: Status,
     event_id: str | None,
     *,
+    kind: str,
     phone: str | None,
     attempt: int,
     message_sid: str | None = None,
@@ -103,6 +110,7 @@ def status_record(
 ) -> bytes:
     record = DeliveryStatusChanged(
         eventId=event_id,
+        kind=kind,
         messageSid=message_sid,
         status=status,
         errorCode=error_code,

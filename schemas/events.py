@@ -35,6 +35,14 @@ class SmsRequested(BaseModel):
     phone: E164Phone
     consentAt: AwareDatetime
     consentPurpose: str | None = Field(default=None, max_length=64)
+    # Where consent was given (a form, a checkout, a keyword): a label, never personal data.
+    consentSource: str | None = Field(
+        default=None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$"
+    )
+    # Picks the text's language (`de`, `de-AT`); unknown or absent: English.
+    locale: str | None = Field(
+        default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8}){0,3}$"
+    )
 
     @field_validator("consentAt", mode="before")
     @classmethod
@@ -70,6 +78,20 @@ class OrderShipped(SmsRequested):
         return (("trackingUrl", self.trackingUrl.host or ""),)
 
 
+class SupportTicketCreated(SmsRequested):
+    """Input on `support-ticket-created`: the text says the ticket number, nothing of the
+    ticket itself."""
+
+    # As orderId: it goes into the text, so nothing a phone would turn into a link.
+    ticketId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    link: HttpUrl | None = None
+
+    def link_hosts(self) -> tuple[tuple[str, str], ...]:
+        if self.link is None:
+            return ()
+        return (("link", self.link.host or ""),)
+
+
 class Status(StrEnum):
     ACCEPTED = "accepted"
     QUEUED = "queued"
@@ -92,6 +114,9 @@ class DeliveryStatusChanged(BaseModel):
 
     schemaVersion: Literal[1] = 1
     eventId: str | None
+    kind: str | None = Field(
+        default=None, description="the event kind (`order-shipped`, ...); unset when unknown"
+    )
     messageSid: str | None = None
     status: Status
     errorCode: int | None = None

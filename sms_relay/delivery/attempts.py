@@ -18,7 +18,7 @@ from enum import StrEnum
 from urllib.parse import quote
 
 from sms_relay.clock import Clock
-from sms_relay.delivery.delivery_ports import Claim, Ledger, SentMessage, SmsSender
+from sms_relay.delivery.delivery_ports import Claim, Job, Ledger, SentMessage, SmsSender
 from sms_relay.delivery.in_doubt import Doubt, Reconciler
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
@@ -141,14 +141,12 @@ class SendAttempts:
             ready[event_id] = (marked, hash_ if event_id in later else None)
         return ready
 
-    async def run(
-        self, claim: Claim, to: str, body: str, record_attempts: int, unmarked: str | None
-    ) -> Attempted:
-        """`record_attempts`: the sends counted in the record's headers. `unmarked`: the
+    async def run(self, claim: Claim, job: Job, body: str, unmarked: str | None) -> Attempted:
+        """`job.attempts`: the sends counted in the record's headers. `unmarked`: the
         body's hash, when the claim is not marked `sending` yet."""
-        attempts = max(record_attempts, claim.attempts)
+        attempts = max(job.attempts, claim.attempts)
         try:
-            return await self._attempt(claim, to, body, attempts, record_attempts, unmarked)
+            return await self._attempt(claim, job, body, attempts, unmarked)
         except LeaseTooShortError:
             return Attempted(AttemptEnd.HANDED_ON, attempts)
         except Exception as error:  # contained: see the module's docstring
@@ -168,12 +166,12 @@ class SendAttempts:
     async def _attempt(
         self,
         claim: Claim,
-        to: str,
+        job: Job,
         body: str,
         attempts: int,
-        record_attempts: int,
         unmarked: str | None,
     ) -> Attempted:
+        to, record_attempts = job.event.phone, job.attempts
         event_id = claim.event_id
         doubt = claim.doubt_since
         assert claim.window_start is not None, "mark_sending gives every claim its window"
@@ -204,7 +202,7 @@ class SendAttempts:
             tries += 1
             attempts += 1
             try:
-                sent = await self._send(to, body, event_id, before_call, lane)
+                sent = await self._send(to, body, event_id, before_call, lane, job.validity_seconds)
                 return Attempted(AttemptEnd.ACCEPTED, attempts, sid=sent.sid)
             except ProviderThrottledError as error:
                 delay = self._policy.next_delay(tries, error)
@@ -280,6 +278,7 @@ class SendAttempts:
         event_id: str,
         before_call: Callable[[], Awaitable[None]],
         lane: Lane,
+        validity_seconds: int | None,
     ) -> SentMessage:
         async with self._slots.held(lane):
             await self._limiter.acquire(lane)
@@ -287,7 +286,8 @@ class SendAttempts:
             self._metrics.sends_in_flight.inc()
             try:
                 async with self._metrics.twilio_call("create", ok_status="201"):
-                    return await self._sender.send(to, body, self._callback_base + quote(event_id))
+                    callback = self._callback_base + quote(event_id)
+                    return await self._sender.send(to, body, callback, validity_seconds)
             finally:
                 self._metrics.sends_in_flight.dec()
 

@@ -20,9 +20,10 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.events import SmsRequested, Status
-from sms_relay.domain.kinds import EventKind
 from sms_relay.domain.outcomes import ClaimOutcome, Outcome
+from sms_relay.domain.retry import RetryTier
 from sms_relay.domain.states import DeliveryState
+from sms_relay.kinds.event_kind import EventKind
 
 # ---- The consume loop's side.
 
@@ -33,6 +34,8 @@ class Job:
     event: SmsRequested
     attempts: int  # sends made before this record (from its retry headers)
     tier_index: int  # -1 for the main topic
+    # Twilio's ValidityPeriod: a message still queued after this long is never sent.
+    validity_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Result:
     message_sid: str | None = None
     error_code: int | None = None
     error: str | None = None
-    retry_tier: tuple[str, float] | None = None
+    retry_tier: RetryTier | None = None
     dlq_reason: str = "retries_exhausted"
     republished: bool = False  # settled earlier; only its records are published again
     wait_seconds: float = 0.0  # WAITING outcomes: when to offer the record again
@@ -84,7 +87,9 @@ class SidOwners(Protocol):
 
 
 class SmsSender(MessageLister, Protocol):
-    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage: ...
+    async def send(
+        self, to: str, body: str, status_callback: str | None, validity_seconds: int | None = None
+    ) -> SentMessage: ...
 
 
 # ---- The ledger.
@@ -98,6 +103,7 @@ class ClaimRequest:
     phone_masked: str
     consent_at: datetime | None
     consent_purpose: str | None
+    consent_source: str | None = None  # where consent was given: a label, no personal data
 
 
 @dataclass(frozen=True)

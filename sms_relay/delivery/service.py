@@ -44,6 +44,7 @@ from sms_relay.domain.outcomes import (
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.domain.states import CONSUMER_SETTLED, DeliveryState, wire_status
 from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
+from sms_relay.kinds.event_kind import CONSENT_PURPOSE_MISMATCH
 from sms_relay.masking import body_hash, mask_phone, phone_hash
 from sms_relay.metrics import ConsumerMetrics
 
@@ -136,10 +137,14 @@ class DeliveryService:
             claim = claims[job.event.eventId]
             if claim.outcome in (ClaimOutcome.DUPLICATE, ClaimOutcome.BUSY):
                 results.append(self._not_ours(job, claim))
-            elif claim.suppressed and claim.outcome is not ClaimOutcome.IN_DOUBT:
+            elif claim.outcome is not ClaimOutcome.IN_DOUBT and (
+                claim.suppressed or not job.kind.accepts_purpose(job.event.consentPurpose)
+            ):
+                # A STOP, or consent given for a purpose this kind does not serve.
                 attempts = max(job.attempts, claim.attempts)
+                reason = None if claim.suppressed else CONSENT_PURPOSE_MISMATCH
                 settlement = Settlement(
-                    job.event.eventId, claim.held_token(), S.SUPPRESSED, attempts
+                    job.event.eventId, claim.held_token(), S.SUPPRESSED, attempts, error=reason
                 )
                 settlements[job.event.eventId] = (job, settlement)
             else:
@@ -154,7 +159,7 @@ class DeliveryService:
         ]
         results.extend(self._lost(job) for job, _ in sendable if job.event.eventId not in ready)
         runs = [
-            self._sends.run(claim, job.event.phone, bodies[claim.event_id], job.attempts, unmarked)
+            self._sends.run(claim, job, bodies[claim.event_id], unmarked)
             for job, claim, unmarked in sending
         ]
         held: dict[str, Attempted] = {}  # held back, not handed to a tier
@@ -212,6 +217,7 @@ class DeliveryService:
             phone_masked=mask_phone(event.phone),
             consent_at=event.consentAt,
             consent_purpose=event.consentPurpose,
+            consent_source=event.consentSource,
         )
 
     def _jitter(self, seconds: float) -> float:

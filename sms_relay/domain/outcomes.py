@@ -19,12 +19,17 @@ class ClaimOutcome(StrEnum):
 
 
 def claim_outcome(
-    lease_token: int | None, prior: DeliveryState | None, doubt_since: datetime | None
+    lease_token: int | None,
+    prior: DeliveryState | None,
+    doubt_since: datetime | None,
+    *,
+    erased: bool = False,
 ) -> ClaimOutcome:
-    """What a claim found; shared by both ledgers so they cannot disagree."""
+    """What a claim found; shared by both ledgers so they cannot disagree. An erased
+    number's tombstone is never claimed, and is a duplicate whatever its state."""
     if lease_token is None:
         # No prior state but no claim either: a concurrent claimer inserted it just now.
-        busy = prior is None or prior in RESUMABLE
+        busy = (prior is None or prior in RESUMABLE) and not erased
         return ClaimOutcome.BUSY if busy else ClaimOutcome.DUPLICATE
     if prior is None:
         return ClaimOutcome.NEW

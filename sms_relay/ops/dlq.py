@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sms_relay.adapters.postgres.engine import AsyncEngine
-from sms_relay.domain.kinds import EVENT_KINDS, ORDER_SHIPPED
 from sms_relay.errors import OpsError
+from sms_relay.kinds.registry import EVENT_KINDS
 from sms_relay.ops.common import add_json_flag, parse_time, run_with_engine
 from sms_relay.ops.dlq_output import JsonStream, TableStream
 from sms_relay.ops.dlq_pages import PAGE_SIZE, Filters, ScanProgress, pages
@@ -49,7 +49,7 @@ def configure_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kind",
         choices=sorted(EVENT_KINDS),
-        default=ORDER_SHIPPED.name,
+        default="order-shipped",
         help="the event kind whose DLQ to read (default: %(default)s)",
     )
     parser.add_argument(
@@ -89,9 +89,9 @@ def buffer_for(page_size: int) -> int:
 
 
 def topics_of(kind: str, settings: Settings) -> tuple[str, str]:
-    """(its DLQ, its main topic) of an event kind."""
-    topics = {ORDER_SHIPPED.name: (settings.kafka.dlq_topic, settings.kafka.topic_order_shipped)}
-    return topics[kind]
+    """(its DLQ, its input topic, where replays go) of an event kind."""
+    topic = settings.kafka.topic_of(kind)
+    return settings.kafka.dlq_topic(topic), topic
 
 
 def filters_of(

@@ -75,6 +75,7 @@ def _delivery(row: Any) -> dict[str, Any]:
         "lastError": scrub(row["last_error"]) if row["last_error"] else None,
         "consentAt": iso(row["consent_at"]),
         "consentPurpose": row["consent_purpose"],
+        "consentSource": row["consent_source"],
         "leaseOwner": row["lease_owner"],
         "leaseUntil": iso(row["lease_until"]),
         "sendingStartedAt": iso(row["sending_started_at"]),
@@ -82,6 +83,11 @@ def _delivery(row: Any) -> dict[str, Any]:
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
     }
+
+
+def _consent(delivery: dict[str, Any]) -> str:
+    purpose, source = delivery["consentPurpose"], delivery["consentSource"]
+    return f"{delivery['consentAt']}  purpose={purpose or '-'}  source={source or '-'}"
 
 
 def render(story: dict[str, Any]) -> str:
@@ -96,7 +102,7 @@ def render(story: dict[str, Any]) -> str:
             ("to", delivery["to"]),
             ("message", delivery["messageSid"]),
             ("error", _error(delivery)),
-            ("consent", f"{delivery['consentAt']}  purpose={delivery['consentPurpose'] or '-'}"),
+            ("consent", _consent(delivery)),
             ("lease", f"{delivery['leaseOwner'] or '-'} until {delivery['leaseUntil'] or '-'}"),
             ("sending", delivery["sendingStartedAt"]),
             ("created", delivery["createdAt"]),

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
-from . import control, message_create, message_reads
+from . import control, message_create, message_reads, message_update
 from . import verify_api as verify
 from .config import SimulatorConfig
 from .faults import CLOSING, DROPPED
@@ -34,6 +34,7 @@ def create_simulator_app(config: SimulatorConfig) -> web.Application:
     app.router.add_post(f"{_ACCOUNT}/Messages.json", message_create.create_message)
     app.router.add_get(f"{_ACCOUNT}/Messages.json", message_reads.list_messages)
     app.router.add_get(f"{_ACCOUNT}/Messages/{{MessageSid}}.json", message_reads.fetch_message)
+    app.router.add_post(f"{_ACCOUNT}/Messages/{{MessageSid}}.json", message_update.update_message)
     app.router.add_post("/v2/Services/{ServiceSid}/Verifications", verify.start_verification)
     app.router.add_post("/v2/Services/{ServiceSid}/VerificationCheck", verify.check_verification)
     control.add_routes(app)

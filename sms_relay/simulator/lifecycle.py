@@ -15,6 +15,8 @@ from .webhook_client import CallbackEvent, WebhookClient, connection
 from .wire import API_VERSION, DELIVERY_ERROR_MESSAGES, FAILED_CODES, SERVICE_SENDER
 
 _TOKEN_NAMESPACE = uuid.UUID("6f1c3f0e-3b8a-4c57-9a57-5a7d1c0b7e11")
+# How often a scheduled message looks at the (movable) clock and for a cancel.
+_SCHEDULE_POLL_SECONDS = 0.05
 
 
 class CallbackDispatcher:
@@ -42,10 +44,19 @@ class CallbackDispatcher:
 
     async def _lifecycle(self, message: Message) -> None:
         config = self._store.config
+        if message.status == "scheduled":
+            if not await self._until_due(message):
+                return  # canceled
+            self._store.release(message)
         # Queued (no date_sent) until the sender's queue lets it go; no callback for `sending`.
-        await asyncio.sleep(max(0.0, message.release_at - time.monotonic()))
-        self._advance(message, "sending", None)
+        # One that would outwait its validity period fails when that ends, never sent.
+        leaves_queue = message.release_at if message.expires_at is None else message.expires_at
+        await asyncio.sleep(max(0.0, leaves_queue - time.monotonic()))
         code = config.fail_numbers.get(message.to)
+        if message.expires_at is not None:
+            code = 30036
+        else:
+            self._advance(message, "sending", None)
         if code is None:
             steps: list[tuple[str, int | None]] = [("sent", None), ("delivered", None)]
         elif code in FAILED_CODES:
@@ -65,6 +76,23 @@ class CallbackDispatcher:
                 previous = self._dispatch(self._event(message), previous)
         for event in reversed(held):
             previous = self._dispatch(event, previous)
+
+    async def _until_due(self, message: Message) -> bool:
+        """Wait for a scheduled message's SendAt on the simulator's clock (which
+        `POST /_simulator/clock` moves on); False when it was canceled first."""
+        assert message.send_at is not None
+        while message.status == "scheduled":
+            remaining = (message.send_at - self._store.now()).total_seconds()
+            if remaining <= 0:
+                return True
+            await asyncio.sleep(min(remaining, _SCHEDULE_POLL_SECONDS))
+        return False
+
+    def cancel(self, message: Message) -> None:
+        """A scheduled message is canceled: its lifecycle ends, a `canceled` callback goes."""
+        self._advance(message, "canceled", None)
+        if message.status_callback:
+            self._dispatch(self._event(message), None)
 
     def _dispatch(
         self, event: CallbackEvent, previous: asyncio.Task[None] | None

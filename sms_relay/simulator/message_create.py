@@ -13,6 +13,7 @@ from aiohttp import web
 from .faults import draw_fault, drop, hold
 from .lifecycle import DISPATCHER
 from .message_reads import message_json
+from .scheduling import delivery_options, option_problems
 from .store import OUTCOMES, STORE, Store
 from .wire import (
     MAGIC_FROM_ERRORS,
@@ -46,7 +47,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     entry["source"] = "script" if scripted is not None else None
     if scripted in _EARLY:
         return await _answer_early(request, entry, scripted)
-    invalid = _validate(params)
+    invalid = _validate(params, store)
     if invalid is not None:
         code, text = invalid
         return _finish(entry, "rejected", error_response(400, code, text), code)
@@ -59,9 +60,9 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         entry["source"] = "random" if fault != "ok" else None
         if fault in _EARLY:
             return await _answer_early(request, entry, fault)
-    message = store.create_message(
-        params, num_segments(params.get("Body", "")), len(form.getall("MediaUrl", []))
-    )
+    segments = num_segments(params.get("Body", ""))
+    media = len(form.getall("MediaUrl", []))
+    message = store.create_message(params, segments, media, delivery_options(params))
     request.app[DISPATCHER].start(message)
     entry.update(created=True, sid=message.sid)
     log.debug("created %s to %s", message.sid, mask_number(message.to))
@@ -75,9 +76,13 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     return _finish(entry, "ok", web.json_response(message_json(message), status=201), None)
 
 
-def _validate(params: dict[str, str]) -> tuple[int, str] | None:
+def _validate(params: dict[str, str], store: Store) -> tuple[int, str] | None:
     """The error code and text Twilio answers a bad create with, or None."""
-    return next(_problems(params), None)
+    problem = next(_problems(params), None)
+    if problem is None:
+        code = next(option_problems(params, store.now()), None)
+        problem = None if code is None else (code, error_message(code))
+    return problem
 
 
 def _problems(params: dict[str, str]) -> Iterator[tuple[int, str]]:

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import SimulatorConfig
+from .scheduling import DEFAULT_VALIDITY_SECONDS, DeliveryOptions
 from .wire import new_sid, num_segments
 
 # What a scripted create can do; see `POST /_simulator/script`.
@@ -59,6 +60,10 @@ class Message:
     error_message: str | None = None
     price: str | None = None
     direction: str = "outbound-api"
+    validity_seconds: int = DEFAULT_VALIDITY_SECONDS
+    send_at: datetime | None = None  # a scheduled message's due time (simulator clock)
+    # Monotonic time at which it dies in the queue (ValidityPeriod), if it would outwait it.
+    expires_at: float | None = None
 
 
 @dataclass
@@ -168,7 +173,13 @@ class Store:
         self.requests.append(entry)
         return entry
 
-    def create_message(self, params: dict[str, str], num_segments: int, num_media: int) -> Message:
+    def create_message(
+        self,
+        params: dict[str, str],
+        num_segments: int,
+        num_media: int,
+        options: DeliveryOptions | None = None,
+    ) -> Message:
         self._seq += 1
         now = self.now()
         service = params.get("MessagingServiceSid") or None
@@ -187,19 +198,35 @@ class Store:
             num_segments=num_segments,
             num_media=num_media,
         )
-        message.release_at = self._enqueue(message)
+        if options is not None:
+            message.validity_seconds = options.validity_seconds
+            message.send_at = options.send_at
+        if message.send_at is not None:
+            message.status = "scheduled"  # queued only once due: `release`
+        else:
+            message.release_at = self._enqueue(message)
         self.messages[message.sid] = message
         return message
 
+    def release(self, message: Message) -> None:
+        """A scheduled message that is due enters its sender's queue."""
+        message.status = "accepted" if message.messaging_service_sid else "queued"
+        message.date_updated = self.now()
+        message.release_at = self._enqueue(message)
+
     def _enqueue(self, message: Message) -> float:
         """When the sender's queue lets `message` go: after `queue_hold_ms`, and after the
-        segments queued before it at `sender_mps` (Twilio queues per sender)."""
+        segments queued before it at `sender_mps` (Twilio queues per sender). One that would
+        wait longer than its validity period expires instead and takes no sending time."""
         now = time.monotonic()
         release = now + self.config.queue_hold_ms / 1000
         rate = self.config.sender_mps
+        sender = message.from_ or message.messaging_service_sid or ""
         if rate > 0:
-            sender = message.from_ or message.messaging_service_sid or ""
             release = max(release, self.sender_free.get(sender, now))
+        if release - now > message.validity_seconds:
+            message.expires_at = now + message.validity_seconds
+        elif rate > 0:
             self.sender_free[sender] = release + message.num_segments / rate
         return release
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from aiohttp import web
+
+from sms_relay.domain.segments import count_segments
 
 API_VERSION = "2010-04-01"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -56,13 +57,18 @@ ERROR_MESSAGES: dict[int, str] = {
     21612: "The 'To' phone number: {number}, is not currently reachable using the 'From' "
     "phone number via SMS.",
     21614: "'To' number {number} is not a valid mobile number",
+    21624: "Invalid validity period value",
+    30409: "This message cannot be canceled",
+    35111: "SendAt timestamp is missing",
+    35114: "Scheduling does not support this timestamp",
+    35126: "The ScheduleType value provided is not supported for this channel",
     60200: "Invalid parameter: {param}",
     60202: "Max check attempts reached",
     60203: "Max send attempts reached",
 }
 
 # Delivery errors Twilio reports as `failed` (never handed to a carrier); others `undelivered`.
-FAILED_CODES = frozenset({30001, 30002, 30032, 30034})
+FAILED_CODES = frozenset({30001, 30002, 30032, 30034, 30036})
 DELIVERY_ERROR_MESSAGES: dict[int, str] = {
     30001: "Queue overflow",
     30002: "Account suspended",
@@ -74,12 +80,8 @@ DELIVERY_ERROR_MESSAGES: dict[int, str] = {
     30008: "Unknown error",
     30032: "Toll-Free Number Has Not Been Verified",
     30034: "Message from an Unregistered Number",
+    30036: "Validity Period Expired",
 }
-
-_GSM7 = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
-)
 
 
 def new_sid(prefix: str) -> str:
@@ -114,12 +116,8 @@ def iso8601(moment: datetime | None) -> str | None:
 
 
 def num_segments(body: str) -> int:
-    """SMS segments a body needs: 160/153 GSM-7 characters, or 70/67 UCS-2 ones."""
-    if not body:
-        return 1
-    gsm = all(ch in _GSM7 for ch in body)
-    single, multi = (160, 153) if gsm else (70, 67)
-    return 1 if len(body) <= single else math.ceil(len(body) / multi)
+    """SMS segments a body needs (GSM-7 160/153 septets, UCS-2 70/67 units)."""
+    return count_segments(body).segments
 
 
 def error_message(code: int, **details: str) -> str:

@@ -111,7 +111,9 @@ class DrivenFake:
                     message.sent_at = math.inf  # never leaves the queue
         return sent
 
-    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+    async def send(
+        self, to: str, body: str, status_callback: str | None, validity_seconds: int | None = None
+    ) -> SentMessage:
         return await self.run(self._send(to, body, status_callback))
 
     async def list_page(self, to: str, page: str | None) -> ListedPage:

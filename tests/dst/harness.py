@@ -51,7 +51,6 @@ from sms_relay.delivery.delivery_ports import (
 )
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.service import DeliveryService
-from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS
 from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.domain.retry import RetryPolicy, TierPlan
@@ -62,6 +61,7 @@ from sms_relay.errors import (
     ProviderThrottledError,
     ProviderUnavailableError,
 )
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.masking import body_hash, phone_hash
 from sms_relay.metrics import ConsumerMetrics
 from tests.dst.vloop import VirtualTimeLoop
@@ -79,7 +79,10 @@ LEASE = 13.0
 CALL_DEADLINE = 10.0
 SETTLE = 3.0
 HORIZON = 10.0
-TIERS = (("30s", 30.0), ("2m", 120.0), ("5m", 300.0))
+TIERS = (30.0, 120.0, 300.0)  # retry tiers 1, 2, 3 (named by position, like the topics)
+# Every third seed's replacement consumers run with other delays (a redeploy that changed
+# SMS_RETRY_TIERS): records already waiting keep the due time they carry.
+REDEPLOYED_TIERS = (120.0, 30.0, 600.0)
 SESSION_TIMEOUT = 10.0
 MAX_LIST_LAG = 2.0
 NETWORK = 0.3  # most a request takes to reach Twilio
@@ -294,7 +297,9 @@ class Node:
             limiter=RateLimiter(10.0, 5.0, clock=clock.monotonic, sleep=clock.sleep),
             concurrency=4,
             policy=RetryPolicy(3, 0.5, 8.0, uniform=rng.random),
-            tiers=TierPlan(TIERS),
+            tiers=TierPlan(
+                REDEPLOYED_TIERS if world.seed % 3 == 0 and len(world.nodes) >= 2 else TIERS
+            ),
             metrics=self.metrics,
             phone_hash_key=HASH_KEY,
             public_base_url="http://callbacks.invalid",
@@ -496,7 +501,9 @@ class CheckedTwilio:
         self._node = node
         self._twilio = twilio
 
-    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+    async def send(
+        self, to: str, body: str, status_callback: str | None, validity_seconds: int | None = None
+    ) -> SentMessage:
         await self._node.checkpoint()
         event_id = unquote((status_callback or "").rsplit("=", 1)[-1])
         self._node.world.log(f"{self._node.name} creates for {event_id}")
@@ -553,8 +560,8 @@ class World:
         self.partitions: dict[str, Partition] = {}
         for i in range(2):
             self.partitions[f"main-{i}"] = Partition(f"main-{i}")
-        for name, _ in TIERS:
-            self.partitions[f"retry-{name}"] = Partition(f"retry-{name}")
+        for position in range(1, len(TIERS) + 1):
+            self.partitions[f"retry-{position}"] = Partition(f"retry-{position}")
         self.dlq: list[Record] = []
         self.statuses: list[tuple[str, str]] = []
         self.nodes: list[Node] = []
@@ -599,10 +606,10 @@ class World:
 
     def publish(self, result: Result, record: Record) -> None:
         if result.outcome is Outcome.RETRY_SCHEDULED and result.retry_tier is not None:
-            name, delay = result.retry_tier
-            tier = [n for n, _ in TIERS].index(name)
-            again = Record(record.event_id, record.event, result.attempts, tier, self.now() + delay)
-            self.partitions[f"retry-{name}"].records.append(again)
+            position, delay = result.retry_tier
+            due = self.now() + delay  # the due time travels with the record
+            again = Record(record.event_id, record.event, result.attempts, position - 1, due)
+            self.partitions[f"retry-{position}"].records.append(again)
         if result.outcome is Outcome.DEAD_LETTERED:
             self.dlq.append(Record(record.event_id, record.event, result.attempts))
         if result.report is not None:
@@ -666,9 +673,8 @@ class World:
             row = self.db.rows.get(record.event_id)
             if row is not None and row.state is S.DEAD_LETTERED:
                 row.state, row.lease_until = S.RETRY_SCHEDULED, self.clock.now()
-                name = TIERS[0][0]
                 again = Record(record.event_id, record.event, record.attempts, 0, self.now())
-                self.partitions[f"retry-{name}"].records.append(again)
+                self.partitions["retry-1"].records.append(again)
         self.dlq = []
 
     # -- the run

@@ -112,7 +112,7 @@ def seed_dlq(
         while True:
             try:
                 producer.produce(
-                    kafka.dlq_topic,
+                    kafka.dlq_topic(kafka.topic_order_shipped),
                     value=value.encode(),
                     key=str(i).encode(),
                     headers=headers,

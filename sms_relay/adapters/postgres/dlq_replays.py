@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sms_relay.adapters.postgres import deliveries, dlq_replay_runs
 from sms_relay.adapters.postgres.engine import database_call, transaction
@@ -90,3 +90,19 @@ async def replays_of(engine: AsyncEngine, event_id: str | None) -> list[Any]:
     """Every replay of one event, oldest first (`trace`)."""
     async with engine.connect() as connection:
         return list((await connection.execute(_OF, {"event_id": event_id})).mappings().all())
+
+
+PRUNE = text(
+    "DELETE FROM dlq_replays WHERE id IN (SELECT id FROM dlq_replays "
+    "WHERE replayed_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT = text("SELECT count(*) FROM dlq_replays WHERE replayed_at < :cutoff")
+_ERASE = text("DELETE FROM dlq_replays WHERE event_id = ANY(:ids)")
+
+
+@database_call
+async def erase_events(connection: AsyncConnection, event_ids: Sequence[str]) -> int:
+    """Delete the replay audit of these events (those of an erased number)."""
+    if not event_ids:
+        return 0
+    return int((await connection.execute(_ERASE, {"ids": sorted(event_ids)})).rowcount or 0)

@@ -44,6 +44,7 @@ deliveries = Table(
     Column("last_error", Text),
     Column("consent_at", DateTime(timezone=True)),
     Column("consent_purpose", Text),
+    Column("consent_source", Text),  # where consent was given (a label, no personal data)
     Column("lease_owner", Text),
     Column("lease_token", BigInteger),
     Column("lease_until", DateTime(timezone=True)),
@@ -59,6 +60,9 @@ deliveries = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_deliveries_state_lease", "state", "lease_until"),
     Index("ix_deliveries_in_doubt", "doubt_since", postgresql_where="doubt_since IS NOT NULL"),
+    # Pruning (created_at never changes: no cost to HOT updates) and erasure.
+    Index("ix_deliveries_created_at", "created_at"),
+    Index("ix_deliveries_phone_hash", "phone_hash"),
 )
 
 status_history = Table(
@@ -74,6 +78,7 @@ status_history = Table(
     Column("idempotency_token", Text, nullable=False, unique=True),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_status_history_recorded_at", "recorded_at", postgresql_using="brin"),
 )
 
 suppressions = Table(
@@ -100,6 +105,7 @@ callback_outbox = Table(
     _now(),
     Column("published_at", DateTime(timezone=True)),
     Index("ix_callback_outbox_unpublished", "id", postgresql_where="published_at IS NULL"),
+    Index("ix_callback_outbox_created_at", "created_at", postgresql_using="brin"),
 )
 
 phone_verifications = Table(
@@ -168,6 +174,7 @@ ingestions = Table(
     Column("client", Text, nullable=False),
     Column("topic", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_ingestions_received_at", "received_at", postgresql_using="brin"),
 )
 
 rate_limits = Table(
@@ -202,4 +209,14 @@ keyword_latest = Table(
     Column("action", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("message_sid", Text, nullable=False),
+)
+
+erasures = Table(
+    "erasures",
+    metadata,
+    # The audit of `sms-relay forget`: who, when, how many rows per table; never the number.
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("operator", Text, nullable=False),
+    Column("removed", JSONB, nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -52,11 +52,17 @@ class TwilioSmsSender:
         )
         self._headers = {**client.get_headers("POST", None), "Authorization": auth}
 
-    async def send(self, to: str, body: str, status_callback: str | None) -> SentMessage:
-        """Raises ProviderRejectedError, ProviderThrottledError or ProviderUnavailableError."""
+    async def send(
+        self, to: str, body: str, status_callback: str | None, validity_seconds: int | None = None
+    ) -> SentMessage:
+        """`validity_seconds`: Twilio's ValidityPeriod, the SDK's `validity_period` (None:
+        Twilio's default). Raises ProviderRejectedError, ProviderThrottledError or
+        ProviderUnavailableError."""
         form = f"To={quote_plus(to)}&Body={quote_plus(body)}&{self._sender}"
         if status_callback:
             form += f"&StatusCallback={quote_plus(status_callback)}"
+        if validity_seconds is not None:
+            form += f"&ValidityPeriod={validity_seconds}"
         session: aiohttp.ClientSession = self._client.http_client.session
         async with provider_call(self._settings.request_timeout_seconds):
             async with session.post(self._create_url, data=form, headers=self._headers) as response:

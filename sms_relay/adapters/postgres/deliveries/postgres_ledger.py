@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sms_relay.adapters.postgres import suppressions
 from sms_relay.adapters.postgres.deliveries.ledger_statements import (
     CLAIM,
+    ERASED,
     MARK_REPORTED,
     MARK_SENDING,
     RENEW,
@@ -54,8 +55,10 @@ class PostgresLedger:
             "masked": [r.phone_masked for r in requests],
             "consents": [r.consent_at for r in requests],
             "purposes": [r.consent_purpose for r in requests],
+            "sources": [r.consent_source for r in requests],
             "owner": self._owner,
             "lease": self._lease_seconds,
+            "erased": ERASED,
             **STATES,
         }
         async with self._engine.begin() as connection:
@@ -66,7 +69,9 @@ class PostgresLedger:
             settled = row["settled_state"]
             claims[row["event_id"]] = Claim(
                 event_id=row["event_id"],
-                outcome=claim_outcome(row["lease_token"], prior, row["doubt_since"]),
+                outcome=claim_outcome(
+                    row["lease_token"], prior, row["doubt_since"], erased=row["erased"]
+                ),
                 lease_token=row["lease_token"],
                 suppressed=row["suppressed"],
                 prior_state=prior,

@@ -1,7 +1,7 @@
 """dlq replay runs: resumable replays of a big DLQ, and the audit says which run replayed what
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-03 14:00:00
 
 - dlq_replay_runs: one row per `sms-relay dlq replay` that replays (dry runs write none):
@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0004"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
