@@ -123,7 +123,7 @@ def seed_dlq(
             except BufferError:
                 producer.poll(0.1)  # the local queue is full: let it drain
     assert producer.flush(60) == 0
-    assert refused == [], f"records refused by {kafka.dlq_topic}: {refused}"
+    assert refused == [], f"records refused by the DLQ: {refused}"
     return event_ids
 
 

@@ -72,7 +72,8 @@ def test_list_reads_in_pages_with_filters_oldest_first(settings: Settings, cli: 
         "time", "part/offset", "eventId", "reason", "error", "attempt", "state", "code", "replays",
     ]  # fmt: skip
     assert human.out.count("in_doubt_unresolved") == 40
-    assert human.out.strip().endswith(f"40 record(s) on {settings.kafka.dlq_topic}")
+    dlq = settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)
+    assert human.out.strip().endswith(f"40 record(s) on {dlq}")
     assert last_progress(human.err) == "dlq: read 120 of 120 record(s), 40 matched"
 
 

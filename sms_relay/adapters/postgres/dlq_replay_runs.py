@@ -133,3 +133,11 @@ async def finish(engine: AsyncEngine, run_id: int, outcome: str) -> None:
     """`finished` (nothing left to resume), `interrupted` or `failed` (resumable)."""
     async with engine.begin() as connection:
         await connection.execute(_FINISH, {"id": run_id, "outcome": outcome})
+
+
+# A run is kept as long as the audit rows it wrote; one not moved for that long is gone too.
+PRUNE = text(
+    "DELETE FROM dlq_replay_runs WHERE id IN (SELECT id FROM dlq_replay_runs "
+    "WHERE updated_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT = text("SELECT count(*) FROM dlq_replay_runs WHERE updated_at < :cutoff")
