@@ -37,7 +37,6 @@ from prometheus_client import CollectorRegistry
 from schemas.events import OrderShipped
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.clock import LoopClock
-from sms_relay.delivery.attempts import InDoubtResend
 from sms_relay.delivery.delivery_ports import (
     Claim,
     ClaimRequest,
@@ -45,10 +44,12 @@ from sms_relay.delivery.delivery_ports import (
     ListedMessage,
     ListedPage,
     Result,
+    ScheduledSend,
     SentMessage,
     Settlement,
     SettleResult,
 )
+from sms_relay.delivery.in_doubt import InDoubtResend
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS
@@ -460,6 +461,15 @@ class CheckedLedger:
 
     async def claim(self, requests: Sequence[ClaimRequest]) -> dict[str, Claim]:
         return await self._call(lambda: self._ledger.claim(requests))
+
+    async def take_due(self, limit: int) -> list[ScheduledSend]:
+        return await self._call(lambda: self._ledger.take_due(limit))
+
+    async def put_back(self, not_before: Mapping[str, datetime]) -> None:
+        await self._call(lambda: self._ledger.put_back(not_before))
+
+    async def cancel(self, cancels: Sequence[tuple[str, str]]) -> int:
+        return await self._call(lambda: self._ledger.cancel(cancels))
 
     async def mark_sending(self, items: Sequence[tuple[str, int, str]]) -> dict[str, datetime]:
         return await self._call(lambda: self._ledger.mark_sending(items))

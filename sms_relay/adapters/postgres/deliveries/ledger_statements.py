@@ -30,9 +30,9 @@ WITH input AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:hashes AS text[]),
         CAST(:masked AS text[]), CAST(:consents AS timestamptz[]), CAST(:purposes AS text[]),
-        CAST(:sources AS text[])
+        CAST(:sources AS text[]), CAST(:cancel_keys AS text[])
     ) AS t(event_id, event_type, phone_hash, phone_masked, consent_at, consent_purpose,
-        consent_source)
+        consent_source, cancel_key)
 ),
 before AS (
     SELECT d.* FROM deliveries d JOIN input USING (event_id)
@@ -70,7 +70,9 @@ SELECT input.event_id, claimed.lease_token, claimed.doubt_since, before.state,
     before.settled_state, before.reported, before.sent_body_hashes,
     GREATEST(EXTRACT(EPOCH FROM before.lease_until - clock_timestamp()), 0) AS busy_for,
     EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = input.phone_hash) AS suppressed,
-    COALESCE(before.phone_hash = :erased, false) AS erased
+    COALESCE(before.phone_hash = :erased, false) AS erased,
+    EXISTS (SELECT 1 FROM appointment_cancellations c WHERE c.cancel_key = input.cancel_key)
+        AS canceled
 FROM input
 LEFT JOIN claimed USING (event_id)
 LEFT JOIN before USING (event_id)
