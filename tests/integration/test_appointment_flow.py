@@ -70,7 +70,9 @@ def scheduled_sends(settings: Settings) -> int:
     engine = create_engine(settings.database_url.get_secret_value())
     try:
         with engine.connect() as connection:
-            return int(connection.execute(text("SELECT count(*) FROM scheduled_sends")).scalar())
+            return int(
+                connection.execute(text("SELECT count(*) FROM scheduled_sends")).scalar_one()
+            )
     finally:
         engine.dispose()
 
