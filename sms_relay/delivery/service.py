@@ -42,6 +42,7 @@ from sms_relay.domain.outcomes import (
     Outcome,
 )
 from sms_relay.domain.retry import RetryPolicy, TierPlan
+from sms_relay.domain.segments import SegmentCount, count_segments
 from sms_relay.domain.states import CONSUMER_SETTLED, DeliveryState, wire_status
 from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
 from sms_relay.kinds.event_kind import CONSENT_PURPOSE_MISMATCH
@@ -167,7 +168,10 @@ class DeliveryService:
             if attempted.end is AttemptEnd.HANDED_ON:
                 results.append(self._lost(job, claim))
                 continue
-            settlements[job.event.eventId] = (job, self._settlement(job, claim, attempted))
+            size = count_segments(bodies[claim.event_id])  # what it costs: metric and ledger
+            settlements[job.event.eventId] = (job, self._settlement(job, claim, attempted, size))
+            if attempted.end is AttemptEnd.ACCEPTED:
+                self._metrics.sent(job.kind.name, size)
             if attempted.end in HELD_BACK:
                 held[job.event.eventId] = attempted
         results.extend(await self._settle(settlements, held))
@@ -251,7 +255,9 @@ class DeliveryService:
             )
         return Result(job, Outcome.DUPLICATE, claim.attempts, message_sid=claim.message_sid)
 
-    def _settlement(self, job: Job, claim: Claim, attempted: Attempted) -> Settlement:
+    def _settlement(
+        self, job: Job, claim: Claim, attempted: Attempted, size: SegmentCount
+    ) -> Settlement:
         state = SETTLED_AS.get(attempted.end) or self._next_tier_or_dlq(job)
         return Settlement(
             job.event.eventId,
@@ -262,6 +268,7 @@ class DeliveryService:
             error_code=attempted.code,
             error=attempted.error,
             doubt_since=attempted.doubt,
+            segments=size,
         )
 
     def _next_tier_or_dlq(self, job: Job) -> DeliveryState:

@@ -56,6 +56,9 @@ deliveries = Table(
     # The consumer's own settled step; `reported` says its status record reached Kafka.
     Column("settled_state", Text),
     Column("reported", Boolean, nullable=False, server_default="false"),
+    # The rendered body's parts and encoding (GSM-7, UCS-2), recorded when a send settles.
+    Column("segments", Integer),
+    Column("encoding", Text),
     _now(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_deliveries_state_lease", "state", "lease_until"),
