@@ -46,6 +46,7 @@ async def load_story(engine: AsyncEngine, ident: str) -> dict[str, Any] | None:
                 "reason": r["reason"],
                 "operator": r["operator"],
                 "replayedAt": iso(r["replayed_at"]),
+                "run": r["run_id"],
             }
             for r in replays
         ],
@@ -132,10 +133,16 @@ def render(story: dict[str, Any]) -> str:
         lines.append("")
         lines.append("dlq replays")
         rows = [
-            [r["replayedAt"] or "-", r["from"], r["reason"] or "", r["operator"]]
+            [
+                r["replayedAt"] or "-",
+                r["from"],
+                r["reason"] or "",
+                r["operator"],
+                str(r["run"] or "-"),
+            ]
             for r in story["replays"]
         ]
-        lines.append(table(rows, ["replayed at", "from", "reason", "operator"]))
+        lines.append(table(rows, ["replayed at", "from", "reason", "operator", "run"]))
     if story["ingested"]:
         lines.append("")
         lines.append("ingested over HTTP")
