@@ -35,6 +35,7 @@ from sms_relay.domain.retry import RetryPolicy, TierPlan, delay_named_tiers
 from sms_relay.errors import BrokerUnavailableError, DatabaseUnavailableError, SmsRelayError
 from sms_relay.kinds.event_kind import EventKind
 from sms_relay.kinds.registry import COMPANION_TOPICS
+from sms_relay.kinds.typical_length import warn_long_templates
 from sms_relay.listen import cannot_listen
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import ConsumerMetrics, PolicyMetrics
@@ -153,6 +154,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     SMS_LEDGER_RETENTION_DAYS, BrokerUnavailableError when Kafka does not answer at start-up.
     """
     kinds_served = settings.served_kinds()  # a broken template stops start-up first
+    warn_long_templates(kinds_served.values())
     existing = await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
     await asyncio.to_thread(check_dedupe_horizon, settings)
     drained = delay_named_topics(settings, existing)

@@ -22,6 +22,7 @@ from typing import Protocol
 from schemas.events import SmsRequested, Status
 from sms_relay.domain.outcomes import ClaimOutcome, Outcome
 from sms_relay.domain.retry import RetryTier
+from sms_relay.domain.segments import SegmentCount
 from sms_relay.domain.states import DeliveryState
 from sms_relay.kinds.event_kind import EventKind
 
@@ -150,6 +151,8 @@ class Settlement:
     error_code: int | None = None
     error: str | None = None
     doubt_since: datetime | None = None  # None: no message can exist unmatched
+    # The rendered body's parts and encoding; None when none was rendered (kept as it was).
+    segments: SegmentCount | None = None
     # `scheduled` only: what the scheduler needs to send it when due.
     scheduled: ScheduledSend | None = None
 

@@ -38,6 +38,7 @@ from sms_relay.domain.outcomes import (
     Outcome,
 )
 from sms_relay.domain.retry import RetryPolicy, TierPlan
+from sms_relay.domain.segments import SegmentCount, count_segments
 from sms_relay.domain.states import CONSUMER_SETTLED, DeliveryState, wire_status
 from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
 from sms_relay.masking import body_hash, mask_phone, phone_hash
@@ -164,7 +165,8 @@ class DeliveryService:
             if attempted.end is AttemptEnd.HANDED_ON:
                 results.append(self._lost(job, claim))
                 continue
-            settlement = self._settlement(job, claim, attempted)
+            size = count_segments(bodies[claim.event_id])  # what it costs: metric and ledger
+            settlement = self._settlement(job, claim, attempted, size)
             if attempted.end is AttemptEnd.SUPPRESSED and job.event.eventId in withheld:
                 settlement = replace(
                     withheld[job.event.eventId],
@@ -172,6 +174,8 @@ class DeliveryService:
                     doubt_since=attempted.doubt,
                 )
             settlements[job.event.eventId] = (job, settlement)
+            if attempted.end is AttemptEnd.ACCEPTED:
+                self._metrics.sent(job.kind.name, size)
             if attempted.end in HELD_BACK:
                 held[job.event.eventId] = attempted
         results.extend(await self._settle(settlements, held))
@@ -243,7 +247,9 @@ class DeliveryService:
             )
         return Result(job, Outcome.DUPLICATE, claim.attempts, message_sid=claim.message_sid)
 
-    def _settlement(self, job: Job, claim: Claim, attempted: Attempted) -> Settlement:
+    def _settlement(
+        self, job: Job, claim: Claim, attempted: Attempted, size: SegmentCount
+    ) -> Settlement:
         if attempted.end is AttemptEnd.NOT_NOW:  # no longer due, or too late, at the create
             checked = self._checks.timing(job, claim)
             assert checked is not None, "NOT_NOW only when the timing says so"
@@ -258,6 +264,7 @@ class DeliveryService:
             error_code=attempted.code,
             error=attempted.error,
             doubt_since=attempted.doubt,
+            segments=size,
         )
 
     def _next_tier_or_dlq(self, job: Job) -> DeliveryState:

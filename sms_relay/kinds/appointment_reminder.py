@@ -64,4 +64,9 @@ APPOINTMENT_REMINDER = EventKind(
     key_field="appointmentId",
     policy_type=AppointmentReminderPolicy,
     consent_purposes=frozenset({"appointments", "transactional"}),
+    example={
+        "appointmentId": "A-20417",
+        "startsAt": "2026-12-10T09:30:00+01:00",
+        "timeZone": "Europe/Berlin",
+    },
 )

@@ -10,7 +10,7 @@ policy (`configured`); the pipeline then only calls `parse`, `render` and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -86,6 +86,9 @@ class EventKind:
     policy_type: type[KindPolicy]
     # The consent purposes it accepts; None: any purpose, or none (the event is not checked).
     consent_purposes: frozenset[str] | None = None
+    # Typical values of its own fields (optional ones set): the start-up check renders
+    # every template with them and warns when a text takes more than two segments.
+    example: Mapping[str, Any] = field(default_factory=dict)
     # Set by the composition roots from the settings (`configured`).
     topic: str = ""
     policy: KindPolicy | None = None

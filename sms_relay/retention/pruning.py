@@ -41,6 +41,7 @@ def retention_periods(settings: Settings) -> dict[str, timedelta]:
         # A window's row is empty once past its expiry: nothing to keep.
         "rate_limits": timedelta(0),
         "dlq_replays": keep.dlq_replays_retention_days * DAY,
+        "dlq_replay_runs": keep.dlq_replays_retention_days * DAY,
         "api_keys": keep.revoked_api_keys_retention_days * DAY,
         # Orphans past their due time (a send goes when its event settles); cancels as
         # long as a reminder read after them could be: the dedupe horizon.

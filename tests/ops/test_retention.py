@@ -175,6 +175,10 @@ def seed_other_tables(settings: Settings) -> None:
         "INSERT INTO dlq_replays (event_id, dlq_topic, dlq_partition, dlq_offset, operator, "
         "replayed_at) VALUES ('old', 't', 0, 0, 'o', now() - interval '400 days'), "
         "('kept', 't', 0, 1, 'o', now() - interval '100 days')",
+        "INSERT INTO dlq_replay_runs (dlq_topic, target_topic, operator, options, end_offsets, "
+        "positions, updated_at) VALUES "
+        "('t', 't', 'old', '{}', '{}', '{}', now() - interval '400 days'), "
+        "('t', 't', 'kept', '{}', '{}', '{}', now() - interval '100 days')",
         # revoked long ago goes; live keys never go, however old; recently revoked stays
         "INSERT INTO api_keys (key_id, client, secret_hash, event_kinds, rate_limit, "
         "rate_window_seconds, created_at, revoked_at) VALUES "
@@ -202,6 +206,7 @@ KEYS = {
     "phone_verifications": "phone_hash",
     "rate_limits": "key",
     "dlq_replays": "event_id",
+    "dlq_replay_runs": "operator",
     "api_keys": "key_id",
     "suppressions": "phone_hash",
     "erasures": "operator",

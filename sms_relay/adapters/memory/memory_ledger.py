@@ -21,6 +21,7 @@ from sms_relay.delivery.delivery_ports import (
     SettleResult,
 )
 from sms_relay.domain.outcomes import claim_outcome
+from sms_relay.domain.segments import SegmentCount
 from sms_relay.domain.states import CONSUMER_SETTLED, RESUMABLE, DeliveryState, may_move
 
 
@@ -42,6 +43,7 @@ class Row:
     doubt_since: datetime | None = None
     sending_started_at: datetime | None = None
     sent_body_hashes: list[str] = field(default_factory=list)
+    segments: SegmentCount | None = None
 
 
 @dataclass
@@ -170,6 +172,7 @@ class InMemoryLedger:
             row.state, row.attempts = s.state, s.attempt
             row.message_sid = s.message_sid or row.message_sid
             row.error_code, row.last_error, row.doubt_since = s.error_code, s.error, s.doubt_since
+            row.segments = s.segments or row.segments
             if s.state in CONSUMER_SETTLED:
                 row.settled_state, row.reported = s.state, False
             row.lease_until = now

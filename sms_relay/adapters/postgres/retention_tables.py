@@ -16,6 +16,7 @@ from sms_relay.adapters.postgres import (
     api_key_rows,
     callback_outbox,
     deliveries,
+    dlq_replay_runs,
     dlq_replays,
     ingestions,
     rate_windows,
@@ -90,6 +91,7 @@ def prunable_tables(engine: AsyncEngine, settled_states: Sequence[str]) -> dict[
         ),
         "rate_limits": rows("rate_limits", rate_windows.PRUNE_EXPIRED, rate_windows.COUNT_EXPIRED),
         "dlq_replays": rows("dlq_replays", dlq_replays.PRUNE, dlq_replays.COUNT),
+        "dlq_replay_runs": rows("dlq_replay_runs", dlq_replay_runs.PRUNE, dlq_replay_runs.COUNT),
         "api_keys": rows("api_keys", api_key_rows.PRUNE_REVOKED, api_key_rows.COUNT_REVOKED),
         "scheduled_sends": rows(
             "scheduled_sends", scheduled_writes.PRUNE_ORPHANS, scheduled_writes.COUNT_ORPHANS

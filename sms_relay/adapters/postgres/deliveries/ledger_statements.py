@@ -111,8 +111,9 @@ WITH v AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:tokens AS bigint[]), CAST(:states AS text[]),
         CAST(:attempts AS int[]), CAST(:sids AS text[]), CAST(:codes AS int[]),
-        CAST(:errors AS text[]), CAST(:doubts AS timestamptz[])
-    ) AS t(event_id, token, state, attempt, sid, code, error, doubt)
+        CAST(:errors AS text[]), CAST(:doubts AS timestamptz[]), CAST(:segments AS int[]),
+        CAST(:encodings AS text[])
+    ) AS t(event_id, token, state, attempt, sid, code, error, doubt, segments, encoding)
 ),
 held AS (
     SELECT v.*, (v.sid IS NOT NULL AND EXISTS (
@@ -124,6 +125,7 @@ settled AS (
     UPDATE deliveries d SET state = h.state, attempts = h.attempt,
         message_sid = COALESCE(h.sid, d.message_sid), error_code = h.code,
         last_error = h.error, doubt_since = h.doubt, updated_at = now(),
+        segments = COALESCE(h.segments, d.segments), encoding = COALESCE(h.encoding, d.encoding),
         settled_state = CASE WHEN h.state = ANY(CAST(:settled AS text[])) THEN h.state
                         ELSE d.settled_state END,
         reported = CASE WHEN h.state = ANY(CAST(:settled AS text[])) THEN false

@@ -131,6 +131,8 @@ class PostgresLedger:
             "codes": [s.error_code for s in settlements],
             "errors": [s.error for s in settlements],
             "doubts": [s.doubt_since for s in settlements],
+            "segments": [s.segments.segments if s.segments else None for s in settlements],
+            "encodings": [s.segments.encoding.value if s.segments else None for s in settlements],
             "settled": STATES["settled"],
         }
         for attempt in range(3):

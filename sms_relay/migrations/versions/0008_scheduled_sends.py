@@ -1,7 +1,7 @@
 """scheduled sends and remembered cancels
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-10 09:00:00
 
 - scheduled_sends: an event stored to be sent later (an appointment reminder before its
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
