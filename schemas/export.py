@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.events import (
+    AppointmentCancelled,
+    AppointmentReminder,
     DeliveryStatusChanged,
     OrderShipped,
     PhoneVerified,
@@ -19,6 +21,8 @@ HERE = Path(__file__).parent
 MODELS: dict[str, type[BaseModel]] = {
     "order-shipped": OrderShipped,
     "support-ticket-created": SupportTicketCreated,
+    "appointment-reminder": AppointmentReminder,
+    "appointment-cancelled": AppointmentCancelled,
     "delivery-status": DeliveryStatusChanged,
     "phone-verified": PhoneVerified,
     "twilio-status-callback": TwilioStatusCallback,

@@ -70,6 +70,9 @@ def _delivery(row: Any) -> dict[str, Any]:
         "attempts": row["attempts"],
         "to": row["phone_masked"],
         "messageSid": row["message_sid"],
+        # The rendered body's parts and encoding (what Twilio bills), recorded at the send.
+        "segments": row["segments"],
+        "encoding": row["encoding"],
         "errorCode": row["error_code"],
         # Free text from errors: scrubbed like a log line in case a provider echoed PII.
         "lastError": scrub(row["last_error"]) if row["last_error"] else None,
@@ -101,6 +104,7 @@ def render(story: dict[str, Any]) -> str:
             ("state", f"{delivery['state']}  attempts={delivery['attempts']}"),
             ("to", delivery["to"]),
             ("message", delivery["messageSid"]),
+            ("segments", _segments(delivery)),
             ("error", _error(delivery)),
             ("consent", _consent(delivery)),
             ("lease", f"{delivery['leaseOwner'] or '-'} until {delivery['leaseUntil'] or '-'}"),
@@ -145,6 +149,12 @@ def render(story: dict[str, Any]) -> str:
         rows = [[i["receivedAt"] or "-", i["client"], i["keyId"]] for i in story["ingested"]]
         lines.append(table(rows, ["received at", "client", "key id"]))
     return "\n".join(lines)
+
+
+def _segments(delivery: dict[str, Any]) -> str | None:
+    if delivery["segments"] is None:
+        return None
+    return f"{delivery['segments']}  encoding={delivery['encoding'] or '-'}"
 
 
 def _error(delivery: dict[str, Any]) -> str | None:

@@ -189,6 +189,11 @@ def seed_other_tables(settings: Settings) -> None:
         "VALUES ('kept', '+*******0123', 'stop', now() - interval '9000 days')",
         "INSERT INTO erasures (operator, removed, erased_at) "
         "VALUES ('kept', '{}', now() - interval '9000 days')",
+        # an orphan due long ago goes; one due recently stays
+        "INSERT INTO scheduled_sends (event_id, kind, payload, phone_hash, due_at) VALUES "
+        f"('old', 'k', '{{}}', 'h', {OLD}), ('kept', 'k', '{{}}', 'h', now())",
+        "INSERT INTO appointment_cancellations (cancel_key, event_id, created_at) "
+        f"VALUES ('old', 'e', {OLD}), ('kept', 'e', now())",
     ):
         query(settings, sql)
 
@@ -205,6 +210,8 @@ KEYS = {
     "api_keys": "key_id",
     "suppressions": "phone_hash",
     "erasures": "operator",
+    "scheduled_sends": "event_id",
+    "appointment_cancellations": "cancel_key",
 }
 
 

@@ -25,6 +25,7 @@ from sms_relay.adapters.postgres import (
     verifications,
 )
 from sms_relay.adapters.postgres.batches import count_rows, delete_batch
+from sms_relay.adapters.postgres.deliveries import scheduled_writes
 from sms_relay.adapters.postgres.engine import database_call, transaction
 from sms_relay.retention.retention_ports import PrunableRows
 
@@ -92,4 +93,12 @@ def prunable_tables(engine: AsyncEngine, settled_states: Sequence[str]) -> dict[
         "dlq_replays": rows("dlq_replays", dlq_replays.PRUNE, dlq_replays.COUNT),
         "dlq_replay_runs": rows("dlq_replay_runs", dlq_replay_runs.PRUNE, dlq_replay_runs.COUNT),
         "api_keys": rows("api_keys", api_key_rows.PRUNE_REVOKED, api_key_rows.COUNT_REVOKED),
+        "scheduled_sends": rows(
+            "scheduled_sends", scheduled_writes.PRUNE_ORPHANS, scheduled_writes.COUNT_ORPHANS
+        ),
+        "appointment_cancellations": rows(
+            "appointment_cancellations",
+            scheduled_writes.PRUNE_CANCELS,
+            scheduled_writes.COUNT_CANCELS,
+        ),
     }
