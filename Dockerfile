@@ -9,14 +9,24 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0
 
 WORKDIR /app
+# The dependencies first, exactly as uv.lock pins them (hashes checked), in a layer of
+# their own that only a change of the lock rebuilds. uv only exports the list here (the
+# version scripts/venv bootstraps); pip installs it, and uv leaves the image again.
 # confluent-kafka and psycopg[binary] ship manylinux wheels: no compiler needed.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml uv.lock ./
+RUN pip install uv==0.13.9 \
+    && uv export --frozen --no-emit-project --no-dev --format requirements-txt \
+        --output-file /tmp/requirements.txt \
+    && pip uninstall -y uv \
+    && pip install --require-hashes -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY schemas ./schemas
 COPY sms_relay ./sms_relay
 COPY consumer ./consumer
 COPY callbacks ./callbacks
 COPY cli ./cli
-RUN pip install . \
+RUN pip install --no-deps . \
     && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent sms-relay
 
 USER sms-relay

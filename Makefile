@@ -4,13 +4,16 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up up-infra down status logs reset test lint fmt bench soak
+.PHONY: help venv lock up up-infra down status logs reset test lint fmt bench soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
 
-venv: ## create .venv and install the project (again only when pyproject.toml changed)
+venv: ## create .venv and install what uv.lock pins (again only when uv.lock or pyproject.toml changed)
 	@scripts/venv
+
+lock: ## update uv.lock after a change to pyproject.toml (UPGRADE=1: every dependency to its newest allowed version)
+	@scripts/venv $(if $(UPGRADE),--upgrade,--lock)
 
 up: ## start Kafka, PostgreSQL, topics, migrations, simulator, callbacks and consumer
 	@scripts/stack up

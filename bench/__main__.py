@@ -21,13 +21,15 @@ from typing import Any
 
 from bench import report
 from bench.common import progress, simulator_process
+from bench.dlq import FULL_SIZES, QUICK_SIZES, dlq_run
 from bench.overload import backlog_run, profile_run
+from bench.pruning import pruning_run
 from bench.suite import Context, consumer_contender, http_contender, naive_contender
 from bench.webhooks import callbacks_run
 from tests.support import local_stack_env
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("points", "faults", "scaling", "backlog", "callbacks", "profile")
+PARTS = ("points", "faults", "scaling", "backlog", "callbacks", "profile", "dlq", "pruning")
 FULL_POINTS = [(8, 50), (32, 50), (128, 50), (8, 200), (32, 200), (128, 200)]
 QUICK_POINTS = [(32, 50), (128, 50)]
 HEADLINE = (128, 50)  # where the faults, scaling, backlog and profile runs happen
@@ -95,6 +97,12 @@ def _headline(results: dict[str, Any]) -> dict[str, Any] | None:
         if (point["concurrency"], point["latency_ms"]) == HEADLINE:
             return dict(point)
     return None
+
+
+def _dlq_part(bootstrap: str, database: str, quick: bool) -> dict[str, Any]:
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    progress(f"dlq: peak RSS of dlq list and replay --dry-run at {sizes} records")
+    return dlq_run(bootstrap, database, sizes)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,8 +182,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             progress("profile: the consumer under py-spy, concurrency 128, 50 ms")
             simulator.configure(latency_ms=HEADLINE[1], rate_429=0.0)
             results["profile"] = profile_run(ctx, count, HEADLINE[0])
+    results |= _data_parts(parts, bootstrap, database, quick)
     results["machine"]["loadavg_after"] = os.getloadavg()[0]
     results["seconds"] = round(time.monotonic() - started)
+    return results
+
+
+def _data_parts(parts: list[str], bootstrap: str, database: str, quick: bool) -> dict[str, Any]:
+    """The parts that need no simulator: the DLQ tools and pruning."""
+    results: dict[str, Any] = {}
+    if "dlq" in parts:
+        results["dlq"] = _dlq_part(bootstrap, database, quick)
+    if "pruning" in parts:
+        results["pruning"] = pruning_run(database, 100_000 if quick else 1_000_000)
     return results
 
 

@@ -109,6 +109,16 @@ def targets(results: dict[str, Any]) -> list[Row]:
             add("callbacks ≥ 0.8x (e) at 32 in flight", f"{cb['ratio']}x", cb["ratio"] >= 0.8)
         else:  # a run from before (e) existed: its ratio is against the bare handler
             add("callbacks ≥ 0.5x the bare handler", f"{cb['ratio']}x", cb["ratio"] >= 0.5)
+    if "dlq" in results:
+        small, large = results["dlq"]["sizes"][0], results["dlq"]["sizes"][-1]
+        for name, label in (("list", "dlq list"), ("replay_dry_run", "dlq replay --dry-run")):
+            ratio = results["dlq"]["rss_largest_over_smallest"][name]
+            add(
+                f"{label}: peak RSS at {large['records']:,} records ≤ 1.25x at "
+                f"{small['records']:,}",
+                f"{large[name]['peak_rss_mib']} / {small[name]['peak_rss_mib']} MiB = {ratio}x",
+                ratio <= 1.25 if large["records"] >= 200_000 else None,  # quick runs: a hint
+            )
     return rows
 
 
@@ -282,6 +292,8 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
         )
     if "callbacks" in results:
         parts.append(_callbacks_section(results["callbacks"]))
+    if "dlq" in results:
+        parts.append(_dlq_section(results["dlq"]))
     if "profile" in results:
         pr = results["profile"]
         areas = [[name, f"{share}%"] for name, share in pr["areas"]]
@@ -301,6 +313,8 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
             + "\n\nSelf time by package:\n\n"
             + _table(["package / module", "samples"], packages)
         )
+    if "pruning" in results:
+        parts.append(pruning_section(results["pruning"]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -343,6 +357,45 @@ def _callbacks_section(cb: dict[str, Any]) -> str:
         f"{durable['records_on_delivery_status']} records on `delivery-status`."
     )
     return text
+
+
+def _dlq_section(dlq: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"{size['records']:,}",
+            f"{size['seed_seconds']} s",
+            *(
+                f"{size[name]['peak_rss_mib']} MiB, {size[name]['seconds']} s"
+                for name in ("list", "replay_dry_run", "list_limit_5")
+            ),
+        ]
+        for size in dlq["sizes"]
+    ]
+    header = ["DLQ records", "seeded in", "dlq list --json", "replay --dry-run --json"]
+    return (
+        "### DLQ tools on a big DLQ (`python -m bench.dlq`)\n\n"
+        "Each command a process of its own (peak RSS: its VmHWM, start-up imports "
+        "included; seconds: start to exit), records straight on a 6-partition DLQ, "
+        "pages of 500.\n\n" + _table([*header, "list --limit 5"], rows)
+    )
+
+
+def pruning_section(pr: dict[str, Any]) -> str:
+    """The claim path's latency alone and beside `sms-relay prune` (bench/pruning.py)."""
+    rows = [
+        [name, f"{r['batches']:,}", f"{r['p50_ms']}", f"{r['p99_ms']}", f"{r['max_ms']}"]
+        for name, r in (("alone", pr["alone"]), ("beside pruning", pr["beside_pruning"]))
+    ]
+    removed = pr["prune"]["removed"]
+    return (
+        f"### Pruning {pr['rows']:,} settled deliveries beside the claim path\n\n"
+        f"Claims of {pr['claim_batch']} new events through `PostgresLedger.claim`:\n\n"
+        + _table(["claims", "batches", "p50 ms", "p99 ms", "max ms"], rows)
+        + f"\n\np99 beside pruning / alone: **{pr['p99_ratio']}x**. `sms-relay prune` "
+        f"(batches of {pr['prune_batch']}) removed {removed['deliveries']:,} deliveries and "
+        f"{removed['status_history']:,} status steps in {pr['prune']['seconds']} s "
+        f"({pr['prune']['rows_per_s']:,} rows/s); seeding took {pr['seed_seconds']} s."
+    )
 
 
 def render(results: dict[str, Any], results_path: Path, directory: Path) -> Path:

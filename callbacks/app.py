@@ -30,7 +30,7 @@ from callbacks.app_keys import (
 )
 from callbacks.http import route_name
 from callbacks.jobs.background import background_jobs
-from callbacks.routes import health, orders
+from callbacks.routes import event_ingestion, health, orders
 from callbacks.routes import inbound_sms as inbound
 from callbacks.routes import status_callback as status
 from callbacks.routes import verify_endpoints as verify
@@ -48,7 +48,6 @@ from sms_relay.adapters.twilio.sms_sender import message_created_at
 from sms_relay.adapters.twilio.twilio_client import close_client, create_client
 from sms_relay.adapters.twilio.verifier import TwilioVerifier
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
-from sms_relay.domain.kinds import EVENT_KINDS
 from sms_relay.errors import (
     BrokerUnavailableError,
     ConfigurationError,
@@ -67,7 +66,7 @@ log = logging.getLogger(__name__)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Served on the ingest listener when INGEST_PORT is set; the probes and metrics on both.
-INGEST_ROUTES = frozenset({"/api/order-shipped-sms"})
+INGEST_ROUTES = frozenset({"/api/order-shipped-sms", "/api/events/{kind}"})
 SHARED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 STATUS_CALLBACK_PATH = "/twilio/status-callback"
 
@@ -75,8 +74,10 @@ STATUS_CALLBACK_PATH = "/twilio/status-callback"
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
     """The callbacks service; resources open on start-up and close on clean-up.
 
-    Raises ConfigurationError when signatures are required but TWILIO_AUTH_TOKEN is empty.
+    Raises ConfigurationError when signatures are required but TWILIO_AUTH_TOKEN is empty,
+    or when a served kind's template names no field of its model.
     """
+    settings.served_kinds()  # checks the templates before anything starts
     if settings.require_twilio_signature and not settings.twilio.auth_token.get_secret_value():
         raise ConfigurationError("TWILIO_AUTH_TOKEN is required to check webhook signatures")
     app = web.Application(
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.router.add_post("/api/verify/start", verify.verify_start)
     app.router.add_post("/api/verify/check", verify.verify_check)
     app.router.add_post("/api/order-shipped-sms", orders.order_shipped_sms)
+    app.router.add_post("/api/events/{kind}", event_ingestion.kind_event)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
@@ -132,7 +134,8 @@ def run(settings: Settings) -> int:
     if ingest is not None:
         sockets.append(listening_socket(*ingest, "INGEST_PORT"))
     kafka = settings.kafka
-    topics = [kafka.topic_delivery_status, kafka.topic_phone_verified, kafka.topic_order_shipped]
+    served = [kafka.topic_of(kind) for kind in settings.sending.kinds]
+    topics = [kafka.topic_delivery_status, kafka.topic_phone_verified, *served]
     try:
         require_topics(kafka, topics, timeout=settings.callbacks_kafka_deadline_seconds)
     except BrokerUnavailableError as error:
@@ -205,7 +208,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     policy = DestinationPolicy.from_settings(
         settings.destinations, lambda reason: refused.labels(reason).inc()
     )
-    app[KINDS] = {name: kind.with_policy(policy) for name, kind in EVENT_KINDS.items()}
+    app[KINDS] = settings.served_kinds(policy)
     yield
     await engine.dispose()
 

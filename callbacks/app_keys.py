@@ -10,7 +10,7 @@ from aiohttp import web
 
 from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.adapters.postgres.engine import AsyncEngine
-from sms_relay.domain.kinds import EventKind
+from sms_relay.kinds.event_kind import EventKind
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.settings import Settings
 from sms_relay.status.api_keys import ApiKeys
@@ -33,7 +33,7 @@ OUTBOX = web.AppKey("outbox", Outbox)
 SUPPRESSIONS = web.AppKey("suppressions", OptOutKeywords)
 VERIFY = web.AppKey("verify", VerifyService)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
-# Each ingestible kind by name, with the destination policy of these settings.
+# Each served kind by name, with its topic, its policy and the destination policy.
 KINDS: web.AppKey[dict[str, EventKind]] = web.AppKey("kinds")
 RECEIVED_AT: web.AppKey[ReceivedAt] = web.AppKey("received_at")
 # The twilio REST client, or None without credentials.

@@ -22,11 +22,18 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 def _topics(_args: argparse.Namespace, settings: Settings) -> int:
     from sms_relay.adapters.kafka.clients import configure_group
-    from sms_relay.adapters.kafka.topics import ensure_topics, topic_names
+    from sms_relay.adapters.kafka.topics import cluster_topics, ensure_topics, topic_names
+    from sms_relay.domain.retry import delay_named_tiers
 
-    created = ensure_topics(settings.kafka, settings.sending.retry_tiers)
-    for name in topic_names(settings.kafka, settings.sending.retry_tiers):
+    tiers, kinds = settings.sending.retry_tiers, settings.sending.kinds
+    created = ensure_topics(settings.kafka, tiers, kinds)
+    for name in topic_names(settings.kafka, tiers, kinds):
         print(f"{name}: {'created' if name in created else 'exists'}")
+    delays = settings.sending.tier_delays()
+    existing = cluster_topics(settings.kafka)
+    inputs = [settings.kafka.topic_of(kind) for kind in kinds]
+    for name in sorted(n for t in inputs for n in delay_named_tiers(t, existing, delays)):
+        print(f"{name}: named after its delay; the consumer drains it, delete it once empty")
     configured = configure_group(settings.kafka)
     if configured:
         values = ", ".join(f"{name}={value}" for name, value in configured.items())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message
@@ -13,12 +13,16 @@ from schemas.events import event_id_of
 from sms_relay.adapters.kafka.clients import position
 from sms_relay.adapters.kafka.headers import ATTEMPT, NOT_BEFORE, decode_headers
 from sms_relay.delivery.delivery_ports import Job
-from sms_relay.domain.kinds import EventKind
+from sms_relay.domain.retry import delay_named_tiers
+from sms_relay.kinds.event_kind import EventKind
 from sms_relay.metrics import ConsumerMetrics
+from sms_relay.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
+# Each subscribed topic: the kind it carries and its retry tier's index (-1: the input topic).
+Route = tuple[EventKind, int]
 
 
 @dataclass
@@ -32,10 +36,25 @@ class Batch:
     generation: int = 0  # the loop's assignment generation when it was fetched
 
 
+def routes(
+    kinds: Iterable[EventKind], settings: Settings, drained: Collection[str] = ()
+) -> dict[str, Route]:
+    """Every kind's input topic (tier -1) and retry tiers, each routed to its kind; and the
+    retry topics in `drained` still named after a delay, each to the tier it continues in."""
+    delays = settings.sending.tier_delays()
+    found: dict[str, Route] = {}
+    for kind in kinds:
+        found[kind.input_topic] = (kind, -1)
+        for index, topic in enumerate(settings.retry_topics(kind.input_topic)):
+            found[topic] = (kind, index)
+        for topic, index in delay_named_tiers(kind.input_topic, drained, delays).items():
+            found[topic] = (kind, index)
+    return found
+
+
 def decode(
     messages: list[Message],
-    kind: EventKind,
-    tier_of_topic: Mapping[str, int],
+    routes: Mapping[str, Route],
     pause_until: Callable[[Message, int], None],
     metrics: ConsumerMetrics,
 ) -> Batch:
@@ -51,14 +70,14 @@ def decode(
             continue
         metrics.events_consumed.labels(topic).inc()
         headers = decode_headers(message)
-        tier_index = tier_of_topic.get(topic, -1)
+        kind, tier_index = routes[topic]
         not_before, attempts = _int_header(headers, NOT_BEFORE), _int_header(headers, ATTEMPT)
         if not_before is None or attempts is None:
             # Never let one bad header stop the loop: it goes to the DLQ with a reason.
             batch.positions[partition] = offset + 1
             bad = NOT_BEFORE if not_before is None else ATTEMPT
             error = f"{bad}: not an integer"
-            why = Rejected("invalid_header", error, event_id_of(message.value() or b""))
+            why = Rejected("invalid_header", error, event_id_of(message.value() or b""), kind)
             batch.rejected.append((message, why))
             continue
         if tier_index >= 0 and not_before > now_ms():

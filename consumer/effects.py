@@ -44,59 +44,47 @@ class Effects:
             "event rejected",
             extra={"eventId": why.event_id, "reason": why.reason, "error": why.error},
         )
+        kind = why.kind
         dlq = self._producer.produce(
-            self._kafka.dlq_topic,
+            self._kafka.dlq_topic(kind.input_topic),
             message.value() or b"",
             message.key(),
-            dlq_headers(message, why.reason, 0, why.error),
+            dlq_headers(message, kind.name, why.reason, 0, why.error),
         )
-        status = self._producer.produce(
-            self._kafka.topic_delivery_status,
-            status_record(Status.REJECTED, why.event_id, phone=None, attempt=0, reason=why.reason),
-            why.event_id,
+        record = status_record(
+            Status.REJECTED, why.event_id, kind=kind.name, phone=None, attempt=0, reason=why.reason
         )
+        status = self._producer.produce(self._kafka.topic_delivery_status, record, why.event_id)
         await asyncio.gather(dlq, status)
 
     def publish(self, result: Result, message: Message) -> list[Awaitable[None]]:
-        event = result.job.event
+        event, kind = result.job.event, result.job.kind
         effects: list[Awaitable[None]] = []
         if result.outcome is Outcome.RETRY_SCHEDULED and result.retry_tier:
-            tier, delay = result.retry_tier
+            # The due time travels with the record: a later change of the tier's delay
+            # applies to records routed after it, never to those already waiting.
+            tier = result.retry_tier
+            due_ms = now_ms() + int(tier.delay_seconds * 1000)
             effects.append(
                 self._producer.produce(
-                    self._kafka.retry_topic(tier),
+                    self._kafka.retry_topic(kind.input_topic, tier.position),
                     message.value() or b"",
                     message.key(),
-                    retry_headers(
-                        message, result.attempts, now_ms() + int(delay * 1000), result.error
-                    ),
+                    retry_headers(message, kind.name, result.attempts, due_ms, result.error),
                 )
             )
         if result.outcome is Outcome.DEAD_LETTERED:
             effects.append(
                 self._producer.produce(
-                    self._kafka.dlq_topic,
+                    self._kafka.dlq_topic(kind.input_topic),
                     message.value() or b"",
                     message.key(),
-                    dlq_headers(message, result.dlq_reason, result.attempts, result.error),
-                )
-            )
-        if result.report is not None:
-            effects.append(
-                self._producer.produce(
-                    self._kafka.topic_delivery_status,
-                    status_record(
-                        result.report,
-                        event.eventId,
-                        phone=event.phone,
-                        attempt=result.attempts,
-                        message_sid=result.message_sid,
-                        error_code=result.error_code,
-                        reason=result.error,
+                    dlq_headers(
+                        message, kind.name, result.dlq_reason, result.attempts, result.error
                     ),
-                    event.eventId,
                 )
             )
+        effects.extend(self.report(result))
         level = logging.DEBUG if result.outcome in ROUTINE else logging.INFO
         if log.isEnabledFor(level):
             log.log(
@@ -104,6 +92,7 @@ class Effects:
                 "event settled",
                 extra={
                     "eventId": event.eventId,
+                    "kind": kind.name,
                     "outcome": result.outcome.value,
                     "messageSid": result.message_sid,
                     "attempt": result.attempts,
@@ -113,6 +102,24 @@ class Effects:
             )
         self._summarize(result.outcome)
         return effects
+
+    def report(self, result: Result) -> list[Awaitable[None]]:
+        """The result's delivery-status record, if it has one (the scheduler's only effect)."""
+        if result.report is None:
+            return []
+        event = result.job.event
+        record = status_record(
+            result.report,
+            event.eventId,
+            kind=result.job.kind.name,
+            phone=event.phone,
+            attempt=result.attempts,
+            message_sid=result.message_sid,
+            error_code=result.error_code,
+            reason=result.error,
+            due_at=result.due_at,
+        )
+        return [self._producer.produce(self._kafka.topic_delivery_status, record, event.eventId)]
 
     def _summarize(self, outcome: Outcome) -> None:
         self._settled[outcome.value] += 1

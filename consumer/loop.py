@@ -27,11 +27,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Sequence
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumer.batch import Batch, Partition, decode
+from consumer.batch import Batch, Partition, decode, routes
 from consumer.effects import Effects
 from consumer.intake import Intake
 from consumer.offsets import Held, InFlight, OffsetTracker, PredecessorFailedError
@@ -40,9 +40,9 @@ from sms_relay.adapters.kafka.clients import commit, position, seek
 from sms_relay.adapters.kafka.producer import AsyncProducer
 from sms_relay.delivery.delivery_ports import Result
 from sms_relay.delivery.service import DeliveryService
-from sms_relay.domain.kinds import EventKind
 from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.errors import BrokerUnavailableError
+from sms_relay.kinds.event_kind import EventKind
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.settings import Settings
 
@@ -64,19 +64,16 @@ class ConsumeLoop:
         service: DeliveryService,
         settings: Settings,
         metrics: ConsumerMetrics,
-        kind: EventKind,
+        kinds: Iterable[EventKind],
+        drained_topics: Collection[str] = (),  # retry topics named after a delay, drained too
     ) -> None:
         self._consumer = consumer
         self._effects = Effects(producer, settings.kafka)
         self._service = service
         self._kafka = settings.kafka
         self._metrics = metrics
-        self._kind = kind
         self._grace = settings.sending.shutdown_grace_seconds
-        tiers = settings.sending.tier_delays()
-        self._tier_of_topic = {
-            self._kafka.retry_topic(name): i for i, (name, _) in enumerate(tiers)
-        }
+        self._routes = routes(kinds, settings, drained_topics)
         self._paused: dict[Partition, int] = {}  # partition -> when its next record is due (ms)
         self._offsets = OffsetTracker()
         self._in_flight = self._offsets.in_flight  # the same deque: the batches in poll order
@@ -92,7 +89,7 @@ class ConsumeLoop:
 
     @property
     def topics(self) -> list[str]:
-        return [self._kafka.topic_order_shipped, *self._tier_of_topic]
+        return list(self._routes)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
@@ -127,7 +124,7 @@ class ConsumeLoop:
                 task.cancel()
 
     def _start(self, messages: list[Message]) -> None:
-        batch = decode(messages, self._kind, self._tier_of_topic, self._pause_until, self._metrics)
+        batch = decode(messages, self._routes, self._pause_until, self._metrics)
         batch.generation = self._offsets.generation
         previous = self._in_flight[-1].task if self._in_flight else None
         held = any(batch.jobs.keys() & f.batch.jobs.keys() for f in self._in_flight)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from confluent_kafka import Message
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from sms_relay.adapters.kafka.headers import (
     ATTEMPT,
     DLQ_REASON,
     ERROR,
+    KIND,
     NOT_BEFORE,
     ORIGINAL_OFFSET,
     ORIGINAL_PARTITION,
@@ -24,7 +26,7 @@ from sms_relay.adapters.kafka.headers import (
     encode_headers,
 )
 from sms_relay.domain.destinations import REASONS as POLICY_REASONS
-from sms_relay.domain.kinds import EventKind
+from sms_relay.kinds.event_kind import EventKind
 from sms_relay.masking import mask_phone
 
 
@@ -35,6 +37,7 @@ class Rejected:
     reason: str  # invalid_json | schema_violation | country_not_allowed | link_host_not_allowed
     error: str  # field and error type; never the value
     event_id: str | None
+    kind: EventKind  # the kind of the topic it came from
 
 
 def now_ms() -> int:
@@ -61,15 +64,16 @@ def parse(kind: EventKind, message: Message) -> SmsRequested | Rejected:
         reason = "invalid_json" if first["type"] == "json_invalid" else "schema_violation"
         if first["type"] in POLICY_REASONS:
             reason = first["type"]
-        return Rejected(reason, f"{where}: {first['type']}", event_id_of(raw))
+        return Rejected(reason, f"{where}: {first['type']}", event_id_of(raw), kind)
 
 
 def retry_headers(
-    message: Message, attempts: int, not_before_ms: int, error: str | None
+    message: Message, kind: str, attempts: int, not_before_ms: int, error: str | None
 ) -> KafkaHeaders:
     headers = decode_headers(message)
     return encode_headers(
         {
+            KIND: kind,
             ATTEMPT: attempts,
             NOT_BEFORE: not_before_ms,
             ERROR: (error or "transient")[:200],
@@ -78,10 +82,13 @@ def retry_headers(
     )
 
 
-def dlq_headers(message: Message, reason: str, attempts: int, error: str | None) -> KafkaHeaders:
+def dlq_headers(
+    message: Message, kind: str, reason: str, attempts: int, error: str | None
+) -> KafkaHeaders:
     headers = decode_headers(message)
     return encode_headers(
         {
+            KIND: kind,
             ATTEMPT: attempts,
             NOT_BEFORE: 0,
             ERROR: (error or reason)[:200],
@@ -95,14 +102,17 @@ def status_record(
     status: Status,
     event_id: str | None,
     *,
+    kind: str,
     phone: str | None,
     attempt: int,
     message_sid: str | None = None,
     error_code: int | None = None,
     reason: str | None = None,
+    due_at: datetime | None = None,
 ) -> bytes:
     record = DeliveryStatusChanged(
         eventId=event_id,
+        kind=kind,
         messageSid=message_sid,
         status=status,
         errorCode=error_code,
@@ -110,5 +120,6 @@ def status_record(
         source="consumer",
         to=mask_phone(phone) if phone else None,
         reason=reason,
+        dueAt=due_at,
     )
     return record.model_dump_json().encode()

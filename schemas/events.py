@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
@@ -35,6 +36,14 @@ class SmsRequested(BaseModel):
     phone: E164Phone
     consentAt: AwareDatetime
     consentPurpose: str | None = Field(default=None, max_length=64)
+    # Where consent was given (a form, a checkout, a keyword): a label, never personal data.
+    consentSource: str | None = Field(
+        default=None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$"
+    )
+    # Picks the text's language (`de`, `de-AT`); unknown or absent: English.
+    locale: str | None = Field(
+        default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8}){0,3}$"
+    )
 
     @field_validator("consentAt", mode="before")
     @classmethod
@@ -70,6 +79,64 @@ class OrderShipped(SmsRequested):
         return (("trackingUrl", self.trackingUrl.host or ""),)
 
 
+class SupportTicketCreated(SmsRequested):
+    """Input on `support-ticket-created`: the text says the ticket number, nothing of the
+    ticket itself."""
+
+    # As orderId: it goes into the text, so nothing a phone would turn into a link.
+    ticketId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    link: HttpUrl | None = None
+
+    def link_hosts(self) -> tuple[tuple[str, str], ...]:
+        if self.link is None:
+            return ()
+        return (("link", self.link.host or ""),)
+
+
+# How far ahead a reminder may ask to be sent (the scheduler keeps it until then).
+MAX_SEND_AHEAD_DAYS = 35
+
+
+class AppointmentReminder(SmsRequested):
+    """Input on `appointment-reminder`: sent at `sendAt` (or at once), outside the quiet
+    hours of the recipient's zone, never at or after `startsAt`."""
+
+    # As orderId: it goes into the text, so nothing a phone would turn into a link.
+    appointmentId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    startsAt: AwareDatetime
+    sendAt: AwareDatetime | None = None
+    # An IANA zone (`Europe/Berlin`); absent: the zones of the number.
+    timeZone: str | None = Field(default=None, max_length=64)
+
+    @field_validator("timeZone")
+    @classmethod
+    def _iana_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError("timeZone must be an IANA zone name, e.g. Europe/Berlin") from None
+        return value
+
+    @field_validator("sendAt")
+    @classmethod
+    def _send_at_within_reach(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value > utc_now() + timedelta(days=MAX_SEND_AHEAD_DAYS):
+            raise ValueError(f"sendAt is more than {MAX_SEND_AHEAD_DAYS} days ahead")
+        return value
+
+
+class AppointmentCancelled(BaseModel):
+    """Input on `appointment-cancelled`: every reminder of the appointment not yet sent,
+    and every one that arrives later, ends `canceled`."""
+
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True, frozen=True)
+
+    eventId: str = Field(min_length=6, max_length=120, pattern=r"^[\x21-\x7e]+$")
+    appointmentId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class Status(StrEnum):
     ACCEPTED = "accepted"
     QUEUED = "queued"
@@ -83,6 +150,8 @@ class Status(StrEnum):
     SUPPRESSED = "suppressed"
     REJECTED = "rejected"
     DEAD_LETTERED = "dead_lettered"
+    SCHEDULED = "scheduled"  # stored to be sent at `dueAt`
+    EXPIRED = "expired"  # not sent: too late (a reminder at or after its appointment's start)
 
 
 class DeliveryStatusChanged(BaseModel):
@@ -92,6 +161,9 @@ class DeliveryStatusChanged(BaseModel):
 
     schemaVersion: Literal[1] = 1
     eventId: str | None
+    kind: str | None = Field(
+        default=None, description="the event kind (`order-shipped`, ...); unset when unknown"
+    )
     messageSid: str | None = None
     status: Status
     errorCode: int | None = None
@@ -104,6 +176,9 @@ class DeliveryStatusChanged(BaseModel):
         default=None,
         description="the same on every copy of one step (callbacks: from the signed MessageSid, "
         "status and error code): readers drop copies by it",
+    )
+    dueAt: AwareDatetime | None = Field(
+        default=None, description="`scheduled` only: when the message is due to be sent"
     )
 
 

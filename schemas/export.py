@@ -7,12 +7,22 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.events import DeliveryStatusChanged, OrderShipped, PhoneVerified
+from schemas.events import (
+    AppointmentCancelled,
+    AppointmentReminder,
+    DeliveryStatusChanged,
+    OrderShipped,
+    PhoneVerified,
+    SupportTicketCreated,
+)
 from schemas.twilio import TwilioInboundMessage, TwilioStatusCallback
 
 HERE = Path(__file__).parent
 MODELS: dict[str, type[BaseModel]] = {
     "order-shipped": OrderShipped,
+    "support-ticket-created": SupportTicketCreated,
+    "appointment-reminder": AppointmentReminder,
+    "appointment-cancelled": AppointmentCancelled,
     "delivery-status": DeliveryStatusChanged,
     "phone-verified": PhoneVerified,
     "twilio-status-callback": TwilioStatusCallback,

@@ -5,11 +5,24 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Self
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sms_relay.domain.destinations import ANYWHERE, DestinationPolicy
 from sms_relay.domain.lease_rules import longest_call_fits
 from sms_relay.errors import ConfigurationError
+from sms_relay.kinds.event_kind import EventKind, KindPolicy
+from sms_relay.kinds.kind_settings import read_policies
+from sms_relay.kinds.registry import EVENT_KINDS, check_kinds
+from sms_relay.settings_retention import RetentionSettings
 from sms_relay.settings_sections import (
     DestinationSettings,
     KafkaSettings,
@@ -21,6 +34,7 @@ __all__ = [
     "AppEnv",
     "DestinationSettings",
     "KafkaSettings",
+    "RetentionSettings",
     "SendingSettings",
     "Settings",
     "TwilioSettings",
@@ -111,6 +125,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     sending: SendingSettings = Field(default_factory=SendingSettings)
     destinations: DestinationSettings = Field(default_factory=DestinationSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     callbacks_max_body_bytes: int = Field(
         default=64 * 1024,
@@ -173,6 +188,33 @@ class Settings(BaseSettings):
         description="The answer to HELP and INFO.",
     )
 
+    # Every kind's policy (`SMS_<KIND>_<SETTING>`), read with the rest.
+    _kind_policies: dict[str, KindPolicy] = PrivateAttr(default_factory=read_policies)
+
+    def kind_policy(self, kind: str) -> KindPolicy:
+        return self._kind_policies[kind]
+
+    def served_kinds(self, destinations: DestinationPolicy = ANYWHERE) -> dict[str, EventKind]:
+        """The kinds of `SMS_KINDS`, each with its topic, its policy and `destinations`.
+
+        Raises ConfigurationError (one line) when a template names no field of its model.
+        """
+        check_kinds(self.sending.kinds)
+        return {
+            name: EVENT_KINDS[name].configured(
+                topic=self.kafka.topic_of(name),
+                policy=self.kind_policy(name),
+                destinations=destinations,
+            )
+            for name in self.sending.kinds
+        }
+
+    def with_kind_policy(self, kind: str, policy: KindPolicy) -> Settings:
+        """A copy with `policy` for `kind` (tests and tools; processes read the environment)."""
+        copy = self.model_copy()
+        copy._kind_policies = {**self._kind_policies, kind: policy}
+        return copy
+
     @field_validator("callbacks_trust_forwarded_for")
     @classmethod
     def _replaced(cls, value: str | None) -> str | None:
@@ -227,6 +269,11 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         return self.app_env is AppEnv.PRODUCTION
 
+    def retry_topics(self, topic: str) -> list[str]:
+        """The retry tiers' topics of the input topic `topic`, in order (`<topic>.retry.1`, ...)."""
+        positions = range(1, len(self.sending.retry_tiers) + 1)
+        return [self.kafka.retry_topic(topic, position) for position in positions]
+
 
 def load_settings() -> Settings:
     """Read the environment once.
@@ -241,6 +288,7 @@ def load_settings() -> Settings:
             "TwilioSettings": "TWILIO_",
             "SendingSettings": "SMS_",
             "DestinationSettings": "SMS_",
+            "RetentionSettings": "SMS_",
         }
         prefix = prefixes.get(error.title, "")
         problems = []

@@ -12,6 +12,7 @@ from pydantic import AnyHttpUrl, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from sms_relay.kinds.registry import EVENT_KINDS
 from sms_relay.settings import Settings
 
 REGENERATE = "python -m sms_relay.settings_reference > docs/configuration.md"
@@ -26,14 +27,16 @@ GENERAL = "Process, HTTP and PostgreSQL"
 INTRO = f"""\
 # Configuration
 
-<!-- Generated from sms_relay/settings.py and sms_relay/settings_sections.py; do not edit.
+<!-- Generated from sms_relay/settings.py, sms_relay/settings_sections.py and the kinds'
+     policies (sms_relay/kinds/); do not edit.
      Regenerate with: {REGENERATE} -->
 
 Every process reads its configuration from the environment once at start-up
 (pydantic-settings; a `.env` file in the working directory is read too).
 [`.env.example`](../.env.example) sets or names each of them with a comment; a test keeps
 the two in step. Bad configuration stops start-up with one line per
-problem, naming the variable and never its value.
+problem, naming the variable and never its value. `sms-relay kinds` shows the
+effective topic and policy of every event kind.
 """
 
 
@@ -69,6 +72,10 @@ def variables() -> Iterator[tuple[str, Variable]]:
     for heading, rows in grouped.items():
         for row in rows:
             yield heading, row
+    for kind in EVENT_KINDS.values():  # each kind's policy: `SMS_<KIND>_<SETTING>`
+        prefix = str(kind.policy_type.model_config.get("env_prefix", ""))
+        for name, field in kind.policy_type.model_fields.items():
+            yield f"Policy of `{kind.name}` (`{prefix}*`)", _variable(prefix + name.upper(), field)
 
 
 def _variable(env: str, field: FieldInfo) -> Variable:

@@ -8,6 +8,10 @@ import phonenumbers
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sms_relay.domain.retry import parse_duration, retry_topic
+from sms_relay.kinds.kind_settings import KindTopics, topic_field
+from sms_relay.kinds.registry import unknown_kinds
+
 
 def section(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(
@@ -15,7 +19,7 @@ def section(prefix: str) -> SettingsConfigDict:
     )
 
 
-class KafkaSettings(BaseSettings):
+class KafkaSettings(KindTopics):
     """`KAFKA_*`: broker, group and topic names (fresh names per test or environment)."""
 
     model_config = section("KAFKA_")
@@ -29,8 +33,8 @@ class KafkaSettings(BaseSettings):
     )
     topic_order_shipped: str = Field(
         default="order-shipped",
-        description="Input topic; the retry tiers (`<topic>.retry.<tier>`) and the DLQ "
-        "(`<topic>.dlq`) are named after it.",
+        description="Input topic; the retry tiers (`<topic>.retry.1`, `.retry.2`, ... by "
+        "position) and the DLQ (`<topic>.dlq`) are named after it.",
     )
     topic_delivery_status: str = Field(default="delivery-status", description="Status output.")
     topic_phone_verified: str = Field(default="phone-verified", description="Verify output.")
@@ -56,12 +60,17 @@ class KafkaSettings(BaseSettings):
         "default 5 s, the local stack's 1 s).",
     )
 
-    def retry_topic(self, tier: str) -> str:
-        return f"{self.topic_order_shipped}.retry.{tier}"
+    def topic_of(self, kind: str) -> str:
+        """The input topic of `kind` (`KAFKA_TOPIC_<KIND>`)."""
+        return str(getattr(self, topic_field(kind)))
 
-    @property
-    def dlq_topic(self) -> str:
-        return f"{self.topic_order_shipped}.dlq"
+    def retry_topic(self, topic: str, position: int) -> str:
+        """The input topic's retry tier `position` (1, 2, ...)."""
+        return retry_topic(topic, position)
+
+    def dlq_topic(self, topic: str) -> str:
+        """The dead-letter topic of the input topic `topic`."""
+        return f"{topic}.dlq"
 
 
 class TwilioSettings(BaseSettings):
@@ -107,15 +116,6 @@ class TwilioSettings(BaseSettings):
         return bool(self.account_sid and self.auth_token.get_secret_value())
 
 
-def parse_duration(text: str) -> float:
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for suffix in ("ms", "s", "m", "h"):
-        number = text.removesuffix(suffix)
-        if number != text and number.replace(".", "", 1).isdigit():
-            return float(number) * units[suffix]
-    raise ValueError(f"retry tier {text!r} is not a duration like 30s, 5m or 1h")
-
-
 class SendingSettings(BaseSettings):
     """`SMS_*`: the tuning knobs of the consumer."""
 
@@ -143,7 +143,9 @@ class SendingSettings(BaseSettings):
     backoff_max_seconds: float = Field(default=8.0, ge=0, description="Its ceiling.")
     retry_tiers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("30s", "5m", "30m"),
-        description="Retry topics in order; after the last one the event is dead-lettered.",
+        description="The retry tiers' delays in order (their topics are named by position: "
+        "`<topic>.retry.1`, ...); after the last one the event is dead-lettered. A changed "
+        "delay applies to records routed after the change.",
     )
     lease_seconds: float = Field(
         default=13.0,
@@ -171,11 +173,20 @@ class SendingSettings(BaseSettings):
         "`sms_relay_in_doubt_resends_total`, alerted), `never` dead-letters it as "
         "`in_doubt_unresolved`.",
     )
+    kinds: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("order-shipped",),
+        description="The event kinds this process serves, comma-separated: the consumer "
+        "reads each one's topic, the callbacks service ingests each one over HTTP. "
+        "`sms-relay kinds` shows them with their topics and policies.",
+    )
     batch_size: int = Field(
         default=200, ge=1, description="Records per poll at most; one claim round trip a batch."
     )
     shutdown_grace_seconds: float = Field(
         default=20.0, gt=0, description="On SIGTERM: time to finish and commit the batches in hand."
+    )
+    scheduler_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often the consumer takes the scheduled sends due."
     )
     stuck_after_seconds: float = Field(
         default=900.0,
@@ -198,14 +209,31 @@ class SendingSettings(BaseSettings):
             parse_duration(tier)
         return value
 
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one kind")
+        problem = unknown_kinds(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @property
     def burst(self) -> float:
         """Sends allowed at once after a pause (half a second's worth): the pause between
         two batches is made up without exceeding the rate over any second."""
         return max(1.0, self.messages_per_second / 2)
 
-    def tier_delays(self) -> list[tuple[str, float]]:
-        return [(tier, parse_duration(tier)) for tier in self.retry_tiers]
+    def tier_delays(self) -> list[float]:
+        return [parse_duration(tier) for tier in self.retry_tiers]
 
 
 def _split(value: object) -> object:

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry
 
+from sms_relay.kinds.kind_settings import topic_field
+from sms_relay.kinds.registry import EVENT_KINDS
 from sms_relay.settings import KafkaSettings, Settings
 
 DEFAULT_PHONE = "+12125550123"
@@ -171,10 +173,12 @@ def fresh_schema(server_url: str, *, run_migrations: bool = False) -> Iterator[s
 def fresh_kafka_settings(bootstrap: str, partitions: int) -> KafkaSettings:
     """New topic and group names, so runs never see each other's records."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
+    # Every kind's input topic (`KAFKA_TOPIC_<KIND>`), under the same prefix.
+    kind_topics: dict[str, Any] = {topic_field(kind): f"{prefix}.{kind}" for kind in EVENT_KINDS}
     return KafkaSettings(
         bootstrap_servers=bootstrap,
         consumer_group=f"{prefix}-sms-relay",
-        topic_order_shipped=f"{prefix}.order-shipped",
+        **kind_topics,
         topic_delivery_status=f"{prefix}.delivery-status",
         topic_phone_verified=f"{prefix}.phone-verified",
         partitions=partitions,
@@ -450,7 +454,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "REQUIRE_TWILIO_SIGNATURE": str(settings.require_twilio_signature).lower(),
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "KAFKA_CONSUMER_GROUP": settings.kafka.consumer_group,
-        "KAFKA_TOPIC_ORDER_SHIPPED": settings.kafka.topic_order_shipped,
+        **{
+            f"KAFKA_{topic_field(kind).upper()}": settings.kafka.topic_of(kind)
+            for kind in EVENT_KINDS
+        },
+        "SMS_KINDS": ",".join(settings.sending.kinds),
         "KAFKA_TOPIC_DELIVERY_STATUS": settings.kafka.topic_delivery_status,
         "KAFKA_TOPIC_PHONE_VERIFIED": settings.kafka.topic_phone_verified,
         "TWILIO_ACCOUNT_SID": twilio.account_sid,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -15,23 +16,25 @@ from callbacks.jobs.missing_callbacks import MissingCallbacksReconciler
 from callbacks.jobs.projection_runner import ProjectionRunner
 from sms_relay.adapters.postgres.callback_outbox import PostgresOutboxRows
 from sms_relay.adapters.postgres.engine import AsyncEngine
-from sms_relay.adapters.postgres.rate_windows import prune
+from sms_relay.adapters.postgres.retention_tables import prunable_tables
 from sms_relay.adapters.postgres.status_history import PostgresProjectionStore
 from sms_relay.adapters.twilio.sms_sender import fetch_message
 from sms_relay.errors import DatabaseUnavailableError
 from sms_relay.periodic import every
+from sms_relay.retention.pruning import PRUNABLE_STATES, Pruner
+from sms_relay.settings import Settings
 from sms_relay.status.outbox_relay import OutboxRelay
 from sms_relay.status.status_projection import StatusProjection
 
 log = logging.getLogger(__name__)
 
 _STOP_GRACE_SECONDS = 10.0
-_PRUNE_INTERVAL_SECONDS = 60.0
 
 
 async def background_jobs(app: web.Application) -> AsyncIterator[None]:
-    """The outbox relay and the rate-limit pruning, plus the status projection and the
-    missing-callbacks reconciler when the settings run them here; a crash is logged."""
+    """The outbox relay and the retention job (every table's pruning), plus the status
+    projection and the missing-callbacks reconciler when the settings run them here; a
+    crash is logged."""
     settings = app[SETTINGS]
     engine, metrics, outbox = app[ENGINE], app[METRICS], app[OUTBOX]
     message_timeout = settings.callbacks_kafka_message_timeout_seconds
@@ -41,14 +44,14 @@ async def background_jobs(app: web.Application) -> AsyncIterator[None]:
         metrics,
         grace_seconds=max(message_timeout, settings.callbacks_kafka_deadline_seconds) + 1.0,
         message_timeout_seconds=message_timeout,
-        retention_seconds=settings.callbacks_outbox_retention_seconds,
         on_published=outbox.kafka_answered,
     )
     stop = asyncio.Event()
     jobs: list[Coroutine[Any, Any, None]] = [
         relay.run(settings.callbacks_relay_interval_seconds, stop),
-        _prune_limits(engine, stop),
     ]
+    if settings.retention.prune_interval_seconds > 0:
+        jobs.append(_prune_tables(settings, engine, stop))
     if settings.callbacks_run_projection:
         runner = ProjectionRunner(
             settings.kafka, StatusProjection(PostgresProjectionStore(engine), metrics)
@@ -76,13 +79,17 @@ async def background_jobs(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _prune_limits(engine: AsyncEngine, stop: asyncio.Event) -> None:
-    """Forget rate-limit rows whose every hit has left its window (never earlier)."""
+async def _prune_tables(settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> None:
+    """The one retention job: every table's old rows, in small batches. Here, not in the
+    consumer: its deletes stay off the claim path's pool and event loop, and replicas may
+    all run it (each batch skips the rows another holds)."""
+    tables = prunable_tables(engine, sorted(PRUNABLE_STATES))
+    pruner = Pruner.for_tables(settings, tables, lambda: datetime.now(UTC))
     await every(
-        _PRUNE_INTERVAL_SECONDS,
-        partial(prune, engine),
+        settings.retention.prune_interval_seconds,
+        pruner.prune,
         stop,
-        what="rate-limit pruning",
+        what="retention pruning",
         survives=(DatabaseUnavailableError,),
     )
 

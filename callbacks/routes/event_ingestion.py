@@ -1,10 +1,11 @@
 """Ingestion over HTTP: API keys, their scopes and rate limits, the audit trail.
 
-Every ingestion route (today `POST /api/order-shipped-sms`) runs the same steps before it
-produces anything: a valid, live key (401 otherwise), a key scoped to the route's event
-kind (403), the key's own rate limit, shared by every replica (429), then the event's
-validation by its `EventKind` (with the destination policy), exactly as the consumer
-validates it (400).
+Every ingestion route (`POST /api/events/{kind}` for each served kind, and its alias
+`POST /api/order-shipped-sms`) runs the same steps before it produces anything: a kind
+this process serves (404 naming them otherwise), a valid, live key (401), a key scoped
+to that kind (403), the key's own rate limit, shared by every replica (429), then the
+event's validation by its `EventKind` (with the destination and kind policies), exactly
+as the consumer validates it (400).
 
 Duplicates: a client learns that an eventId is known, and its state, only for events
 that it (the same client name, whatever its key) ingested itself. Any other known eventId
@@ -25,6 +26,7 @@ from sms_relay.adapters.kafka.headers import API_KEY_ID, CLIENT, encode_headers
 from sms_relay.adapters.postgres import ingestions
 from sms_relay.adapters.postgres.rate_windows import Limit, hit
 from sms_relay.errors import BrokerUnavailableError, DatabaseUnavailableError
+from sms_relay.kinds.event_kind import EventKind
 from sms_relay.status.api_keys import ApiKey
 
 log = logging.getLogger(__name__)
@@ -32,12 +34,27 @@ log = logging.getLogger(__name__)
 BEARER = "Bearer "
 
 
-async def ingest(request: web.Request, kind_name: str, topic: str, key_of: str) -> web.Response:
-    """Authorize, validate, dedupe, produce the bytes unchanged to `topic` (record key: the
-    event's `key_of` field), record who sent it. 503 when PostgreSQL or Kafka cannot take
-    part."""
+async def kind_event(request: web.Request) -> web.Response:
+    """POST /api/events/{kind}."""
+    return await ingest(request, request.match_info["kind"])
+
+
+async def ingest(request: web.Request, kind_name: str) -> web.Response:
+    """Authorize, validate, dedupe, produce the bytes unchanged to the kind's topic (record
+    key: the kind's key field), record who sent it. 404 for a kind not served here, 503
+    when PostgreSQL or Kafka cannot take part."""
+    served_kinds: dict[str, EventKind] = request.app[KINDS]
+    kind = served_kinds.get(kind_name)
+    if kind is None:
+        served = sorted(served_kinds)
+        return json_error(
+            404,
+            "unknown_kind",
+            f"this service ingests only these event kinds: {', '.join(served)}",
+            servedKinds=served,
+        )
     try:
-        answer, result = await _ingest(request, kind_name, topic, key_of)
+        answer, result = await _ingest(request, kind)
     except DatabaseUnavailableError as error:
         log.error("ingestion unavailable: PostgreSQL", extra={"error": repr(error)})
         answer = json_error(503, "unavailable", "the service cannot take events now; retry later")
@@ -46,16 +63,14 @@ async def ingest(request: web.Request, kind_name: str, topic: str, key_of: str) 
     return answer
 
 
-async def _ingest(
-    request: web.Request, kind_name: str, topic: str, key_of: str
-) -> tuple[web.Response, str]:
+async def _ingest(request: web.Request, kind: EventKind) -> tuple[web.Response, str]:
     """The answer and its result label (a metric)."""
-    client = await _authorize(request, kind_name)
+    client = await _authorize(request, kind.name)
     if isinstance(client, web.Response):
         return client, _RESULTS[client.status]
     raw = await request.read()
     try:
-        event = request.app[KINDS][kind_name].parse(raw)
+        event = kind.parse(raw)
     except ValidationError as error:
         return invalid(error, "event"), "invalid"
     earlier = await ingestions.earlier(request.app[ENGINE], event.eventId, client.client)
@@ -69,16 +84,16 @@ async def _ingest(
     settings = request.app[SETTINGS]
     try:
         await request.app[PRODUCER].send(
-            topic,
+            kind.input_topic,
             raw,
-            key=str(getattr(event, key_of)),
+            key=str(getattr(event, kind.key_field)),
             headers=encode_headers({API_KEY_ID: client.key_id, CLIENT: client.client}),
             timeout=settings.callbacks_kafka_deadline_seconds * 2,
         )
     except BrokerUnavailableError:
         answer = json_error(503, "unavailable", "the event could not be queued; retry later")
         return answer, "unavailable"
-    await _audit(request, event.eventId, kind_name, client, topic)
+    await _audit(request, event.eventId, kind.name, client, kind.input_topic)
     return _queued(event.eventId), "queued"
 
 

@@ -20,9 +20,11 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.events import SmsRequested, Status
-from sms_relay.domain.kinds import EventKind
 from sms_relay.domain.outcomes import ClaimOutcome, Outcome
+from sms_relay.domain.retry import RetryTier
+from sms_relay.domain.segments import SegmentCount
 from sms_relay.domain.states import DeliveryState
+from sms_relay.kinds.event_kind import EventKind
 
 # ---- The consume loop's side.
 
@@ -35,6 +37,8 @@ class Job:
     tier_index: int  # -1 for the main topic
     # Twilio's ValidityPeriod: a message still queued after this long is never sent.
     validity_seconds: int | None = None
+    # Taken from the scheduled sends, not from Kafka: its retries stay with the scheduler.
+    from_schedule: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,11 @@ class Result:
     message_sid: str | None = None
     error_code: int | None = None
     error: str | None = None
-    retry_tier: tuple[str, float] | None = None
+    retry_tier: RetryTier | None = None
     dlq_reason: str = "retries_exhausted"
     republished: bool = False  # settled earlier; only its records are published again
     wait_seconds: float = 0.0  # WAITING outcomes: when to offer the record again
+    due_at: datetime | None = None  # SCHEDULED: when the scheduler will send it
 
 
 # ---- Twilio, as the delivery core sees it (`sms_relay.adapters.twilio`).
@@ -102,6 +107,8 @@ class ClaimRequest:
     phone_masked: str
     consent_at: datetime | None
     consent_purpose: str | None
+    consent_source: str | None = None  # where consent was given: a label, no personal data
+    cancel_key: str | None = None  # a cancel naming this key wins (an appointment id)
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class Claim:
     sent_body_hashes: tuple[str, ...] = ()
     # BUSY only: seconds until the holder's lease runs out (by the ledger's clock).
     busy_for: float = 0.0
+    canceled: bool = False  # a cancel names the request's cancel_key
 
     def held_token(self) -> int:
         """The lease token of a claim that took the lease (only those are written)."""
@@ -143,6 +151,23 @@ class Settlement:
     error_code: int | None = None
     error: str | None = None
     doubt_since: datetime | None = None  # None: no message can exist unmatched
+    # The rendered body's parts and encoding; None when none was rendered (kept as it was).
+    segments: SegmentCount | None = None
+    # `scheduled` only: what the scheduler needs to send it when due.
+    scheduled: ScheduledSend | None = None
+
+
+@dataclass(frozen=True)
+class ScheduledSend:
+    """An event stored to be sent later: kept until it settles sent, failed, suppressed,
+    expired or cancelled (or is erased); it holds the number, so erasure reaches it."""
+
+    event_id: str
+    kind: str
+    payload: str  # the event as JSON
+    due_at: datetime
+    phone_hash: str = ""
+    cancel_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,3 +204,15 @@ class Ledger(Protocol):
         """Those of `sids` that the ledger records for an event other than `event_id`."""
 
     async def suppress(self, phone_hash: str, phone_masked: str, reason: str) -> None: ...
+
+    async def take_due(self, limit: int) -> list[ScheduledSend]:
+        """Up to `limit` scheduled sends now due, each taken for one lease (another
+        process skips them); the claim still decides who sends."""
+
+    async def put_back(self, not_before: Mapping[str, datetime]) -> None:
+        """Scheduled sends that must wait: taken again from these instants on."""
+
+    async def cancel(self, cancels: Sequence[tuple[str, str]]) -> int:
+        """(cancel key, cancel event id): remembered, so a later event with the key ends
+        cancelled; the scheduled sends with these keys are due at once (their claims
+        settle them `canceled`). Returns how many were found."""

@@ -63,24 +63,47 @@ class DestinationPolicy:
         refusal = self._refusal(event)
         if refusal is None:
             return
-        reason, field, message = refusal
-        self.on_refusal(reason)
-        detail = InitErrorDetails(
-            type=PydanticCustomError(reason, message), loc=(field,), input=None
-        )
-        raise ValidationError.from_exception_data(type(event).__name__, [detail])
+        self.on_refusal(refusal.reason)
+        raise refuse(event, refusal)
 
-    def _refusal(self, event: SmsRequested) -> tuple[str, str, str] | None:
+    def refusal(self, event: SmsRequested) -> Refusal | None:
+        """Why the event may not go where it would, or None (nothing counted)."""
+        return self._refusal(event)
+
+    def _refusal(self, event: SmsRequested) -> Refusal | None:
         if self.countries is not None and region_of(event.phone) not in self.countries:
-            return COUNTRY_NOT_ALLOWED, "phone", "SMS to this country is not allowed"
+            return Refusal(COUNTRY_NOT_ALLOWED, "phone", "SMS to this country is not allowed")
         if self.link_hosts is not None:
-            for field, host in event.link_hosts():
-                if not host_allowed(host, self.link_hosts):
-                    return LINK_HOST_NOT_ALLOWED, field, "links to this host are not allowed"
+            return link_refusal(event, self.link_hosts)
         return None
 
 
 ANYWHERE = DestinationPolicy()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a valid event may not be sent: the reason (a validation error's type), the
+    field, and a message that never repeats the value."""
+
+    reason: str
+    field: str
+    message: str
+
+
+def refuse(event: SmsRequested, refusal: Refusal) -> ValidationError:
+    """The validation error that carries a refusal, as the consumer and ingestion read it."""
+    error = PydanticCustomError(refusal.reason, refusal.message)
+    detail = InitErrorDetails(type=error, loc=(refusal.field,), input=None)
+    return ValidationError.from_exception_data(type(event).__name__, [detail])
+
+
+def link_refusal(event: SmsRequested, allowed: frozenset[str]) -> Refusal | None:
+    """The first link of the event to a host outside `allowed`."""
+    for field, host in event.link_hosts():
+        if not host_allowed(host, allowed):
+            return Refusal(LINK_HOST_NOT_ALLOWED, field, "links to this host are not allowed")
+    return None
 
 
 def region_of(phone: str) -> str:

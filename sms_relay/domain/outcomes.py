@@ -19,12 +19,17 @@ class ClaimOutcome(StrEnum):
 
 
 def claim_outcome(
-    lease_token: int | None, prior: DeliveryState | None, doubt_since: datetime | None
+    lease_token: int | None,
+    prior: DeliveryState | None,
+    doubt_since: datetime | None,
+    *,
+    erased: bool = False,
 ) -> ClaimOutcome:
-    """What a claim found; shared by both ledgers so they cannot disagree."""
+    """What a claim found; shared by both ledgers so they cannot disagree. An erased
+    number's tombstone is never claimed, and is a duplicate whatever its state."""
     if lease_token is None:
         # No prior state but no claim either: a concurrent claimer inserted it just now.
-        busy = prior is None or prior in RESUMABLE
+        busy = (prior is None or prior in RESUMABLE) and not erased
         return ClaimOutcome.BUSY if busy else ClaimOutcome.DUPLICATE
     if prior is None:
         return ClaimOutcome.NEW
@@ -52,6 +57,7 @@ class AttemptEnd(StrEnum):
     THROTTLED = "throttled"  # Twilio answered 429: send again after the backoff, held back
     UNRESOLVED = "unresolved"  # in doubt past the horizon, resending not allowed
     HANDED_ON = "handed_on"  # the lease ran short or was taken: nothing is settled
+    NOT_NOW = "not_now"  # right before a create, the event was no longer due (or expired)
 
 
 class Outcome(StrEnum):
@@ -67,6 +73,9 @@ class Outcome(StrEnum):
     LEASE_LOST = "lease_lost"  # our lease ran short or was taken: claim again later
     RECHECK = "recheck"  # in doubt, not listed yet: reconcile again at the horizon
     THROTTLED = "throttled"  # Twilio answered 429: send again after the backoff
+    SCHEDULED = "scheduled"  # stored; the scheduler sends it when due
+    EXPIRED = "expired"  # not sent: too late
+    CANCELED = "canceled"  # not sent: cancelled before it was due
 
 
 # Outcomes whose record the loop keeps back (its offset uncommitted) and offers again
@@ -82,6 +91,9 @@ OUTCOME_OF_SETTLED = {
     DeliveryState.SUPPRESSED: Outcome.SUPPRESSED,
     DeliveryState.RETRY_SCHEDULED: Outcome.RETRY_SCHEDULED,
     DeliveryState.DEAD_LETTERED: Outcome.DEAD_LETTERED,
+    DeliveryState.SCHEDULED: Outcome.SCHEDULED,
+    DeliveryState.EXPIRED: Outcome.EXPIRED,
+    DeliveryState.CANCELED: Outcome.CANCELED,
 }
 
 # What each end of a claim's sends is settled as; a transient end goes to the next retry

@@ -41,16 +41,22 @@ class DeliveryState(StrEnum):
     READ = "read"
     SUPPRESSED = "suppressed"
     DEAD_LETTERED = "dead_lettered"
+    SCHEDULED = "scheduled"  # stored with its due time; the scheduler claims it then
+    EXPIRED = "expired"  # never sent: its due time came too late (a reminder's start)
 
 
 S = DeliveryState
 
 # A new claim may take these over once their lease has run out.
-RESUMABLE = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED})
+RESUMABLE = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED, S.SCHEDULED})
 
 # The consumer's settled steps that it publishes a status record for (the consumer also
 # settles as retry_scheduled, which publishes none).
-CONSUMER_SETTLED = frozenset({S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED})
+CONSUMER_SETTLED = frozenset(
+    {S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
+)
+# Not sent, and never will be: what a send-time check ends (scheduled: not yet).
+WITHHELD = frozenset({S.EXPIRED, S.CANCELED})
 
 # Twilio's statuses as they may stand in `deliveries.state`, by rank: the projection
 # moves a row only upwards, so a late `sent` never overwrites `delivered`. Twilio's own
@@ -72,13 +78,17 @@ AWAITING_TWILIO = frozenset({S.ACCEPTED, S.QUEUED, S.SENT})
 
 # Every move the ledger makes. The status projection's moves are the rank order above.
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
-    S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED}),
+    S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}),
+    # Due (or claimed early, from a replay): sent, or checked again at its claim.
+    S.SCHEDULED: frozenset({S.SENDING, S.SUPPRESSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}),
     # A holder in doubt that only reconciled settles from here (found, not yet, given up).
     S.RETRY_SCHEDULED: frozenset(
         {S.SENDING, S.SUPPRESSED, S.ACCEPTED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
+        | {S.SCHEDULED, S.EXPIRED, S.CANCELED}  # send-time checks of a scheduled reminder
     ),
     S.SENDING: frozenset(  # retry_scheduled also when a claim takes it over in doubt
         {S.SENDING, S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
+        | {S.SCHEDULED, S.EXPIRED, S.CANCELED}  # no message found, and none may be sent now
     ),
     S.DEAD_LETTERED: frozenset({S.RETRY_SCHEDULED}),  # `dlq replay`
 }

@@ -11,8 +11,8 @@ from typing import Any
 
 from sms_relay.adapters.postgres.api_key_rows import PostgresApiKeys
 from sms_relay.adapters.postgres.engine import AsyncEngine
-from sms_relay.domain.kinds import EVENT_KINDS
 from sms_relay.errors import NotFoundError, OpsError
+from sms_relay.kinds.registry import EVENT_KINDS
 from sms_relay.ops.common import emit, iso, run_with_engine, table
 from sms_relay.settings import Settings
 from sms_relay.status.api_keys import CLIENT_NAME, ApiKey, ApiKeys

@@ -1,4 +1,5 @@
-"""Registers the on-call subcommands of `sms-relay`: trace, dlq, suppress, produce, api-keys."""
+"""Registers the on-call subcommands of `sms-relay`: trace, dlq, suppress, produce, api-keys,
+kinds, prune, forget."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sms_relay.ops import api_key_commands as apikeys
-from sms_relay.ops import dlq, produce, trace
+from sms_relay.ops import dlq, dlq_replay, kind_table, produce, trace
+from sms_relay.ops import retention_commands as retention
 from sms_relay.ops import suppress_commands as suppress
 from sms_relay.ops.common import Handler, add_json_flag, command
 
@@ -33,7 +35,8 @@ def _group(commands: Any, name: str, text: str) -> Any:
 
 
 def register(commands: Any) -> None:
-    """Add `trace`, `dlq`, `suppress`, `produce` and `api-keys` to the `sms-relay` subparsers."""
+    """Add `trace`, `dlq`, `suppress`, `produce`, `api-keys`, `kinds`, `prune` and `forget`
+    to the `sms-relay` subparsers."""
     _leaf(
         commands,
         "trace",
@@ -51,16 +54,18 @@ def register(commands: Any) -> None:
         "dlq list",
         dlq.handle_list,
         dlq.configure_filters,
-        "list dead-lettered records: read from the beginning, commits nothing",
+        "list dead-lettered records: read from the beginning in pages, filters applied "
+        "while reading, commits nothing",
     )
     _leaf(
         queue,
         "replay",
         "dlq replay",
-        dlq.handle_replay,
-        dlq.configure_replay,
+        dlq_replay.handle_replay,
+        dlq_replay.configure_replay,
         "produce dead-lettered records to the main topic again: through the normal path "
-        "(dedupe, suppression and consent still hold), with an audit row per record",
+        "(dedupe, suppression and consent still hold), with an audit row per record; "
+        "Ctrl-C stops it cleanly and --resume RUN goes on where it stopped",
     )
 
     numbers = _group(commands, "suppress", "numbers that must never get an SMS")
@@ -124,4 +129,34 @@ def register(commands: Any) -> None:
         apikeys.handle_revoke,
         apikeys.configure_revoke,
         "revoke a key: its next request is refused with 401",
+    )
+    _leaf(
+        commands,
+        "kinds",
+        "kinds",
+        kind_table.handle,
+        kind_table.configure,
+        "the event kinds: each one's topic, consent purposes, locales and policy settings, "
+        "with their effective values and where each came from (env or default)",
+    )
+
+    _leaf(
+        commands,
+        "prune",
+        "prune",
+        retention.handle_prune,
+        retention.configure_prune,
+        "delete what every table keeps past its retention, now, in small batches: per "
+        "table what went (or would go, with --dry-run); the callbacks process also does it "
+        "every SMS_PRUNE_INTERVAL_SECONDS",
+    )
+    _leaf(
+        commands,
+        "forget",
+        "forget",
+        retention.handle_forget,
+        retention.configure_forget,
+        "erase a number (or --file, one a line): every delivery, status step and record of "
+        "it in every table but its suppression, with an audit row without the number; "
+        "names what it cannot reach (Kafka topics, Twilio's message log)",
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from sms_relay.errors import BrokerUnavailableError, DatabaseUnavailableError
@@ -16,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 class OutboxRelay:
-    """Publishes unpublished outbox rows in order, once Kafka answers; prunes old ones.
+    """Publishes unpublished outbox rows in order, once Kafka answers (the retention job
+    prunes published ones).
 
     Rows younger than `grace_seconds` may still be in a webhook's hands (or in
     librdkafka's queue), so they are left alone. Replicas share the work with
@@ -31,7 +31,6 @@ class OutboxRelay:
         *,
         grace_seconds: float,
         message_timeout_seconds: float,
-        retention_seconds: float,
         on_published: Callable[[], None] = lambda: None,
         batch_size: int = 500,
     ) -> None:
@@ -40,7 +39,6 @@ class OutboxRelay:
         self._metrics = metrics
         self._grace = grace_seconds
         self._wait = message_timeout_seconds + 1.0
-        self._retention = retention_seconds
         self._on_published = on_published
         self._batch_size = batch_size
 
@@ -80,21 +78,13 @@ class OutboxRelay:
     async def pending(self) -> int:
         return await self._rows.pending()
 
-    async def prune(self) -> None:
-        await self._rows.prune(self._retention)
-
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         """Drain until `stop` is set; PostgreSQL or Kafka trouble only delays a round."""
-        last_prune = 0.0
 
         async def round_() -> None:
-            nonlocal last_prune
             while await self.drain_once() == self._batch_size:
                 pass
             self._metrics.outbox_pending.set(await self.pending())
-            if time.monotonic() - last_prune > 300:
-                await self.prune()
-                last_prune = time.monotonic()
 
         await every(
             interval,

@@ -48,6 +48,11 @@ class Verifier(Protocol):
     async def check(self, to: str, code: str) -> bool: ...
 
 
+def number_limit_keys(number_hash: str) -> list[str]:
+    """The rate-limit keys of one number (Verify starts, Verify checks), by its hash."""
+    return [f"verify-start:number:{number_hash}", f"verify-check:number:{number_hash}"]
+
+
 def client_network(address: str) -> str:
     """The unit of the per-client limit: an IPv4 address, or the /64 of an IPv6 one (a
     subscriber usually gets a whole /64 and can pick any address in it)."""
@@ -120,7 +125,7 @@ class VerifyService:
             "start",
             [
                 Limit(
-                    f"verify-start:number:{number}", limits.starts_per_number, limits.window_seconds
+                    number_limit_keys(number)[0], limits.starts_per_number, limits.window_seconds
                 ),
                 Limit(
                     f"verify-start:net:{client_network(client_ip)}",
@@ -136,11 +141,7 @@ class VerifyService:
         number, limits = phone_hash(self._hash_key, phone), self._limits
         return await self._limited(
             "check",
-            [
-                Limit(
-                    f"verify-check:number:{number}", limits.checks_per_number, limits.window_seconds
-                )
-            ],
+            [Limit(number_limit_keys(number)[1], limits.checks_per_number, limits.window_seconds)],
             partial(self._check_code, phone, code),
         )
 

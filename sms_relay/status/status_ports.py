@@ -74,8 +74,6 @@ class OutboxRows(Protocol):
 
     async def pending(self) -> int: ...
 
-    async def prune(self, keep_seconds: float) -> None: ...
-
 
 @dataclass(frozen=True)
 class StatusStep:

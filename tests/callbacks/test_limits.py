@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sms_relay.adapters.postgres.batches import delete_batch
 from sms_relay.adapters.postgres.engine import create_engine
-from sms_relay.adapters.postgres.rate_windows import Limit, hit, prune
+from sms_relay.adapters.postgres.rate_windows import PRUNE_EXPIRED, Limit, hit
 from tests.callbacks.conftest import query_rows
 from tests.support import eventually
+
+
+async def prune(engine: AsyncEngine) -> int:
+    """The retention job's batch for `rate_limits`: windows past their expiry."""
+    return await delete_batch(engine, PRUNE_EXPIRED, datetime.now(UTC), 5000)
+
 
 pytestmark = pytest.mark.integration
 

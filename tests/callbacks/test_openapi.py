@@ -15,7 +15,8 @@ from openapi_spec_validator import validate
 from callbacks.app import create_app
 from callbacks.routes.verify_endpoints import VerifyCheckRequest, VerifyStartRequest
 from schemas.twilio import TwilioInboundMessage, TwilioStatusCallback
-from sms_relay.domain.kinds import ORDER_SHIPPED
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
+from sms_relay.kinds.support_ticket_created import SUPPORT_TICKET_CREATED
 from sms_relay.settings import Settings, TwilioSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +28,9 @@ VALIDATORS: dict[tuple[str, str], Any] = {
     ("post", "/api/verify/start"): VerifyStartRequest.model_validate,
     ("post", "/api/verify/check"): VerifyCheckRequest.model_validate,
     ("post", "/api/order-shipped-sms"): lambda body: ORDER_SHIPPED.parse(json.dumps(body).encode()),
+    ("post", "/api/events/{kind}"): lambda body: SUPPORT_TICKET_CREATED.parse(
+        json.dumps(body).encode()
+    ),
 }
 
 

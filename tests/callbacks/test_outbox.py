@@ -81,6 +81,11 @@ async def test_kafka_unreachable_callbacks_are_answered_2xx_and_published_once_l
                 )
 
             await eventually(unpublished, what="the outbox drained")
+            # The relay counts a batch just after committing it: wait for the count too.
+            await eventually(
+                lambda: callbacks.sample("sms_relay_outbox_relayed_total") >= len(steps),
+                what="the relay's count",
+            )
             relayed = callbacks.sample("sms_relay_outbox_relayed_total")
             # A last callback on the same key (same partition): a late copy of any earlier
             # record would be on the topic before it. (Another SID: the same SID and status

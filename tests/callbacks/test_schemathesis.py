@@ -88,7 +88,10 @@ def api_key(threaded: ThreadedCallbacks) -> str:
     return threaded.run(threaded.callbacks.new_key("schemathesis", rate_limit=100_000))
 
 
-schema = schemathesis.openapi.from_path(ROOT / "openapi.yaml")
+# `/api/events/{kind}` is left out: which body is valid depends on the path's kind, and a
+# support ticket's link on the configured allowlist, neither of which OpenAPI can say (every
+# other operation is generated from the same document; test_kind_ingestion covers this one).
+schema = schemathesis.openapi.from_path(ROOT / "openapi.yaml").exclude(path="/api/events/{kind}")
 
 
 def as_sent(body: dict[str, Any]) -> MultiDict[str]:

@@ -36,7 +36,7 @@ from sqlalchemy import NullPool, create_engine, text
 
 from schemas.events import OrderShipped
 from sms_relay.adapters.kafka.topics import ensure_topics
-from sms_relay.domain.kinds import ORDER_SHIPPED
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.settings import SendingSettings, Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import (

@@ -37,7 +37,6 @@ from prometheus_client import CollectorRegistry
 from schemas.events import OrderShipped
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.clock import LoopClock
-from sms_relay.delivery.attempts import InDoubtResend
 from sms_relay.delivery.delivery_ports import (
     Claim,
     ClaimRequest,
@@ -45,16 +44,18 @@ from sms_relay.delivery.delivery_ports import (
     ListedMessage,
     ListedPage,
     Result,
+    ScheduledSend,
     SentMessage,
     Settlement,
     SettleResult,
 )
+from sms_relay.delivery.in_doubt import InDoubtResend
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.service import DeliveryService
-from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS
 from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.domain.retry import RetryPolicy, TierPlan
+from sms_relay.domain.segments import count_segments
 from sms_relay.domain.states import DeliveryState
 from sms_relay.errors import (
     ProviderAccountError,
@@ -62,6 +63,7 @@ from sms_relay.errors import (
     ProviderThrottledError,
     ProviderUnavailableError,
 )
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.masking import body_hash, phone_hash
 from sms_relay.metrics import ConsumerMetrics
 from tests.dst.vloop import VirtualTimeLoop
@@ -79,7 +81,10 @@ LEASE = 13.0
 CALL_DEADLINE = 10.0
 SETTLE = 3.0
 HORIZON = 10.0
-TIERS = (("30s", 30.0), ("2m", 120.0), ("5m", 300.0))
+TIERS = (30.0, 120.0, 300.0)  # retry tiers 1, 2, 3 (named by position, like the topics)
+# Every third seed's replacement consumers run with other delays (a redeploy that changed
+# SMS_RETRY_TIERS): records already waiting keep the due time they carry.
+REDEPLOYED_TIERS = (120.0, 30.0, 600.0)
 SESSION_TIMEOUT = 10.0
 MAX_LIST_LAG = 2.0
 NETWORK = 0.3  # most a request takes to reach Twilio
@@ -294,7 +299,9 @@ class Node:
             limiter=RateLimiter(10.0, 5.0, clock=clock.monotonic, sleep=clock.sleep),
             concurrency=4,
             policy=RetryPolicy(3, 0.5, 8.0, uniform=rng.random),
-            tiers=TierPlan(TIERS),
+            tiers=TierPlan(
+                REDEPLOYED_TIERS if world.seed % 3 == 0 and len(world.nodes) >= 2 else TIERS
+            ),
             metrics=self.metrics,
             phone_hash_key=HASH_KEY,
             public_base_url="http://callbacks.invalid",
@@ -456,6 +463,15 @@ class CheckedLedger:
     async def claim(self, requests: Sequence[ClaimRequest]) -> dict[str, Claim]:
         return await self._call(lambda: self._ledger.claim(requests))
 
+    async def take_due(self, limit: int) -> list[ScheduledSend]:
+        return await self._call(lambda: self._ledger.take_due(limit))
+
+    async def put_back(self, not_before: Mapping[str, datetime]) -> None:
+        await self._call(lambda: self._ledger.put_back(not_before))
+
+    async def cancel(self, cancels: Sequence[tuple[str, str]]) -> int:
+        return await self._call(lambda: self._ledger.cancel(cancels))
+
     async def mark_sending(self, items: Sequence[tuple[str, int, str]]) -> dict[str, datetime]:
         return await self._call(lambda: self._ledger.mark_sending(items))
 
@@ -555,8 +571,8 @@ class World:
         self.partitions: dict[str, Partition] = {}
         for i in range(2):
             self.partitions[f"main-{i}"] = Partition(f"main-{i}")
-        for name, _ in TIERS:
-            self.partitions[f"retry-{name}"] = Partition(f"retry-{name}")
+        for position in range(1, len(TIERS) + 1):
+            self.partitions[f"retry-{position}"] = Partition(f"retry-{position}")
         self.dlq: list[Record] = []
         self.statuses: list[tuple[str, str]] = []
         self.nodes: list[Node] = []
@@ -601,10 +617,10 @@ class World:
 
     def publish(self, result: Result, record: Record) -> None:
         if result.outcome is Outcome.RETRY_SCHEDULED and result.retry_tier is not None:
-            name, delay = result.retry_tier
-            tier = [n for n, _ in TIERS].index(name)
-            again = Record(record.event_id, record.event, result.attempts, tier, self.now() + delay)
-            self.partitions[f"retry-{name}"].records.append(again)
+            position, delay = result.retry_tier
+            due = self.now() + delay  # the due time travels with the record
+            again = Record(record.event_id, record.event, result.attempts, position - 1, due)
+            self.partitions[f"retry-{position}"].records.append(again)
         if result.outcome is Outcome.DEAD_LETTERED:
             self.dlq.append(Record(record.event_id, record.event, result.attempts))
         if result.report is not None:
@@ -668,9 +684,8 @@ class World:
             row = self.db.rows.get(record.event_id)
             if row is not None and row.state is S.DEAD_LETTERED:
                 row.state, row.lease_until = S.RETRY_SCHEDULED, self.clock.now()
-                name = TIERS[0][0]
                 again = Record(record.event_id, record.event, record.attempts, 0, self.now())
-                self.partitions[f"retry-{name}"].records.append(again)
+                self.partitions["retry-1"].records.append(again)
         self.dlq = []
 
     # -- the run
@@ -731,9 +746,36 @@ class World:
             problems.append(f"messages of no event: {sorted(created)}")
         for event_id, event in self.events.items():
             problems.extend(self._check_end(event_id, event))
+        problems.extend(self._check_segments())
         resends = sum(_count(n.metrics, "sms_relay_in_doubt_resends_total") for n in self.nodes)
         if self.resend is InDoubtResend.NEVER and resends:
             problems.append(f"{resends:g} in-doubt resends although SMS_IN_DOUBT_RESEND=never")
+        return problems
+
+    def _check_segments(self) -> list[str]:
+        """Every row that sent records its body's segments and encoding, one suppressed
+        before it rendered records none; the metric, summed over every consumer (the dead
+        too), counts at least the segments of every message held. A crash between the
+        count and the settle may count one twice, never none: the count comes first."""
+        problems = []
+        held = 0
+        for event_id, event in self.events.items():
+            row = self.db.rows.get(event_id)
+            if row is None:
+                continue
+            expected = count_segments(ORDER_SHIPPED.render(event))
+            if row.state in (S.ACCEPTED, S.FAILED) and row.segments != expected:
+                problems.append(f"{event_id}: {row.state} records {row.segments}, not {expected}")
+            if row.sent_body_hashes == [] and row.segments is not None:
+                problems.append(f"{event_id}: segments recorded although nothing was sent")
+            if row.message_sid is not None:
+                held += expected.segments
+        counted = sum(
+            _count(n.metrics, "sms_relay_segments_total", kind="order-shipped", encoding="GSM-7")
+            for n in self.nodes
+        )
+        if counted < held:
+            problems.append(f"segments counted {counted:g}, fewer than the {held} sent")
         return problems
 
     def _check_end(self, event_id: str, event: OrderShipped) -> list[str]:
@@ -767,8 +809,8 @@ class World:
         return self.twilio.messages
 
 
-def _count(metrics: ConsumerMetrics, name: str) -> float:
-    return metrics.registry.get_sample_value(name) or 0.0
+def _count(metrics: ConsumerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def run_world(seed: int) -> World:

@@ -20,7 +20,6 @@ from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.adapters.twilio.sms_sender import TwilioSmsSender
 from sms_relay.adapters.twilio.twilio_client import close_client, create_client
-from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.metrics import ConsumerMetrics
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
@@ -47,15 +46,13 @@ async def test_a_late_offer_leaves_the_newer_mark_on_its_offset_alone(
     consumer = create_consumer(settings.kafka)
     ledger = PostgresLedger(engine, "race-test", settings.sending.lease_seconds)
     service = delivery_service(settings, ledger, TwilioSmsSender(client, settings.twilio), metrics)
-    loop = ConsumeLoop(consumer, producer, service, settings, metrics, ORDER_SHIPPED)
+    kinds = settings.served_kinds().values()
+    loop = ConsumeLoop(consumer, producer, service, settings, metrics, kinds)
     try:
         with topic_reader(settings, settings.kafka.topic_order_shipped) as reader:
             await eventually(lambda: len(reader.poll()) == 1)
             message = reader.records[0]
-        tiers = {
-            settings.kafka.retry_topic(t): i for i, t in enumerate(settings.sending.retry_tiers)
-        }
-        batch = decode([message], ORDER_SHIPPED, tiers, lambda _m, _d: None, metrics)
+        batch = decode([message], loop._routes, lambda _m, _d: None, metrics)
         ((job, _),) = batch.jobs.values()
         topic, partition, offset = position(message)
         key = ((topic, partition), offset)

@@ -12,8 +12,8 @@ from sms_relay.adapters.kafka.headers import decode_headers
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.delivery.delivery_ports import ClaimRequest, Settlement
-from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.states import DeliveryState
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.masking import mask_phone, phone_hash
 from sms_relay.settings import Settings
 from sms_relay.simulator.server import SimulatorServer
@@ -147,7 +147,7 @@ async def test_long_outage_travels_the_retry_tiers_to_success(
     simulator.script(PHONE, ["503"] * 6 + ["ok"])
     event = order_event(phone=PHONE)
     produce(settings, settings.kafka.topic_order_shipped, [event])
-    first_tier = settings.kafka.retry_topic(settings.sending.retry_tiers[0])
+    first_tier = settings.kafka.retry_topic(settings.kafka.topic_order_shipped, 1)
 
     with topic_reader(settings, first_tier) as retries:
         async with running_consumer(settings):
@@ -174,7 +174,7 @@ async def test_outage_past_the_last_tier_dead_letters_the_event(
     produce(settings, settings.kafka.topic_order_shipped, [event])
 
     with (
-        topic_reader(settings, settings.kafka.dlq_topic) as dlq,
+        topic_reader(settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)) as dlq,
         topic_reader(settings, settings.kafka.topic_delivery_status) as statuses,
     ):
         async with running_consumer(settings):
@@ -182,7 +182,9 @@ async def test_outage_past_the_last_tier_dead_letters_the_event(
             await eventually(
                 lambda: "dead_lettered" in statuses_of(statuses.values(), event["eventId"])
             )
-    (record,) = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
+    (record,) = read_to_end(
+        settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)
+    )  # the consumer has stopped
 
     assert decode_headers(record)["sms-relay-dlq-reason"] == "retries_exhausted"
     assert json.loads(record.value() or b"") == event
@@ -206,13 +208,17 @@ async def test_poison_records_go_to_the_dlq_while_good_ones_send(
         [good[0], *poison[:2], good[1], *poison[2:], good[2]],
     )
 
-    with topic_reader(settings, settings.kafka.dlq_topic) as dlq:
+    with topic_reader(
+        settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)
+    ) as dlq:
         async with running_consumer(settings):
             await eventually(lambda: len(dlq.poll()) == 4)
             await eventually(
                 lambda: sum(r["state"] == "accepted" for r in deliveries(settings).values()) == 3
             )
-    dead_lettered = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
+    dead_lettered = read_to_end(
+        settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)
+    )  # the consumer has stopped
     reasons = Counter(decode_headers(r)["sms-relay-dlq-reason"] for r in dead_lettered)
     errors = [decode_headers(r)["sms-relay-error"] for r in dead_lettered]
     values = sorted(r.value() or b"" for r in dead_lettered)
@@ -290,7 +296,7 @@ async def test_settled_but_unpublished_event_is_published_on_redelivery(
     async with running_consumer(settings):
         await eventually(lambda: deliveries(settings)[event["eventId"]]["reported"])
     # The consumer has stopped (its records flushed): the topics hold all they ever will.
-    (record,) = read_to_end(settings, settings.kafka.dlq_topic)
+    (record,) = read_to_end(settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped))
     assert decode_headers(record)["sms-relay-dlq-reason"] == "retries_exhausted"
     statuses = read_values_to_end(settings, settings.kafka.topic_delivery_status)
     assert statuses_of(statuses, event["eventId"]) == ["dead_lettered"]

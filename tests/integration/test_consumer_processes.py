@@ -89,7 +89,7 @@ async def test_a_joining_consumer_takes_partitions_without_reprocessing_work_in_
     settings = settings.model_copy(update={"sending": sending})
     events = [order_event(order_id=f"5{i:03}") for i in range(400)]
     produce(settings, settings.kafka.topic_order_shipped, events)
-    first_tier = settings.kafka.retry_topic(settings.sending.retry_tiers[0])
+    first_tier = settings.kafka.retry_topic(settings.kafka.topic_order_shipped, 1)
 
     with ConsumerProcess(settings, str(tmp_path / "first.log")) as first:
         await eventually(lambda: accepted(settings) >= 30, timeout=60, what="progress")

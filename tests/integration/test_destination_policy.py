@@ -42,7 +42,9 @@ async def test_destinations_outside_the_allowlists_end_rejected_and_counted(
     produce(restricted, restricted.kafka.topic_order_shipped, [canada, good, phishing])
 
     with (
-        topic_reader(restricted, restricted.kafka.dlq_topic) as dlq,
+        topic_reader(
+            restricted, restricted.kafka.dlq_topic(restricted.kafka.topic_order_shipped)
+        ) as dlq,
         topic_reader(restricted, restricted.kafka.topic_delivery_status) as statuses,
     ):
         async with running_consumer(restricted) as registry:
@@ -62,7 +64,9 @@ async def test_destinations_outside_the_allowlists_end_rejected_and_counted(
     # The consumer has stopped: read to their ends, the topics hold all it published.
     reasons = {
         json.loads(r.value() or b"{}")["eventId"]: decode_headers(r)["sms-relay-dlq-reason"]
-        for r in read_to_end(restricted, restricted.kafka.dlq_topic)
+        for r in read_to_end(
+            restricted, restricted.kafka.dlq_topic(restricted.kafka.topic_order_shipped)
+        )
     }
     published = read_values_to_end(restricted, restricted.kafka.topic_delivery_status)
     rejected = Counter(s["reason"] for s in published if s["status"] == "rejected")

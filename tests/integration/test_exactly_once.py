@@ -28,8 +28,8 @@ from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.adapters.postgres.status_history import PostgresProjectionStore
 from sms_relay.delivery.delivery_ports import ClaimRequest, Settlement
-from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.domain.states import DeliveryState
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.masking import body_hash, mask_phone
 from sms_relay.metrics import CallbackMetrics
 from sms_relay.settings import Settings
@@ -197,7 +197,7 @@ async def test_a_failed_reconciliation_keeps_the_doubt_for_the_next_claim(
     simulator.script(PHONE, ["503"], on="list")  # the list that would tell fails
     event = order_event(phone=PHONE)
     produce(settings, settings.kafka.topic_order_shipped, [event])
-    first_tier = settings.kafka.retry_topic(settings.sending.retry_tiers[0])
+    first_tier = settings.kafka.retry_topic(settings.kafka.topic_order_shipped, 1)
 
     with topic_reader(settings, first_tier) as retries:
         async with running_consumer(settings):
@@ -360,7 +360,9 @@ async def test_an_account_error_travels_the_tiers_to_the_dlq_and_replays(
     produce(settings, settings.kafka.topic_order_shipped, [event])
     registry = CollectorRegistry()
 
-    with topic_reader(settings, settings.kafka.dlq_topic) as dlq:
+    with topic_reader(
+        settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)
+    ) as dlq:
         async with running_consumer(misconfigured, registry):
             await eventually(
                 lambda: state_of(settings, event["eventId"]) in {"dead_lettered", "failed"},
@@ -373,7 +375,9 @@ async def test_an_account_error_travels_the_tiers_to_the_dlq_and_replays(
     assert "failed" not in statuses_of(
         read_values_to_end(settings, settings.kafka.topic_delivery_status), event["eventId"]
     )
-    (dead_lettered,) = read_to_end(settings, settings.kafka.dlq_topic)
+    (dead_lettered,) = read_to_end(
+        settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)
+    )
     tiers = 1 + len(settings.sending.retry_tiers)
     counted = registry.get_sample_value(
         "sms_relay_twilio_account_errors_total", {"code": str(code)}
@@ -462,11 +466,15 @@ async def test_a_malformed_header_dead_letters_its_record_and_the_next_is_sent(
     produce(settings, topic, [bad], headers=[(f"sms-relay-{header}", value)])
     produce(settings, topic, [good])
 
-    with topic_reader(settings, settings.kafka.dlq_topic) as dlq:
+    with topic_reader(
+        settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)
+    ) as dlq:
         async with running_consumer(settings):
             await settled(settings, good["eventId"])
             await eventually(lambda: len(dlq.poll()) == 1, what="the DLQ record")
-    (record,) = read_to_end(settings, settings.kafka.dlq_topic)  # the consumer has stopped
+    (record,) = read_to_end(
+        settings, settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)
+    )  # the consumer has stopped
 
     assert decode_headers(record)["sms-relay-dlq-reason"] == "invalid_header"
     assert json.loads(record.value() or b"") == bad

@@ -61,7 +61,10 @@ async def test_dlq_list_shows_dead_lettered_and_rejected_records_with_filters(
     exhausted = [r for r in listed if r["reason"] == "retries_exhausted"]
     assert {r["eventId"] for r in exhausted} == {e["eventId"] for e in events}
     assert all(r["state"] == "dead_lettered" and r["attempt"] == 3 for r in exhausted)
-    assert all(r["topic"] == settings.kafka.dlq_topic and r["time"] for r in listed)
+    assert all(
+        r["topic"] == settings.kafka.dlq_topic(settings.kafka.topic_order_shipped) and r["time"]
+        for r in listed
+    )
     assert by_reason["invalid_json"]["eventId"] is None
     assert by_reason["invalid_json"]["error"]
 
@@ -112,14 +115,14 @@ async def test_replay_of_a_dead_lettered_event_sends_exactly_one_sms(
     assert result.code == 0, result.err
     assert "replayed 1 record(s)" in result.out
     assert "1 dead-lettered deliveries set back to retry_scheduled" in result.out
-    assert "[" + "#" * 30 + "] 1/1" in result.err  # the progress bar
+    assert "dlq: read 1 of 1 record(s), 1 matched" in result.err  # the progress line
     audit = replays(settings)
     assert len(audit) == 1
     assert audit[0]["event_id"] == event["eventId"]
     assert audit[0]["operator"] == "alice"
     assert audit[0]["reason"] == "retries_exhausted"
     assert (audit[0]["dlq_topic"], audit[0]["dlq_partition"], audit[0]["dlq_offset"]) == (
-        settings.kafka.dlq_topic,
+        settings.kafka.dlq_topic(settings.kafka.topic_order_shipped),
         dlq_record["partition"],
         dlq_record["offset"],
     )
@@ -129,7 +132,7 @@ async def test_replay_of_a_dead_lettered_event_sends_exactly_one_sms(
         await eventually(lambda: len(main_topic.poll()) == 2, what="the replayed record")
         replayed = decode_headers(main_topic.records[-1])
     assert replayed["sms-relay-replayed-from"] == (
-        f"{settings.kafka.dlq_topic}:{dlq_record['partition']}:{dlq_record['offset']}"
+        f"{settings.kafka.dlq_topic(settings.kafka.topic_order_shipped)}:{dlq_record['partition']}:{dlq_record['offset']}"
     )
     assert replayed["sms-relay-attempt"] == "0"
 

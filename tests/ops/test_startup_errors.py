@@ -53,7 +53,7 @@ def test_consumer_without_its_topics_names_them_and_sms_relay_topics(settings: S
     code, err, _ = run_cli("consumer", settings, KAFKA_TOPIC_ORDER_SHIPPED=missing)
     assert code == 2
     assert err.count("\n") == 1, err
-    for name in (missing, f"{missing}.retry.1s", f"{missing}.retry.2s", f"{missing}.dlq"):
+    for name in (missing, f"{missing}.retry.1", f"{missing}.retry.2", f"{missing}.dlq"):
         assert name in err
     assert settings.kafka.topic_delivery_status not in err, "that one exists"
     assert "sms-relay topics" in err

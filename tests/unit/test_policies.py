@@ -6,8 +6,16 @@ import asyncio
 
 import pytest
 
+from sms_relay.adapters.kafka.topics import topic_names
 from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
-from sms_relay.domain.retry import RetryPolicy, TierPlan
+from sms_relay.domain.retry import (
+    RetryPolicy,
+    RetryTier,
+    TierPlan,
+    delay_named_tiers,
+    parse_duration,
+    retry_topic,
+)
 from sms_relay.errors import (
     ConfigurationError,
     ProviderRejectedError,
@@ -15,7 +23,7 @@ from sms_relay.errors import (
     ProviderUnavailableError,
 )
 from sms_relay.masking import mask_phone, phone_hash, redact
-from sms_relay.settings import load_settings
+from sms_relay.settings import KafkaSettings, load_settings
 
 
 def test_backoff_doubles_up_to_the_cap_and_stops_after_the_last_attempt() -> None:
@@ -31,10 +39,51 @@ def test_permanent_errors_are_never_retried_and_uncertain_ones_are() -> None:
 
 
 def test_tiers_run_in_order_then_run_out() -> None:
-    plan = TierPlan([("30s", 30.0), ("5m", 300.0)])
-    assert plan.after(-1) == ("30s", 30.0)
-    assert plan.after(0) == ("5m", 300.0)
+    plan = TierPlan([30.0, 300.0])
+    assert plan.after(-1) == RetryTier(position=1, delay_seconds=30.0)
+    assert plan.after(0) == RetryTier(position=2, delay_seconds=300.0)
     assert plan.after(1) is None
+
+
+def test_retry_topics_are_named_by_position_whatever_their_delay() -> None:
+    assert retry_topic("order-shipped", 1) == "order-shipped.retry.1"
+    assert retry_topic("appointment-reminder", 3) == "appointment-reminder.retry.3"
+    kafka = KafkaSettings(topic_order_shipped="order-shipped")
+    assert topic_names(kafka, ("5m", "30m")) == topic_names(kafka, ("10s", "1h"))
+    assert "order-shipped.retry.2" in topic_names(kafka, ("5m", "30m"))
+
+
+def test_delay_named_topics_continue_in_the_tier_of_their_delay() -> None:
+    topics = [
+        "order-shipped",
+        "order-shipped.retry.1",  # named by position: not an old one
+        "order-shipped.retry.30s",  # the same delay as tier 1
+        "order-shipped.retry.1m",  # no tier of 1m: the first longer one, tier 2
+        "order-shipped.retry.2h",  # longer than every tier: the last
+        "order-shipped.retry.soon",  # not a duration: not ours
+        "other.retry.30s",  # another input topic's
+        "order-shipped.dlq",
+    ]
+    found = delay_named_tiers("order-shipped", topics, [30.0, 300.0, 1800.0])
+    assert found == {
+        "order-shipped.retry.30s": 0,
+        "order-shipped.retry.1m": 1,
+        "order-shipped.retry.2h": 2,
+    }
+    assert delay_named_tiers("order-shipped", topics, []) == {}
+
+
+def test_durations_are_parsed_as_before() -> None:
+    assert [parse_duration(t) for t in ("500ms", "30s", "1.5m", "2h", ".5s")] == [
+        0.5,
+        30.0,
+        90.0,
+        7200.0,
+        0.5,
+    ]
+    for bad in ("", "30", "s", "5 m", "1d", "-1s"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
 
 
 async def test_rate_limiter_paces_to_the_configured_rate() -> None:

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from sms_relay.domain.destinations import DestinationPolicy, host_allowed
-from sms_relay.domain.kinds import ORDER_SHIPPED
 from sms_relay.errors import ConfigurationError
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.settings import DestinationSettings, load_settings
 
 
@@ -42,7 +42,7 @@ def test_the_policy_refuses_with_its_reason_as_the_error_type() -> None:
         DestinationSettings(allowed_countries=("US",), allowed_link_hosts=("example.com",)),
         refused.append,
     )
-    kind = ORDER_SHIPPED.with_policy(policy)
+    kind = ORDER_SHIPPED.configured(destinations=policy)
     assert kind.parse(event()).eventId == "order_1001_shipped_v1"
     for raw, reason, field in [
         (event(phone="+14165550123"), "country_not_allowed", "phone"),
@@ -56,8 +56,8 @@ def test_the_policy_refuses_with_its_reason_as_the_error_type() -> None:
         assert "4165550123" not in str(error.value)
     assert refused == ["country_not_allowed", "link_host_not_allowed"]
     # Unset and `*` allow every country; no tracking link is always fine.
-    anywhere = ORDER_SHIPPED.with_policy(
-        DestinationPolicy.from_settings(
+    anywhere = ORDER_SHIPPED.configured(
+        destinations=DestinationPolicy.from_settings(
             DestinationSettings(allowed_countries=("*",)), refused.append
         )
     )

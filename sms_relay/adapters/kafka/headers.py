@@ -17,6 +17,7 @@ ATTEMPT = PREFIX + "attempt"  # sends made so far
 NOT_BEFORE = PREFIX + "not-before"  # epoch ms before which a retry-tier record waits
 ERROR = PREFIX + "error"  # the last error, at most 200 characters
 DLQ_REASON = PREFIX + "dlq-reason"  # why the record was dead-lettered
+KIND = PREFIX + "kind"  # the event kind (`order-shipped`, ...): tools filter DLQs by it
 # Where the event first entered, kept across retry tiers and replays (for `trace`).
 ORIGINAL_TOPIC = PREFIX + "original-topic"
 ORIGINAL_PARTITION = PREFIX + "original-partition"

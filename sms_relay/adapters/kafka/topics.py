@@ -13,6 +13,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from sms_relay.adapters.kafka.clients import kafka_reason
 from sms_relay.errors import BrokerUnavailableError, ConfigurationError
+from sms_relay.kinds.registry import COMPANION_TOPICS
 from sms_relay.settings import KafkaSettings
 
 # How long start-up waits for a broker's answer before saying that none answers.
@@ -20,18 +21,26 @@ STARTUP_DEADLINE_SECONDS = 10.0
 TOPIC_LOOKS = 12  # times 0.25 s: how long a new topic may take to show in the metadata
 
 
-def topic_names(settings: KafkaSettings, retry_tiers: Sequence[str]) -> list[str]:
-    return [
-        settings.topic_order_shipped,
-        *(settings.retry_topic(tier) for tier in retry_tiers),
-        settings.dlq_topic,
-        settings.topic_delivery_status,
-        settings.topic_phone_verified,
-    ]
+def topic_names(
+    settings: KafkaSettings, retry_tiers: Sequence[str], kinds: Sequence[str] = ("order-shipped",)
+) -> list[str]:
+    """Each kind's input topic, its retry tiers (named by position) and DLQ, then the status
+    and Verify topics."""
+    names = []
+    positions = range(1, len(retry_tiers) + 1)
+    for kind in kinds:
+        topic = settings.topic_of(kind)
+        tiers = [settings.retry_topic(topic, position) for position in positions]
+        names += [topic, *tiers, settings.dlq_topic(topic)]
+        names += [settings.topic_of(name) for name in COMPANION_TOPICS.get(kind, ())]
+    return [*names, settings.topic_delivery_status, settings.topic_phone_verified]
 
 
 def ensure_topics(
-    settings: KafkaSettings, retry_tiers: Sequence[str], timeout: float = 30
+    settings: KafkaSettings,
+    retry_tiers: Sequence[str],
+    kinds: Sequence[str] = ("order-shipped",),
+    timeout: float = 30,
 ) -> list[str]:
     """Create the missing topics; returns the names created. Safe to run twice.
 
@@ -41,7 +50,7 @@ def ensure_topics(
     existing = set(_topics_of(admin, settings, timeout))
     wanted = [
         NewTopic(name, settings.partitions, settings.replication_factor)
-        for name in topic_names(settings, retry_tiers)
+        for name in topic_names(settings, retry_tiers, kinds)
         if name not in existing
     ]
     if not wanted:
@@ -62,8 +71,9 @@ def ensure_topics(
 
 def require_topics(
     settings: KafkaSettings, names: Sequence[str], timeout: float = STARTUP_DEADLINE_SECONDS
-) -> None:
-    """Check with one metadata request that every topic in `names` exists.
+) -> set[str]:
+    """Check with one metadata request that every topic in `names` exists; returns the
+    names of all the cluster's topics.
 
     The broker creates no topics, and a consumer subscribed to a missing one only finds
     out when every publish times out; so start-up asks first.
@@ -87,6 +97,14 @@ def require_topics(
         raise ConfigurationError(
             f"Kafka topics missing: {', '.join(missing)}; create them with `sms-relay topics`"
         )
+    return existing
+
+
+def cluster_topics(settings: KafkaSettings, timeout: float = 30) -> set[str]:
+    """The names of the cluster's topics. Raises BrokerUnavailableError when no broker
+    answers within `timeout`."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    return _topics_of(admin, settings, timeout)
 
 
 def _topics_of(admin: AdminClient, settings: KafkaSettings, timeout: float) -> set[str]:

@@ -72,3 +72,11 @@ class PostgresApiKeys:
         async with self._engine.connect() as connection:
             row = (await connection.execute(_FIND, {"key_id": key_id})).first()
         return StoredApiKey(_key(row), row.secret_hash) if row is not None else None
+
+
+# Only revoked keys, and only once their revocation is older than the retention.
+PRUNE_REVOKED = text(
+    "DELETE FROM api_keys WHERE key_id IN (SELECT key_id FROM api_keys "
+    "WHERE revoked_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT_REVOKED = text("SELECT count(*) FROM api_keys WHERE revoked_at < :cutoff")

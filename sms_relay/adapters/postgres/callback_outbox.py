@@ -30,11 +30,6 @@ _TAKE = text(
     "ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
 )
 _PENDING = text("SELECT count(*) FROM callback_outbox WHERE published_at IS NULL")
-_PRUNE = text(
-    "DELETE FROM callback_outbox WHERE id IN (SELECT id FROM callback_outbox "
-    "WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => :keep) "
-    "LIMIT 5000)"
-)
 
 
 def _params(records: Sequence[OutboundRecord]) -> dict[str, object]:
@@ -113,7 +108,13 @@ class PostgresOutboxRows:
         async with self._engine.connect() as connection:
             return int((await connection.execute(_PENDING)).scalar_one())
 
-    @database_call
-    async def prune(self, keep_seconds: float) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(_PRUNE, {"keep": keep_seconds})
+
+# Retention: published rows past it (the BRIN index on created_at finds the old blocks;
+# a row is published after it is created, so both bounds hold).
+PRUNE_PUBLISHED = text(
+    "DELETE FROM callback_outbox WHERE id IN (SELECT id FROM callback_outbox "
+    "WHERE created_at < :cutoff AND published_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT_PUBLISHED = text(
+    "SELECT count(*) FROM callback_outbox WHERE created_at < :cutoff AND published_at < :cutoff"
+)

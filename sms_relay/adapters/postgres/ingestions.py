@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sms_relay.adapters.postgres.engine import database_call
 
@@ -59,3 +60,19 @@ async def ingestions_of(engine: AsyncEngine, event_id: str | None) -> list[Any]:
     """Every ingestion of one event, oldest first (`trace`)."""
     async with engine.connect() as connection:
         return list((await connection.execute(_OF, {"event_id": event_id})).mappings().all())
+
+
+PRUNE = text(
+    "DELETE FROM ingestions WHERE id IN (SELECT id FROM ingestions "
+    "WHERE received_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT = text("SELECT count(*) FROM ingestions WHERE received_at < :cutoff")
+_ERASE = text("DELETE FROM ingestions WHERE event_id = ANY(:ids)")
+
+
+@database_call
+async def erase_events(connection: AsyncConnection, event_ids: Sequence[str]) -> int:
+    """Delete the ingestion audit of these events (those of an erased number)."""
+    if not event_ids:
+        return 0
+    return int((await connection.execute(_ERASE, {"ids": sorted(event_ids)})).rowcount or 0)

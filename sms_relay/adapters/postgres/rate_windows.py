@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sms_relay.adapters.postgres.engine import database_call
 from sms_relay.status.status_ports import Limit
 
-__all__ = ["Limit", "PostgresRateWindows", "hit", "prune"]
+__all__ = ["Limit", "PostgresRateWindows", "erase_keys", "hit"]
 
 _ENSURE = text(
     "INSERT INTO rate_limits (key, expires_at) VALUES (:key, now()) ON CONFLICT DO NOTHING"
@@ -33,10 +33,6 @@ _LOCK = text(
     "WHERE key = ANY(:keys) ORDER BY key FOR UPDATE"
 )
 _STORE = text("UPDATE rate_limits SET hits = :hits, expires_at = :expires WHERE key = :key")
-_PRUNE = text(
-    "DELETE FROM rate_limits WHERE key IN "
-    "(SELECT key FROM rate_limits WHERE expires_at < now() LIMIT 5000)"
-)
 
 
 @database_call
@@ -75,13 +71,6 @@ async def hit(engine: AsyncEngine, limits: Sequence[Limit]) -> float | None:
     return None
 
 
-@database_call
-async def prune(engine: AsyncEngine) -> int:
-    """Delete rows whose every hit has left its window. Raises DatabaseUnavailableError."""
-    async with engine.begin() as connection:
-        return int((await connection.execute(_PRUNE)).rowcount or 0)
-
-
 class PostgresRateWindows:
     """`sms_relay.status.status_ports.RateWindows` on one engine."""
 
@@ -90,3 +79,18 @@ class PostgresRateWindows:
 
     async def hit(self, limits: Sequence[Limit]) -> float | None:
         return await hit(self._engine, limits)
+
+
+# Retention's batches: windows past their expiry (the cutoff is now).
+PRUNE_EXPIRED = text(
+    "DELETE FROM rate_limits WHERE key IN (SELECT key FROM rate_limits "
+    "WHERE expires_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT_EXPIRED = text("SELECT count(*) FROM rate_limits WHERE expires_at < :cutoff")
+_ERASE = text("DELETE FROM rate_limits WHERE key = ANY(:keys)")
+
+
+@database_call
+async def erase_keys(connection: AsyncConnection, keys: Sequence[str]) -> int:
+    """Delete the windows of one number (its Verify limits, by key)."""
+    return int((await connection.execute(_ERASE, {"keys": sorted(keys)})).rowcount or 0)

@@ -120,3 +120,39 @@ async def steps_of(engine: AsyncEngine, event_id: str | None, sid: str | None) -
     async with engine.connect() as connection:
         params = {"event_id": event_id, "sid": sid}
         return list((await connection.execute(_STEPS_OF, params)).mappings().all())
+
+
+# ---- retention and erasure
+
+# By id, from one index lookup per column: an OR of the two would scan the whole table.
+_FORGET = text(
+    "DELETE FROM status_history WHERE id = ANY(ARRAY("
+    "SELECT id FROM status_history WHERE event_id = ANY(:ids) UNION "
+    "SELECT id FROM status_history WHERE message_sid = ANY(CAST(:sids AS text[]))))"
+)
+# Steps of no known delivery (a callback for a message the ledger never had, or whose
+# row went while the callback was on its way), past the horizon.
+_ORPHAN = """
+    recorded_at < :cutoff
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = h.event_id)
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_sid = h.message_sid)
+"""
+PRUNE_ORPHANS = text(
+    f"""
+DELETE FROM status_history WHERE id IN (
+    SELECT h.id FROM status_history h WHERE {_ORPHAN} LIMIT :limit FOR UPDATE SKIP LOCKED
+)
+"""  # noqa: S608 (the fragment is our own constant, no input)
+)
+COUNT_ORPHANS = text(f"SELECT count(*) FROM status_history h WHERE {_ORPHAN}")  # noqa: S608
+
+
+@database_call
+async def forget_steps(
+    connection: AsyncConnection, event_ids: Sequence[str], sids: Sequence[str]
+) -> int:
+    """Delete the steps of these deliveries (by eventId or SID); how many went."""
+    if not event_ids and not sids:
+        return 0
+    params = {"ids": sorted(event_ids), "sids": sorted(sids)}
+    return int((await connection.execute(_FORGET, params)).rowcount or 0)

@@ -156,3 +156,27 @@ async def listed(engine: AsyncEngine, limit: int | None) -> list[Any]:
     """Suppressed numbers (masked), newest first."""
     async with engine.connect() as connection:
         return list((await connection.execute(_LIST, {"limit": limit})).mappings().all())
+
+
+# ---- retention and erasure (suppressions themselves never expire and are never erased)
+
+PRUNE_KEYWORDS = text(
+    "DELETE FROM inbound_keywords WHERE message_sid IN (SELECT message_sid FROM "
+    "inbound_keywords WHERE created_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT_KEYWORDS = text("SELECT count(*) FROM inbound_keywords WHERE created_at < :cutoff")
+PRUNE_LATEST = text(
+    "DELETE FROM keyword_latest WHERE phone_hash IN (SELECT phone_hash FROM keyword_latest "
+    "WHERE received_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT_LATEST = text("SELECT count(*) FROM keyword_latest WHERE received_at < :cutoff")
+_ERASE_KEYWORDS = text("DELETE FROM inbound_keywords WHERE phone_hash = :h")
+_ERASE_LATEST = text("DELETE FROM keyword_latest WHERE phone_hash = :h")
+
+
+@database_call
+async def erase_keywords(connection: AsyncConnection, phone_hash: str) -> dict[str, int]:
+    """Delete one number's inbound keywords; its suppression stays."""
+    keywords = await connection.execute(_ERASE_KEYWORDS, {"h": phone_hash})
+    latest = await connection.execute(_ERASE_LATEST, {"h": phone_hash})
+    return {"inbound_keywords": keywords.rowcount or 0, "keyword_latest": latest.rowcount or 0}

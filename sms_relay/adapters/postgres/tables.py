@@ -44,6 +44,7 @@ deliveries = Table(
     Column("last_error", Text),
     Column("consent_at", DateTime(timezone=True)),
     Column("consent_purpose", Text),
+    Column("consent_source", Text),  # where consent was given (a label, no personal data)
     Column("lease_owner", Text),
     Column("lease_token", BigInteger),
     Column("lease_until", DateTime(timezone=True)),
@@ -55,10 +56,16 @@ deliveries = Table(
     # The consumer's own settled step; `reported` says its status record reached Kafka.
     Column("settled_state", Text),
     Column("reported", Boolean, nullable=False, server_default="false"),
+    # The rendered body's parts and encoding (GSM-7, UCS-2), recorded when a send settles.
+    Column("segments", Integer),
+    Column("encoding", Text),
     _now(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_deliveries_state_lease", "state", "lease_until"),
     Index("ix_deliveries_in_doubt", "doubt_since", postgresql_where="doubt_since IS NOT NULL"),
+    # Pruning (created_at never changes: no cost to HOT updates) and erasure.
+    Index("ix_deliveries_created_at", "created_at"),
+    Index("ix_deliveries_phone_hash", "phone_hash"),
 )
 
 status_history = Table(
@@ -74,6 +81,7 @@ status_history = Table(
     Column("idempotency_token", Text, nullable=False, unique=True),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_status_history_recorded_at", "recorded_at", postgresql_using="brin"),
 )
 
 suppressions = Table(
@@ -100,6 +108,7 @@ callback_outbox = Table(
     _now(),
     Column("published_at", DateTime(timezone=True)),
     Index("ix_callback_outbox_unpublished", "id", postgresql_where="published_at IS NULL"),
+    Index("ix_callback_outbox_created_at", "created_at", postgresql_using="brin"),
 )
 
 phone_verifications = Table(
@@ -121,6 +130,27 @@ dlq_replays = Table(
     Column("reason", Text),
     Column("operator", Text, nullable=False),
     Column("replayed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("run_id", BigInteger),
+    Index("ix_dlq_replays_record", "dlq_topic", "dlq_partition", "dlq_offset"),
+)
+
+# One row per `dlq replay` run: what it reads to, and how far it got (for --resume).
+dlq_replay_runs = Table(
+    "dlq_replay_runs",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("dlq_topic", Text, nullable=False),
+    Column("target_topic", Text, nullable=False),
+    Column("operator", Text, nullable=False),
+    Column("options", JSONB, nullable=False),
+    Column("end_offsets", JSONB, nullable=False),
+    Column("positions", JSONB, nullable=False),
+    Column("matched", BigInteger, nullable=False, server_default="0"),
+    Column("replayed", BigInteger, nullable=False, server_default="0"),
+    Column("outcome", Text, nullable=False, server_default="running"),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
 )
 
 api_keys = Table(
@@ -147,6 +177,7 @@ ingestions = Table(
     Column("client", Text, nullable=False),
     Column("topic", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_ingestions_received_at", "received_at", postgresql_using="brin"),
 )
 
 rate_limits = Table(
@@ -181,4 +212,42 @@ keyword_latest = Table(
     Column("action", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("message_sid", Text, nullable=False),
+)
+
+erasures = Table(
+    "erasures",
+    metadata,
+    # The audit of `sms-relay forget`: who, when, how many rows per table; never the number.
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("operator", Text, nullable=False),
+    Column("removed", JSONB, nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+scheduled_sends = Table(
+    "scheduled_sends",
+    metadata,
+    # An event stored to be sent when due (it holds the number: erasure reaches it).
+    Column("event_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("phone_hash", Text, nullable=False),
+    Column("cancel_key", Text),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    # Taken by one scheduler until then (the claim's lease still fences the send).
+    Column("taken_until", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _now(),
+    Index("ix_scheduled_sends_due_at", "due_at"),
+    Index("ix_scheduled_sends_phone_hash", "phone_hash"),
+    Index("ix_scheduled_sends_cancel_key", "cancel_key"),
+)
+
+appointment_cancellations = Table(
+    "appointment_cancellations",
+    metadata,
+    # A cancel, remembered so a reminder read after it still ends `canceled`.
+    Column("cancel_key", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+    _now(),
+    Index("ix_appointment_cancellations_created_at", "created_at"),
 )

@@ -27,3 +27,16 @@ class PostgresVerifications:
         """Written in the outbox row's transaction (`PostgresOutboxRows.insert_with`)."""
         assert isinstance(transaction, AsyncConnection), "not a PostgreSQL transaction"
         await transaction.execute(_UPSERT, {"h": phone_hash, "m": phone_masked, "at": at})
+
+
+PRUNE = text(
+    "DELETE FROM phone_verifications WHERE phone_hash IN (SELECT phone_hash FROM "
+    "phone_verifications WHERE verified_at < :cutoff LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+COUNT = text("SELECT count(*) FROM phone_verifications WHERE verified_at < :cutoff")
+_ERASE = text("DELETE FROM phone_verifications WHERE phone_hash = :h")
+
+
+@database_call
+async def erase_number(connection: AsyncConnection, phone_hash: str) -> int:
+    return int((await connection.execute(_ERASE, {"h": phone_hash})).rowcount or 0)

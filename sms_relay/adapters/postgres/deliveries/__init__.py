@@ -4,7 +4,7 @@ The states and their moves are named in `sms_relay.domain.states` and bound from
 `PostgresLedger` implements the delivery core's `Ledger` port (`sms_relay.delivery.delivery_ports`)
 with the statements of `ledger_statements`; `follow_up_writes` serves the status
 projection, `dlq replay` and the missing-callback reconciler; `delivery_reads` the
-consumer's gauges, `trace` and `dlq list`.
+consumer's gauges, `trace` and `dlq list`; `retention_writes` retention and erasure.
 """
 
 from sms_relay.adapters.postgres.deliveries.delivery_reads import (
@@ -19,13 +19,21 @@ from sms_relay.adapters.postgres.deliveries.follow_up_writes import (
     take_stuck_accepted,
 )
 from sms_relay.adapters.postgres.deliveries.postgres_ledger import PostgresLedger
+from sms_relay.adapters.postgres.deliveries.retention_writes import (
+    count_settled,
+    erase_number,
+    prune_settled,
+)
 
 __all__ = [
     "PostgresLedger",
+    "count_settled",
     "count_stuck_claims",
     "count_unresolved_doubts",
     "derive_twilio_states",
+    "erase_number",
     "find",
+    "prune_settled",
     "reopen_dead_lettered",
     "states_of",
     "take_stuck_accepted",

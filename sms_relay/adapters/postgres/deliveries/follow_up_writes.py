@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sms_relay.adapters.postgres.deliveries.ledger_statements import S
+from sms_relay.adapters.postgres.deliveries.ledger_statements import ERASED, S
 from sms_relay.adapters.postgres.engine import database_call
 from sms_relay.domain.states import (
     AWAITING_TWILIO,
@@ -67,15 +67,17 @@ async def derive_twilio_states(
 _REOPEN = text(
     "UPDATE deliveries SET state = :retry_scheduled, lease_until = clock_timestamp(), "
     "updated_at = now() WHERE event_id = ANY(:ids) AND state = :dead_lettered "
-    "RETURNING event_id"
+    "AND phone_hash <> :erased RETURNING event_id"
 )
 
 
 @database_call
 async def reopen_dead_lettered(connection: AsyncConnection, event_ids: Sequence[str]) -> set[str]:
     """`dlq replay`: dead-lettered rows become claimable again. The doubt, the bodies sent
-    and the window stay, so a replayed send that may have happened is reconciled first."""
+    and the window stay, so a replayed send that may have happened is reconciled first.
+    An erased number's tombstone stays dead-lettered: its replay is a duplicate."""
     params = {
+        "erased": ERASED,
         "ids": list(event_ids),
         "retry_scheduled": S.RETRY_SCHEDULED.value,
         "dead_lettered": S.DEAD_LETTERED.value,

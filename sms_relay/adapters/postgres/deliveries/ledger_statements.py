@@ -20,23 +20,28 @@ STATES = {
     "resumable": sorted(RESUMABLE),
     "settled": sorted(CONSUMER_SETTLED),
 }
+# `sms-relay forget` writes this over a settled row's phone columns (NOT NULL): the row
+# stays as a tombstone that dedupes its eventId, and no claim ever takes it again.
+ERASED = "erased"
 
 CLAIM = text(
     """
 WITH input AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:hashes AS text[]),
-        CAST(:masked AS text[]), CAST(:consents AS timestamptz[]), CAST(:purposes AS text[])
-    ) AS t(event_id, event_type, phone_hash, phone_masked, consent_at, consent_purpose)
+        CAST(:masked AS text[]), CAST(:consents AS timestamptz[]), CAST(:purposes AS text[]),
+        CAST(:sources AS text[]), CAST(:cancel_keys AS text[])
+    ) AS t(event_id, event_type, phone_hash, phone_masked, consent_at, consent_purpose,
+        consent_source, cancel_key)
 ),
 before AS (
     SELECT d.* FROM deliveries d JOIN input USING (event_id)
 ),
 claimed AS (
     INSERT INTO deliveries AS d (event_id, event_type, state, phone_hash, phone_masked,
-        consent_at, consent_purpose, lease_owner, lease_token, lease_until)
+        consent_at, consent_purpose, consent_source, lease_owner, lease_token, lease_until)
     SELECT event_id, event_type, CAST(:claimed AS text), phone_hash, phone_masked, consent_at,
-        consent_purpose, :owner, nextval('delivery_lease_token_seq'),
+        consent_purpose, consent_source, :owner, nextval('delivery_lease_token_seq'),
         clock_timestamp() + make_interval(secs => :lease)
     FROM input
     ON CONFLICT (event_id) DO UPDATE SET
@@ -53,7 +58,7 @@ claimed AS (
         -- it creates, so its death while it only reconciles moves the doubt no further.
         state = CASE WHEN d.state = :sending THEN CAST(:retry_scheduled AS text)
             ELSE d.state END
-    WHERE d.state = ANY(CAST(:resumable AS text[]))
+    WHERE d.state = ANY(CAST(:resumable AS text[])) AND d.phone_hash <> :erased
         AND (d.lease_until IS NULL OR d.lease_until <= clock_timestamp()
              -- our own claim from a batch that failed and was rewound (the service never
              -- re-claims an event whose send still runs in this process)
@@ -64,7 +69,10 @@ SELECT input.event_id, claimed.lease_token, claimed.doubt_since, before.state,
     before.attempts, before.sending_started_at, before.message_sid, before.error_code,
     before.settled_state, before.reported, before.sent_body_hashes,
     GREATEST(EXTRACT(EPOCH FROM before.lease_until - clock_timestamp()), 0) AS busy_for,
-    EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = input.phone_hash) AS suppressed
+    EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = input.phone_hash) AS suppressed,
+    COALESCE(before.phone_hash = :erased, false) AS erased,
+    EXISTS (SELECT 1 FROM appointment_cancellations c WHERE c.cancel_key = input.cancel_key)
+        AS canceled
 FROM input
 LEFT JOIN claimed USING (event_id)
 LEFT JOIN before USING (event_id)
@@ -103,8 +111,9 @@ WITH v AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:tokens AS bigint[]), CAST(:states AS text[]),
         CAST(:attempts AS int[]), CAST(:sids AS text[]), CAST(:codes AS int[]),
-        CAST(:errors AS text[]), CAST(:doubts AS timestamptz[])
-    ) AS t(event_id, token, state, attempt, sid, code, error, doubt)
+        CAST(:errors AS text[]), CAST(:doubts AS timestamptz[]), CAST(:segments AS int[]),
+        CAST(:encodings AS text[])
+    ) AS t(event_id, token, state, attempt, sid, code, error, doubt, segments, encoding)
 ),
 held AS (
     SELECT v.*, (v.sid IS NOT NULL AND EXISTS (
@@ -116,6 +125,7 @@ settled AS (
     UPDATE deliveries d SET state = h.state, attempts = h.attempt,
         message_sid = COALESCE(h.sid, d.message_sid), error_code = h.code,
         last_error = h.error, doubt_since = h.doubt, updated_at = now(),
+        segments = COALESCE(h.segments, d.segments), encoding = COALESCE(h.encoding, d.encoding),
         settled_state = CASE WHEN h.state = ANY(CAST(:settled AS text[])) THEN h.state
                         ELSE d.settled_state END,
         reported = CASE WHEN h.state = ANY(CAST(:settled AS text[])) THEN false

@@ -1,0 +1,1 @@
+"""Event kinds: each kind is one module (model, templates, consent purposes, policy)."""
