@@ -48,7 +48,9 @@ from tests.support import (
     produce,
 )
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.integration]
+# Not `chaos`: they strike only consumer processes of their own, so they run beside
+# other tests (the bounds they assert leave room for a busy host).
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TARGET_SECONDS = 30.0  # issue 10: every held event sent within 30 s of the kill or freeze
 SAFETY_SECONDS = 2 * TARGET_SECONDS  # asserted: the target is a figure, printed
