@@ -550,3 +550,23 @@ class ConsumerProcess:
             code = self.process.wait(10)
         self._log.close()
         return code
+
+
+class Figures:
+    """What a test measured, shown however pytest runs: printed to the terminal at once
+    (not captured), and kept on the test's report, which the run's summary prints under
+    "figures" (a parallel worker's terminal output never reaches the caller's)."""
+
+    def __init__(self, capsys: Any, user_properties: list[tuple[str, object]]) -> None:
+        self._capsys = capsys
+        self._user_properties = user_properties
+
+    @contextmanager
+    def shown(self) -> Iterator[None]:
+        """Everything printed inside the block."""
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            yield
+        with self._capsys.disabled():
+            print(printed.getvalue(), end="")
+        self._user_properties.append(("figures", printed.getvalue().strip("\n")))
