@@ -81,12 +81,12 @@ async def test_kafka_unreachable_callbacks_are_answered_2xx_and_published_once_l
                 )
 
             await eventually(unpublished, what="the outbox drained")
-            # The relay counts a batch just after committing it: wait for the count too.
+            # The relay counts a batch once its commit returns: a moment after the rows
+            # read as published (a count read at once raced it, 1 of 4 on a busy host).
+            relayed_total = "sms_relay_outbox_relayed_total"
             await eventually(
-                lambda: callbacks.sample("sms_relay_outbox_relayed_total") >= len(steps),
-                what="the relay's count",
+                lambda: callbacks.sample(relayed_total) >= len(steps), what="the relay's count"
             )
-            relayed = callbacks.sample("sms_relay_outbox_relayed_total")
             # A last callback on the same key (same partition): a late copy of any earlier
             # record would be on the topic before it. (Another SID: the same SID and status
             # would be a replay, a duplicate whatever its token.)
@@ -97,6 +97,7 @@ async def test_kafka_unreachable_callbacks_are_answered_2xx_and_published_once_l
                 lambda: any(r["messageSid"] == barrier_sid for r in statuses.values()),
                 what="the barrier record",
             )
+            relayed = callbacks.sample(relayed_total)
     # That app is closed too: the whole topic, the barrier last.
     *records, last = read_values_to_end(settings, settings.kafka.topic_delivery_status)
     assert last["messageSid"] == barrier_sid

@@ -60,10 +60,12 @@ def test_the_simulation_can_fail() -> None:
 
     memory_ledger.InMemoryLedger.claim = forgetful  # type: ignore[method-assign]
     try:
-        broken = [seed for seed in range(200) if simulate(seed).violations]
+        # The first seed that breaks is the proof (about one in five does); the rest of
+        # the 200 would only cost time.
+        broken = next((seed for seed in range(200) if simulate(seed).violations), None)
     finally:
         memory_ledger.InMemoryLedger.claim = original  # type: ignore[method-assign]
-    assert broken, "200 seeds with doubts forgotten broke no invariant"
+    assert broken is not None, "200 seeds with doubts forgotten broke no invariant"
 
 
 def test_the_simulation_finds_a_heartbeat_that_revives_a_released_lease() -> None:
