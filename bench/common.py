@@ -61,7 +61,12 @@ def order_value(run: str, i: int, consent_at: str) -> bytes:
 
 
 def callback_url(public_base_url: str, eid: str) -> str:
-    return public_base_url.rstrip("/") + "/twilio/status-callback?eventId=" + eid
+    """The StatusCallback URL as the consumer builds it (every bench event is order-shipped)."""
+    return public_base_url.rstrip("/") + callback_path(eid)
+
+
+def callback_path(eid: str) -> str:
+    return "/twilio/status-callback?kind=order-shipped&eventId=" + eid
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,15 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bench.common import callback_url, event_id, machine_cpu_seconds, order_body, phone, result_line
+from bench.common import (
+    callback_path,
+    callback_url,
+    event_id,
+    machine_cpu_seconds,
+    order_body,
+    phone,
+    result_line,
+)
 
 Send = Callable[[int], Awaitable[None]]
 WARM_UP = 9_000_000  # first index of warm-up events
@@ -257,7 +265,7 @@ async def load(config: dict[str, Any]) -> dict[str, Any]:
     forms = []
     for i in range(config["forms"]):
         sid = f"SM{config['run']}{i:024d}"[:34]
-        path = f"/twilio/status-callback?eventId={event_id(config['run'], i)}"
+        path = callback_path(event_id(config["run"], i))
         form = {
             "AccountSid": config["account_sid"],
             "ApiVersion": "2010-04-01",

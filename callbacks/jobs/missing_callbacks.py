@@ -85,6 +85,7 @@ class MissingCallbacksReconciler:
             return False
         record = DeliveryStatusChanged(
             eventId=row["event_id"],
+            kind=row["event_type"],
             messageSid=found.sid,
             status=Status(found.status),
             errorCode=found.error_code,

@@ -7,6 +7,7 @@ import logging
 import re
 
 from aiohttp import web
+from multidict import MultiMapping
 from pydantic import ValidationError
 
 from callbacks.app_keys import METRICS, OUTBOX, SETTINGS
@@ -14,16 +15,32 @@ from callbacks.http import invalid, json_error, read_form
 from schemas.events import DeliveryStatusChanged, Status
 from schemas.twilio import TwilioStatusCallback
 from sms_relay.errors import OutboxUnavailableError
+from sms_relay.kinds.registry import EVENT_KINDS
 from sms_relay.masking import mask_phone
 from sms_relay.status.outbox import Durability, OutboundRecord
 from sms_relay.status.status_projection import step_token
 
 log = logging.getLogger(__name__)
 
-# The consumer puts `?eventId=<eventId>` on the StatusCallback URL; the signature covers it.
+# The consumer puts `?kind=<kind>&eventId=<eventId>` on the StatusCallback URL; the
+# signature covers both. URLs given before `kind` came carry eventId alone (kind null).
 _EVENT_ID = re.compile(r"\A[\x21-\x7e]{6,120}\Z")
+_QUERY = frozenset({"eventId", "kind"})
 # Encoded once: the answer is one of a handful, and the handler runs thousands of times a second.
 _ANSWERS = {d: json.dumps({"result": d.value}).encode() for d in Durability}
+
+
+def _query_problem(query: MultiMapping[str]) -> str | None:
+    """Why the query is not one the consumer puts on its StatusCallback URL, or None."""
+    # eventId and kind, each at most once, and nothing else.
+    if set(query) - _QUERY or len(query) > len(set(query)):
+        return "only the eventId and kind query parameters are expected"
+    event_id, kind = query.get("eventId"), query.get("kind")
+    if event_id is not None and not _EVENT_ID.match(event_id):
+        return "the eventId query parameter is not valid"
+    if kind is not None and kind not in EVENT_KINDS:
+        return "the kind query parameter is not a known kind"
+    return None
 
 
 async def status_callback(request: web.Request) -> web.Response:
@@ -34,14 +51,11 @@ async def status_callback(request: web.Request) -> web.Response:
     except ValidationError as error:
         metrics.callbacks.labels("invalid").inc()
         return invalid(error, "status callback form")
-    event_id = request.query.get("eventId")
-    # The consumer's StatusCallback URL carries eventId and nothing else.
-    if set(request.query) - {"eventId"} or len(request.query.getall("eventId", [])) > 1:
+    problem = _query_problem(request.query)
+    if problem is not None:
         metrics.callbacks.labels("invalid").inc()
-        return json_error(400, "invalid_request", "only an eventId query parameter is expected")
-    if event_id is not None and not _EVENT_ID.match(event_id):
-        metrics.callbacks.labels("invalid").inc()
-        return json_error(400, "invalid_request", "the eventId query parameter is not valid")
+        return json_error(400, "invalid_request", problem)
+    event_id, kind = request.query.get("eventId"), request.query.get("kind")
     if not TwilioStatusCallback.is_known_status(callback.MessageStatus):
         # A status we do not report (scheduled, partially_delivered, ...): nothing to publish.
         metrics.callbacks.labels("ignored").inc()
@@ -51,6 +65,7 @@ async def status_callback(request: web.Request) -> web.Response:
     token = step_token("callbacks", callback.MessageSid, callback.MessageStatus, callback.ErrorCode)
     record = DeliveryStatusChanged(
         eventId=event_id,
+        kind=kind,
         messageSid=callback.MessageSid,
         status=Status(callback.MessageStatus),
         errorCode=callback.ErrorCode,

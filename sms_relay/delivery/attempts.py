@@ -171,6 +171,7 @@ class SendAttempts:
         # A scheduled send has no record headers: its creates count from this claim.
         to, record_attempts = job.event.phone, attempts if job.from_schedule else job.attempts
         event_id = claim.event_id
+        callback = f"{self._callback_base}kind={quote(job.kind.name)}&eventId={quote(event_id)}"
         doubt = claim.doubt_since
         assert claim.window_start is not None, "mark_sending gives every claim its window"
 
@@ -206,7 +207,7 @@ class SendAttempts:
             attempts += 1
             try:
                 sent = await self._send(
-                    to, body, event_id, before_create, lane, job.validity_seconds
+                    to, body, callback, before_create, lane, job.validity_seconds
                 )
                 return Attempted(AttemptEnd.ACCEPTED, attempts, sid=sent.sid)
             except ProviderThrottledError as error:
@@ -280,7 +281,7 @@ class SendAttempts:
         self,
         to: str,
         body: str,
-        event_id: str,
+        callback: str,
         before_call: Callable[[], Awaitable[None]],
         lane: Lane,
         validity_seconds: int | None,
@@ -291,7 +292,6 @@ class SendAttempts:
             self._metrics.sends_in_flight.inc()
             try:
                 async with self._metrics.twilio_call("create", ok_status="201"):
-                    callback = self._callback_base + quote(event_id)
                     return await self._sender.send(to, body, callback, validity_seconds)
             finally:
                 self._metrics.sends_in_flight.dec()

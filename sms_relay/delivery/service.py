@@ -86,7 +86,8 @@ class DeliveryService:
             concurrency=concurrency,
             policy=policy,
             metrics=metrics,
-            callback_base=public_base_url.rstrip("/") + "/twilio/status-callback?eventId=",
+            # SendAttempts adds `kind=<kind>&eventId=<id>`: eventId stays last, as it was.
+            callback_base=public_base_url.rstrip("/") + "/twilio/status-callback?",
             settle_seconds=settle_seconds,
             horizon_seconds=horizon_seconds,
             request_timeout_seconds=request_timeout_seconds,

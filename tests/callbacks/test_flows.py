@@ -88,8 +88,10 @@ async def test_missing_callbacks_are_found_by_the_reconciler(
                 what="the reconciler's delivered in PostgreSQL",
             )
             changed = callbacks.sample("sms_relay_reconciler_checks_total", {"result": "changed"})
-    seen = statuses_of(read_values_to_end(app, statuses.topic), event_id)
-    assert seen == [("consumer", "accepted"), ("reconciler", "delivered")]
+    records = [r for r in read_values_to_end(app, statuses.topic) if r["eventId"] == event_id]
+    assert statuses_of(records, event_id) == [("consumer", "accepted"), ("reconciler", "delivered")]
+    # The reconciler reads the kind from the ledger row.
+    assert [r["kind"] for r in records] == ["order-shipped", "order-shipped"]
     assert all(c["dropped"] for c in simulator.callbacks())
     # A second round may look again before the projection moves the row; the record it
     # publishes is deduplicated (`seen` above holds one delivered).

@@ -16,6 +16,7 @@ from callbacks.app import create_app
 from callbacks.routes.verify_endpoints import VerifyCheckRequest, VerifyStartRequest
 from schemas.twilio import TwilioInboundMessage, TwilioStatusCallback
 from sms_relay.kinds.order_shipped import ORDER_SHIPPED
+from sms_relay.kinds.registry import EVENT_KINDS
 from sms_relay.kinds.support_ticket_created import SUPPORT_TICKET_CREATED
 from sms_relay.settings import Settings, TwilioSettings
 
@@ -122,6 +123,19 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     document = load_document()
     assert document["openapi"].startswith("3.1")
     assert document_operations(document) == app_routes()
+
+
+def test_every_kind_parameter_lists_the_registrys_kinds() -> None:
+    document = load_document()
+    kinds = {
+        (path, parameter["in"]): parameter["schema"]["enum"]
+        for path, item in document["paths"].items()
+        for operation in item.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "kind"
+    }
+    assert set(kinds) == {("/api/events/{kind}", "path"), ("/twilio/status-callback", "query")}
+    assert all(listed == list(EVENT_KINDS) for listed in kinds.values()), kinds
 
 
 def test_every_reference_resolves() -> None:

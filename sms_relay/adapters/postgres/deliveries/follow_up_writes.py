@@ -94,7 +94,7 @@ WHERE event_id IN (
         AND updated_at < now() - make_interval(secs => :stuck)
     ORDER BY updated_at LIMIT :limit FOR UPDATE SKIP LOCKED
 )
-RETURNING event_id, message_sid, state, phone_masked
+RETURNING event_id, event_type, message_sid, state, phone_masked
 """
 )
 
