@@ -1,4 +1,4 @@
-"""`sms-relay produce`: sample order-shipped events, or a file of them, for demos and load."""
+"""`sms-relay produce`: sample events of any kind, or a file of them, for demos and load."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import argparse
 import json
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ from confluent_kafka.admin import AdminClient
 from sms_relay.adapters.kafka.clients import create_producer
 from sms_relay.adapters.kafka.producer import produce_when_room
 from sms_relay.errors import OpsError
+from sms_relay.kinds.event_kind import EventKind
+from sms_relay.kinds.registry import EVENT_KINDS, unknown_kinds
 from sms_relay.ops.common import (
     KAFKA_LOGGER,
     METADATA_TIMEOUT,
@@ -26,29 +26,8 @@ from sms_relay.ops.common import (
     emit,
     kafka_unreachable,
 )
+from sms_relay.ops.samples import sample_events
 from sms_relay.settings import Settings
-
-# Fictional numbers: the 555-0100..0199 block is reserved for fiction in real area codes.
-SAMPLE_NUMBERS = tuple(f"+1212555{n:04d}" for n in range(100, 200))
-
-
-def sample_events(count: int) -> list[dict[str, str]]:
-    """`count` valid events with unique eventIds, consent 30 days ago."""
-    run = uuid.uuid4().hex[:8]
-    consent = (datetime.now(UTC) - timedelta(days=30)).isoformat(timespec="milliseconds")
-    events = []
-    for i in range(count):
-        order = f"{1001 + i}"
-        events.append(
-            {
-                "eventId": f"order_{order}_{run}_shipped_v1",
-                "phone": SAMPLE_NUMBERS[i % len(SAMPLE_NUMBERS)],
-                "orderId": order,
-                "trackingUrl": f"https://example.com/track/{order}",
-                "consentAt": consent.replace("+00:00", "Z"),
-            }
-        )
-    return events
 
 
 def _count(text: str) -> int:
@@ -74,6 +53,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "end on the DLQ, which is handy for demos",
     )
     parser.add_argument(
+        "--kind",
+        default="order-shipped",
+        help="the event kind (`sms-relay kinds`): its sample events, to its topic "
+        "(default: order-shipped)",
+    )
+    parser.add_argument(
         "--duplicates",
         type=_count,
         default=0,
@@ -85,7 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
-def _lines(path: str) -> list[tuple[bytes, bytes | None]]:
+def _lines(path: str, key_field: str) -> list[tuple[bytes, bytes | None]]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as error:
@@ -93,28 +78,37 @@ def _lines(path: str) -> list[tuple[bytes, bytes | None]]:
     records = []
     for line in text.splitlines():
         if line.strip():
-            records.append((line.strip().encode(), _key_of(line)))
+            records.append((line.strip().encode(), _key_of(line, key_field)))
     return records
 
 
-def _key_of(line: str) -> bytes | None:
+def _key_of(line: str, key_field: str) -> bytes | None:
     try:
-        order = json.loads(line).get("orderId")
+        key = json.loads(line).get(key_field)
     except (ValueError, AttributeError):
         return None
-    return str(order).encode() if order is not None else None
+    return str(key).encode() if key is not None else None
 
 
-def _records(args: argparse.Namespace) -> list[tuple[bytes, bytes | None]]:
+def _kind(name: str) -> EventKind:
+    problem = unknown_kinds([name])
+    if problem is not None:
+        raise OpsError(problem)
+    return EVENT_KINDS[name]
+
+
+def _records(
+    args: argparse.Namespace, kind: EventKind, settings: Settings
+) -> list[tuple[bytes, bytes | None]]:
     if args.file is not None:
         if args.duplicates:
             raise OpsError("--duplicates goes with --count, not --file")
-        return _lines(args.file)
+        return _lines(args.file, kind.key_field)
     if args.duplicates > args.count:
         raise OpsError("--duplicates cannot exceed --count")
-    events = sample_events(args.count)
+    events = sample_events(kind, args.count, settings)
     events += events[: args.duplicates]
-    return [(json.dumps(e).encode(), e["orderId"].encode()) for e in events]
+    return [(json.dumps(e).encode(), str(e[kind.key_field]).encode()) for e in events]
 
 
 def _paced(total: int, rate: float) -> Iterator[int]:
@@ -144,8 +138,9 @@ def _check_topic(settings: Settings, topic: str) -> None:
 
 
 def handle(args: argparse.Namespace, settings: Settings) -> int:
-    topic = settings.kafka.topic_order_shipped
-    records = _records(args)
+    kind = _kind(args.kind)
+    topic = settings.kafka.topic_of(kind.name)
+    records = _records(args, kind, settings)
     _check_topic(settings, topic)
     # Idempotent, acks=all (the adapter's defaults): no duplicates from producer retries.
     producer = create_producer(settings.kafka, logger=KAFKA_LOGGER)
@@ -175,7 +170,7 @@ def handle(args: argparse.Namespace, settings: Settings) -> int:
     elapsed = time.monotonic() - started
     emit(
         args,
-        {"produced": len(records), "topic": topic, "seconds": round(elapsed, 3)},
-        lambda: f"produced {len(records)} events to {topic}",
+        {"produced": len(records), "kind": kind.name, "topic": topic, "seconds": round(elapsed, 3)},
+        lambda: f"produced {len(records)} {kind.name} events to {topic}",
     )
     return 0
