@@ -92,6 +92,24 @@ class SupportTicketCreated(SmsRequested):
         return (("link", self.link.host or ""),)
 
 
+class IncidentAlert(SmsRequested):
+    """Input on `incident-alert`: one SMS per (number, alertKey) per collapse window."""
+
+    # The dedup key (PagerDuty's `dedup_key`): never in the text, stored only hashed.
+    alertKey: str = Field(min_length=1, max_length=255)
+    severity: Literal["critical", "warning", "info"]
+    # Goes into the text: printable, one line.
+    summary: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    occurredAt: AwareDatetime
+
+    @field_validator("occurredAt", mode="before")
+    @classmethod
+    def _occurred_is_text(cls, value: object) -> object:
+        if not isinstance(value, str | datetime):
+            raise ValueError("occurredAt must be an ISO-8601 instant with a zone")
+        return value
+
+
 class Status(StrEnum):
     ACCEPTED = "accepted"
     QUEUED = "queued"
@@ -105,6 +123,8 @@ class Status(StrEnum):
     SUPPRESSED = "suppressed"
     REJECTED = "rejected"
     DEAD_LETTERED = "dead_lettered"
+    COLLAPSED = "collapsed"
+    EXPIRED = "expired"
 
 
 class DeliveryStatusChanged(BaseModel):

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from schemas.events import (
     DeliveryStatusChanged,
+    IncidentAlert,
     OrderShipped,
     PhoneVerified,
     SupportTicketCreated,
@@ -19,6 +20,7 @@ HERE = Path(__file__).parent
 MODELS: dict[str, type[BaseModel]] = {
     "order-shipped": OrderShipped,
     "support-ticket-created": SupportTicketCreated,
+    "incident-alert": IncidentAlert,
     "delivery-status": DeliveryStatusChanged,
     "phone-verified": PhoneVerified,
     "twilio-status-callback": TwilioStatusCallback,

@@ -108,6 +108,13 @@ class ConsumerMetrics:
             ["resolution"],
             registry=registry,
         )
+        self.collapsed = Counter(
+            "sms_relay_collapsed_total",
+            "Alerts not sent: a repeat inside its collapse window (repeat_within_window) or "
+            "over the number's hourly cap (max_per_hour), by kind and reason",
+            ["kind", "reason"],
+            registry=registry,
+        )
         self.in_doubt_resends = Counter(
             "sms_relay_in_doubt_resends_total",
             "Sends made although an earlier one was in doubt, because Twilio listed no "

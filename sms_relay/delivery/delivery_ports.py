@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.events import SmsRequested, Status
+from sms_relay.domain.collapse import CollapseRule
 from sms_relay.domain.outcomes import ClaimOutcome, Outcome
 from sms_relay.domain.retry import RetryTier
 from sms_relay.domain.states import DeliveryState
@@ -36,6 +37,8 @@ class Job:
     tier_index: int  # -1 for the main topic
     # Twilio's ValidityPeriod: a message still queued after this long is never sent.
     validity_seconds: int | None = None
+    # Never created after this instant (the event ends `expired`); None: no limit.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class ClaimRequest:
     consent_at: datetime | None
     consent_purpose: str | None
     consent_source: str | None = None  # where consent was given: a label, no personal data
+    # Flood control, decided atomically with the claim (the key already hashed).
+    collapse: CollapseRule | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,8 @@ class Claim:
     sent_body_hashes: tuple[str, ...] = ()
     # BUSY only: seconds until the holder's lease runs out (by the ledger's clock).
     busy_for: float = 0.0
+    # Why a claimed alert must not send (`sms_relay.domain.collapse`), or None.
+    collapsed: str | None = None
 
     def held_token(self) -> int:
         """The lease token of a claim that took the lease (only those are written)."""

@@ -18,7 +18,6 @@ from schemas.events import Status
 from sms_relay.clock import SYSTEM_CLOCK, Clock
 from sms_relay.delivery.attempts import (
     IN_DOUBT_UNRESOLVED,
-    Attempted,
     InDoubtResend,
     SendAttempts,
 )
@@ -33,10 +32,12 @@ from sms_relay.delivery.delivery_ports import (
 )
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import RateLimiter
+from sms_relay.delivery.refusals import collapse_rule, refusal
 from sms_relay.domain.outcomes import (
     HELD_BACK,
     OUTCOME_OF_SETTLED,
     SETTLED_AS,
+    Attempted,
     AttemptEnd,
     ClaimOutcome,
     Outcome,
@@ -44,7 +45,6 @@ from sms_relay.domain.outcomes import (
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.domain.states import CONSUMER_SETTLED, DeliveryState, wire_status
 from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
-from sms_relay.kinds.event_kind import CONSENT_PURPOSE_MISMATCH
 from sms_relay.masking import body_hash, mask_phone, phone_hash
 from sms_relay.metrics import ConsumerMetrics
 
@@ -137,14 +137,11 @@ class DeliveryService:
             claim = claims[job.event.eventId]
             if claim.outcome in (ClaimOutcome.DUPLICATE, ClaimOutcome.BUSY):
                 results.append(self._not_ours(job, claim))
-            elif claim.outcome is not ClaimOutcome.IN_DOUBT and (
-                claim.suppressed or not job.kind.accepts_purpose(job.event.consentPurpose)
-            ):
-                # A STOP, or consent given for a purpose this kind does not serve.
+            elif (refused := refusal(job, claim, self._clock.now())) is not None:
                 attempts = max(job.attempts, claim.attempts)
-                reason = None if claim.suppressed else CONSENT_PURPOSE_MISMATCH
+                state, reason = refused
                 settlement = Settlement(
-                    job.event.eventId, claim.held_token(), S.SUPPRESSED, attempts, error=reason
+                    job.event.eventId, claim.held_token(), state, attempts, error=reason
                 )
                 settlements[job.event.eventId] = (job, settlement)
             else:
@@ -192,6 +189,8 @@ class DeliveryService:
             if event_id not in outcome.written:
                 results.append(self._lost(job))
                 continue
+            if settlement.state is S.COLLAPSED:
+                self._metrics.collapsed.labels(job.kind.name, settlement.error or "").inc()
             if settlement.error_code == OPT_OUT_ERROR:
                 await self._ledger.suppress(
                     phone_hash(self._hash_key, job.event.phone),
@@ -218,6 +217,7 @@ class DeliveryService:
             consent_at=event.consentAt,
             consent_purpose=event.consentPurpose,
             consent_source=event.consentSource,
+            collapse=collapse_rule(job, self._clock.now(), self._hash_key),
         )
 
     def _jitter(self, seconds: float) -> float:

@@ -4,8 +4,9 @@
        │           ├──► failed (permanent error of the recipient)
        │           ├──► retry_scheduled ──► sending (claimed again, e.g. from a retry topic)
        │           ├──► dead_lettered ──► retry_scheduled (`dlq replay`)
-       │           └──► suppressed (opted out while in doubt)
-       └──► suppressed
+       │           ├──► suppressed (opted out while in doubt)
+       │           └──► expired (an alert too old by the time a send was due)
+       └──► suppressed, collapsed (an alert's repeat), expired (an alert too old)
 
 A claim that takes over a `sending` row whose lease ran out records the doubt (from that
 lease's end) and moves the row to `retry_scheduled`: `sending` always means that the
@@ -41,6 +42,8 @@ class DeliveryState(StrEnum):
     READ = "read"
     SUPPRESSED = "suppressed"
     DEAD_LETTERED = "dead_lettered"
+    COLLAPSED = "collapsed"  # a repeat of an alert inside its window, or over the hourly cap
+    EXPIRED = "expired"  # too old to be sent (an alert past its maximum age)
 
 
 S = DeliveryState
@@ -50,7 +53,9 @@ RESUMABLE = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED})
 
 # The consumer's settled steps that it publishes a status record for (the consumer also
 # settles as retry_scheduled, which publishes none).
-CONSUMER_SETTLED = frozenset({S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED})
+CONSUMER_SETTLED = frozenset(
+    {S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED, S.COLLAPSED, S.EXPIRED}
+)
 
 # Twilio's statuses as they may stand in `deliveries.state`, by rank: the projection
 # moves a row only upwards, so a late `sent` never overwrites `delivered`. Twilio's own
@@ -72,13 +77,15 @@ AWAITING_TWILIO = frozenset({S.ACCEPTED, S.QUEUED, S.SENT})
 
 # Every move the ledger makes. The status projection's moves are the rank order above.
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
-    S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED}),
+    S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED, S.COLLAPSED, S.EXPIRED}),
     # A holder in doubt that only reconciled settles from here (found, not yet, given up).
     S.RETRY_SCHEDULED: frozenset(
         {S.SENDING, S.SUPPRESSED, S.ACCEPTED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
+        | {S.COLLAPSED, S.EXPIRED}
     ),
     S.SENDING: frozenset(  # retry_scheduled also when a claim takes it over in doubt
         {S.SENDING, S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
+        | {S.EXPIRED}  # too old by the time a resend was due
     ),
     S.DEAD_LETTERED: frozenset({S.RETRY_SCHEDULED}),  # `dlq replay`
 }

@@ -6,11 +6,12 @@ from collections.abc import Iterable
 
 from sms_relay.errors import ConfigurationError
 from sms_relay.kinds.event_kind import EventKind
+from sms_relay.kinds.incident_alert import INCIDENT_ALERT
 from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.kinds.support_ticket_created import SUPPORT_TICKET_CREATED
 
 EVENT_KINDS: dict[str, EventKind] = {
-    kind.name: kind for kind in (ORDER_SHIPPED, SUPPORT_TICKET_CREATED)
+    kind.name: kind for kind in (ORDER_SHIPPED, SUPPORT_TICKET_CREATED, INCIDENT_ALERT)
 }
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sms_relay.delivery.delivery_ports import Claim, ClaimRequest, Settlement, SettleResult
+from sms_relay.domain.collapse import AlertWindow, CollapseAsk, collapse
 from sms_relay.domain.outcomes import claim_outcome
 from sms_relay.domain.states import CONSUMER_SETTLED, RESUMABLE, DeliveryState, may_move
 
@@ -47,6 +48,7 @@ class MemoryDatabase:
     suppressions: dict[str, str] = field(default_factory=dict)  # phone hash -> reason
     history: list[tuple[str, DeliveryState, int]] = field(default_factory=list)
     tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    alert_windows: list[AlertWindow] = field(default_factory=list)  # never pruned here
 
     def sid_owner(self, sid: str) -> str | None:
         for row in self.rows.values():
@@ -69,6 +71,7 @@ class InMemoryLedger:
     async def claim(self, requests: Sequence[ClaimRequest]) -> dict[str, Claim]:
         now = self._db.clock()
         claims = {}
+        asks = []
         for request in requests:
             row = self._db.rows.get(request.event_id)
             before = replace(row) if row is not None else None
@@ -98,13 +101,16 @@ class InMemoryLedger:
                     token,
                     now + self._lease,
                 )
+            suppressed = request.phone_hash in self._db.suppressions
+            if request.collapse is not None and token is not None and not suppressed:
+                asks.append(CollapseAsk(request.event_id, request.phone_hash, request.collapse))
             prior = before.state if before is not None else None
             doubt = row.doubt_since if token is not None else None
             claims[request.event_id] = Claim(
                 event_id=request.event_id,
                 outcome=claim_outcome(token, prior, doubt),
                 lease_token=token,
-                suppressed=request.phone_hash in self._db.suppressions,
+                suppressed=suppressed,
                 prior_state=prior,
                 attempts=before.attempts if before else 0,
                 message_sid=before.message_sid if before else None,
@@ -116,7 +122,10 @@ class InMemoryLedger:
                 sent_body_hashes=tuple(before.sent_body_hashes) if before else (),
                 busy_for=max((before.lease_until - now).total_seconds(), 0.0) if before else 0.0,
             )
-        return claims
+        # As PostgreSQL decides it, under its lock per number: here nothing interleaves.
+        reasons, opened = collapse(asks, self._db.alert_windows, now)
+        self._db.alert_windows.extend(opened)
+        return {e: replace(c, collapsed=reasons.get(e)) for e, c in claims.items()}
 
     async def mark_sending(self, items: Sequence[tuple[str, int, str]]) -> dict[str, datetime]:
         now = self._db.clock()
