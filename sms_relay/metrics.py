@@ -78,9 +78,9 @@ class ConsumerMetrics:
         self.outcomes = Counter(
             "sms_relay_outcomes_total",
             "What became of each event: sent, duplicate, rejected, suppressed, failed, "
-            "retry_scheduled, dead_lettered; and of each offer of a held record: busy "
-            "(another live lease), lease_lost (ours ran short), recheck (in doubt, not "
-            "listed yet)",
+            "collapsed, expired, retry_scheduled, dead_lettered; and of each offer of a held "
+            "record: busy (another live lease), lease_lost (ours ran short), recheck (in "
+            "doubt, not listed yet)",
             ["outcome"],
             registry=registry,
         )

@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
+from sms_relay.adapters.memory import memory_ledger
+from sms_relay.delivery import service as service_module
 from tests.dst.harness import fingerprint, repro, simulate
 
 # The default suite's fixed seeds: about one in five catches a ledger that forgets its
@@ -105,3 +108,49 @@ def test_the_simulation_fails_on_a_move_outside_transitions(
     monkeypatch.setitem(TRANSITIONS, retry_scheduled, without_sending)
     violations = [v for seed in range(20) for v in simulate(seed).violations]
     assert any("a move outside TRANSITIONS" in v for v in violations), violations[:5]
+
+
+def test_the_simulation_catches_an_alert_sent_inside_its_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service that ignores the ledger's collapse verdict sends repeats: caught."""
+    from sms_relay.delivery import refusals
+
+    original = refusals.refusal
+
+    def ignoring(job, claim, now):  # type: ignore[no-untyped-def]
+        return original(job, replace(claim, collapsed=None), now)
+
+    monkeypatch.setattr(service_module, "refusal", ignoring)
+    violations = [v for seed in range(40) for v in simulate(seed).violations]
+    assert any("within a window" in v or "without holding" in v for v in violations)
+
+
+def test_the_simulation_catches_a_window_holder_collapsed_on_redelivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ledger that forgets which event holds a window collapses that event's own
+    redelivery after a crash: the alert is lost, and a seed says so."""
+    from sms_relay.domain import collapse as collapse_module
+
+    original = collapse_module.collapse
+
+    def forgetful(asks, windows, now):  # type: ignore[no-untyped-def]
+        others = [w for w in windows if w.event_id not in {a.event_id for a in asks}]
+        mine = [replace(w, event_id="someone-else") for w in windows if w not in others]
+        return original(asks, others + mine, now)
+
+    monkeypatch.setattr(memory_ledger, "collapse", forgetful)
+    violations = [v for seed in range(300) for v in simulate(seed).violations]
+    assert any("collapsed although it holds a window" in v for v in violations)
+
+
+def test_the_simulation_catches_an_alert_created_after_its_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sms_relay.delivery import attempts, refusals
+
+    monkeypatch.setattr(refusals, "expired", lambda job, now: False)
+    monkeypatch.setattr(attempts, "expired", lambda job, now: False)
+    violations = [v for seed in range(40) for v in simulate(seed).violations]
+    assert any("after its expiry" in v for v in violations)
