@@ -4,6 +4,7 @@ Writes bench/results/<date>.json (quick runs: <date>-quick.json) and regenerates
 BENCHMARKS.md with its plots (quick runs: under bench/results/quick/, BENCHMARKS.md is
 left to full runs). Kafka and PostgreSQL come from KAFKA_BOOTSTRAP_SERVERS and
 DATABASE_URL, or from the local stack (`make bench` starts it). BENCH_QUICK=1 is --quick.
+`--no-report` prints the results instead (a part measured again, the files untouched).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from bench import report
 from bench.common import progress, simulator_process
+from bench.dlq import FULL_SIZES, QUICK_SIZES, dlq_run
 from bench.overload import backlog_run, profile_run
 from bench.pruning import pruning_run
 from bench.suite import Context, consumer_contender, http_contender, naive_contender
@@ -27,7 +29,7 @@ from bench.webhooks import callbacks_run
 from tests.support import local_stack_env
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("points", "faults", "scaling", "backlog", "callbacks", "profile", "pruning")
+PARTS = ("points", "faults", "scaling", "backlog", "callbacks", "profile", "dlq", "pruning")
 FULL_POINTS = [(8, 50), (32, 50), (128, 50), (8, 200), (32, 200), (128, 200)]
 QUICK_POINTS = [(32, 50), (128, 50)]
 HEADLINE = (128, 50)  # where the faults, scaling, backlog and profile runs happen
@@ -95,6 +97,12 @@ def _headline(results: dict[str, Any]) -> dict[str, Any] | None:
         if (point["concurrency"], point["latency_ms"]) == HEADLINE:
             return dict(point)
     return None
+
+
+def _dlq_part(bootstrap: str, database: str, quick: bool) -> dict[str, Any]:
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    progress(f"dlq: peak RSS of dlq list and replay --dry-run at {sizes} records")
+    return dlq_run(bootstrap, database, sizes)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,16 +173,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["backlog"] = backlog_run(ctx, args.backlog, HEADLINE[0])
         if "callbacks" in parts:
             results["callbacks"] = callbacks_run(ctx)
-            progress(f"callbacks: ratio {results['callbacks']['ratio']}x the bare handler")
+            cb = results["callbacks"]
+            progress(
+                f"callbacks: {cb['ratio']}x (e) the minimal correct handler "
+                f"({cb['ratio_bare']}x the bare one); two processes {cb['two_over_one']}x one"
+            )
         if "profile" in parts and not quick:
             progress("profile: the consumer under py-spy, concurrency 128, 50 ms")
             simulator.configure(latency_ms=HEADLINE[1], rate_429=0.0)
             results["profile"] = profile_run(ctx, count, HEADLINE[0])
-    if "pruning" in parts:
-        rows = 100_000 if quick else 1_000_000
-        results["pruning"] = pruning_run(database, rows)
+    results |= _data_parts(parts, bootstrap, database, quick)
     results["machine"]["loadavg_after"] = os.getloadavg()[0]
     results["seconds"] = round(time.monotonic() - started)
+    return results
+
+
+def _data_parts(parts: list[str], bootstrap: str, database: str, quick: bool) -> dict[str, Any]:
+    """The parts that need no simulator: the DLQ tools and pruning."""
+    results: dict[str, Any] = {}
+    if "dlq" in parts:
+        results["dlq"] = _dlq_part(bootstrap, database, quick)
+    if "pruning" in parts:
+        results["pruning"] = pruning_run(database, 100_000 if quick else 1_000_000)
     return results
 
 
@@ -192,11 +212,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
     parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
     parser.add_argument("--backlog", type=int, default=200_000, help="events of the backlog run")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="print the results as JSON on stdout; write no results file and no report",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     name = datetime.now(UTC).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
     path = RESULTS / f"{name}.json"
     results = run(args)
+    if args.no_report:
+        print(json.dumps(results, indent=1))
+        return
     if args.only and path.exists():
         results = merged(json.loads(path.read_text()), results, args.only)
     path.write_text(json.dumps(results, indent=1) + "\n")

@@ -1,11 +1,13 @@
 """The contenders that are not `sms-relay` itself, each run as its own process.
 
-    python -m bench.contenders plain|sdk|naive|bare|load '<json config>'
+    python -m bench.contenders plain|sdk|naive|bare|minimal|load '<json config>'
 
 `plain` (b): bare aiohttp creates against the simulator, the limit. `sdk` (c): the twilio
 SDK's async creates, nothing else. `naive` (a): the article's port, one event at a time
 (poll, one PostgreSQL round trip, one SDK send, one offset commit). `bare`: an aiohttp
-handler answering 204. `load`: the webhook load generator for callbacks and `bare`.
+handler answering 204. `minimal` (e): the least a correct status-callback handler does
+(the signature, one record acknowledged by Kafka before the 2xx). `load`: the webhook
+load generator for callbacks, `bare` and `minimal`.
 Each prints one JSON line: its CPU time and peak RSS, and what it measured.
 """
 
@@ -185,6 +187,63 @@ def bare(config: dict[str, Any]) -> None:
     web.run_app(app, host="127.0.0.1", port=config["port"], access_log=None, print=None)
 
 
+def minimal(config: dict[str, Any]) -> None:
+    """(e) The least a correct status-callback handler must do: check X-Twilio-Signature
+    with the SDK's RequestValidator, produce one record (acks=all, the producer settings
+    sms-relay uses) and await its delivery report before answering 204. Nothing else."""
+    import threading
+
+    from aiohttp import web
+    from confluent_kafka import KafkaError, Message, Producer
+    from twilio.request_validator import RequestValidator
+
+    validator = RequestValidator(config["auth_token"])
+    base, topic = f"http://127.0.0.1:{config['port']}", config["topic"]
+    producer = Producer(
+        {
+            "bootstrap.servers": config["bootstrap"],
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+    )
+    loop = asyncio.new_event_loop()
+
+    def serve_reports() -> None:  # delivery reports come from poll(): a thread of their own
+        while True:
+            producer.poll(0.05)
+
+    threading.Thread(target=serve_reports, daemon=True).start()
+
+    def settle(done: asyncio.Future[None], error: KafkaError | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(RuntimeError(str(error)))
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not validator.validate(base + request.raw_path, form, signature):
+            return web.Response(status=403)
+        done: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            loop.call_soon_threadsafe(settle, done, error)
+
+        key = str(form.get("MessageSid", ""))
+        producer.produce(topic, value=await request.read(), key=key, on_delivery=on_delivery)
+        await done
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/twilio/status-callback", handler)
+    web.run_app(app, host="127.0.0.1", port=config["port"], access_log=None, print=None, loop=loop)
+
+
 async def load(config: dict[str, Any]) -> dict[str, Any]:
     """Signed status callbacks, `concurrency` in flight, for `seconds` after a warm-up.
 
@@ -194,6 +253,7 @@ async def load(config: dict[str, Any]) -> dict[str, Any]:
     from twilio.request_validator import RequestValidator
 
     validator = RequestValidator(config["auth_token"])
+    targets = config.get("targets") or [config["target"]]
     forms = []
     for i in range(config["forms"]):
         sid = f"SM{config['run']}{i:024d}"[:34]
@@ -210,17 +270,19 @@ async def load(config: dict[str, Any]) -> dict[str, Any]:
         }
         signature = validator.compute_signature(config["public_base_url"] + path, form)
         headers = {"X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": f"{sid}-{i}"}
-        forms.append((config["target"] + path, form, headers))
+        forms.append((path, form, headers))
     statuses: dict[str, int] = {}
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=config["concurrency"])
     async with aiohttp.ClientSession(connector=connector) as session:
         next_form = answered_2xx = 0  # answered_2xx: warm-up included
 
-        async def worker(deadline: float, record: bool) -> None:
+        async def worker(n: int, deadline: float, record: bool) -> None:
             nonlocal next_form, answered_2xx
+            target = targets[n % len(targets)]  # the workers split evenly between targets
             while time.monotonic() < deadline and next_form < len(forms):
-                url, form, headers = forms[next_form]
+                path, form, headers = forms[next_form]
+                url = target + path
                 next_form += 1
                 started = time.monotonic()
                 async with session.post(url, data=form, headers=headers) as response:
@@ -232,10 +294,11 @@ async def load(config: dict[str, Any]) -> dict[str, Any]:
                     statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
 
         warm_until = time.monotonic() + config["warmup_seconds"]
-        await asyncio.gather(*(worker(warm_until, False) for _ in range(config["concurrency"])))
+        workers = range(config["concurrency"])
+        await asyncio.gather(*(worker(n, warm_until, False) for n in workers))
         started = time.monotonic()
         until = started + config["seconds"]
-        await asyncio.gather(*(worker(until, True) for _ in range(config["concurrency"])))
+        await asyncio.gather(*(worker(n, until, True) for n in workers))
         elapsed = time.monotonic() - started
     latencies.sort()
     answered = sum(statuses.values())
@@ -258,6 +321,9 @@ def main(argv: list[str]) -> None:
     name, config = argv[0], json.loads(argv[1])
     if name == "bare":
         bare(config)
+        return
+    if name == "minimal":
+        minimal(config)
         return
     if name == "naive":
         result_line(naive(config))

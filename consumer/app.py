@@ -8,10 +8,13 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Sequence
 
 import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
+from consumer.cancellations import CancelReader
+from consumer.effects import Effects
 from consumer.gauges import STATS_INTERVAL_MS, LagRecorder, watch_stuck_claims
 from consumer.loop import ConsumeLoop
 from sms_relay.adapters.kafka.clients import create_consumer, create_producer
@@ -22,16 +25,21 @@ from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.adapters.twilio.sms_sender import TwilioSmsSender
 from sms_relay.adapters.twilio.twilio_client import close_client, create_client
-from sms_relay.delivery.attempts import InDoubtResend
-from sms_relay.delivery.delivery_ports import Ledger, SmsSender
+from sms_relay.delivery.delivery_ports import Ledger, Result, SmsSender
+from sms_relay.delivery.in_doubt import InDoubtResend
 from sms_relay.delivery.pacing import RateLimiter
+from sms_relay.delivery.scheduler import Scheduler
 from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.destinations import DestinationPolicy, log_scope
 from sms_relay.domain.retry import RetryPolicy, TierPlan, delay_named_tiers
-from sms_relay.errors import SmsRelayError
+from sms_relay.errors import BrokerUnavailableError, DatabaseUnavailableError, SmsRelayError
+from sms_relay.kinds.event_kind import EventKind
+from sms_relay.kinds.registry import COMPANION_TOPICS
+from sms_relay.kinds.typical_length import warn_long_templates
 from sms_relay.listen import cannot_listen
 from sms_relay.logs import configure_logging, secrets_of
 from sms_relay.metrics import ConsumerMetrics, PolicyMetrics
+from sms_relay.periodic import every
 from sms_relay.retention.horizon import check_horizon
 from sms_relay.settings import Settings
 
@@ -46,6 +54,7 @@ def topics_used(settings: Settings) -> list[str]:
     for name in settings.sending.kinds:
         topic = kafka.topic_of(name)
         topics += [topic, *settings.retry_topics(topic), kafka.dlq_topic(topic)]
+        topics += [kafka.topic_of(companion) for companion in COMPANION_TOPICS.get(name, ())]
     return [*topics, kafka.topic_delivery_status]
 
 
@@ -106,6 +115,38 @@ def delivery_service(
     )
 
 
+def scheduling(
+    settings: Settings,
+    service: DeliveryService,
+    ledger: Ledger,
+    producer: AsyncProducer,
+    kinds: list[EventKind],
+    stop: asyncio.Event,
+) -> list[asyncio.Task[None]]:
+    """The scheduler (scheduled sends when due) and, with a kind that has them, the cancel
+    readers: tasks that end when `stop` is set."""
+    effects = Effects(producer, settings.kafka)
+
+    async def publish(results: Sequence[Result]) -> None:
+        await asyncio.gather(*(ack for result in results for ack in effects.report(result)))
+
+    scheduler = Scheduler(ledger, service, {kind.name: kind for kind in kinds}, publish)
+    survives = (DatabaseUnavailableError, BrokerUnavailableError)
+    interval = settings.sending.scheduler_interval_seconds
+    tasks = [
+        asyncio.create_task(
+            every(interval, scheduler.run_once, stop, what="scheduler", survives=survives)
+        )
+    ]
+    for kind in kinds:
+        for name in COMPANION_TOPICS.get(kind.name, ()):
+            group = f"{settings.kafka.consumer_group}.cancellations"
+            consumer = create_consumer(settings.kafka, **{"group.id": group})
+            reader = CancelReader(consumer, ledger, settings.kafka.topic_of(name))
+            tasks.append(asyncio.create_task(reader.run(stop)))
+    return tasks
+
+
 async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegistry) -> None:
     """Consume until `stop` is set, then finish the batch in hand, commit and leave.
 
@@ -113,6 +154,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     SMS_LEDGER_RETENTION_DAYS, BrokerUnavailableError when Kafka does not answer at start-up.
     """
     kinds_served = settings.served_kinds()  # a broken template stops start-up first
+    warn_long_templates(kinds_served.values())
     existing = await asyncio.to_thread(require_topics, settings.kafka, topics_used(settings))
     await asyncio.to_thread(check_dedupe_horizon, settings)
     drained = delay_named_topics(settings, existing)
@@ -122,12 +164,8 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     engine = create_engine(settings.database_url.get_secret_value())
     client = create_client(settings.twilio)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    service = delivery_service(
-        settings,
-        PostgresLedger(engine, owner, sending.lease_seconds),
-        TwilioSmsSender(client, settings.twilio),
-        metrics,
-    )
+    ledger = PostgresLedger(engine, owner, sending.lease_seconds)
+    service = delivery_service(settings, ledger, TwilioSmsSender(client, settings.twilio), metrics)
     producer = AsyncProducer(create_producer(settings.kafka))
     # Lag per partition comes from librdkafka's own statistics: no extra broker calls,
     # and it keeps moving while a batch is stuck.
@@ -148,6 +186,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     )
     task = asyncio.create_task(loop.run(stop))
     heartbeat = asyncio.create_task(service.leases.heartbeat(stop))
+    background = scheduling(settings, service, ledger, producer, kinds, stop)
     stuck = asyncio.create_task(
         watch_stuck_claims(engine, metrics, sending.stuck_after_seconds, stop)
     )
@@ -166,7 +205,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
         stop.set()
         task.cancel()
         stuck.cancel()
-        await asyncio.gather(task, stuck, heartbeat, return_exceptions=True)
+        await asyncio.gather(task, stuck, heartbeat, *background, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(None, consumer.close)
         producer.close()
         await close_client(client)

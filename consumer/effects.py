@@ -84,23 +84,7 @@ class Effects:
                     ),
                 )
             )
-        if result.report is not None:
-            effects.append(
-                self._producer.produce(
-                    self._kafka.topic_delivery_status,
-                    status_record(
-                        result.report,
-                        event.eventId,
-                        kind=kind.name,
-                        phone=event.phone,
-                        attempt=result.attempts,
-                        message_sid=result.message_sid,
-                        error_code=result.error_code,
-                        reason=result.error,
-                    ),
-                    event.eventId,
-                )
-            )
+        effects.extend(self.report(result))
         level = logging.DEBUG if result.outcome in ROUTINE else logging.INFO
         if log.isEnabledFor(level):
             log.log(
@@ -118,6 +102,24 @@ class Effects:
             )
         self._summarize(result.outcome)
         return effects
+
+    def report(self, result: Result) -> list[Awaitable[None]]:
+        """The result's delivery-status record, if it has one (the scheduler's only effect)."""
+        if result.report is None:
+            return []
+        event = result.job.event
+        record = status_record(
+            result.report,
+            event.eventId,
+            kind=result.job.kind.name,
+            phone=event.phone,
+            attempt=result.attempts,
+            message_sid=result.message_sid,
+            error_code=result.error_code,
+            reason=result.error,
+            due_at=result.due_at,
+        )
+        return [self._producer.produce(self._kafka.topic_delivery_status, record, event.eventId)]
 
     def _summarize(self, outcome: Outcome) -> None:
         self._settled[outcome.value] += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from confluent_kafka import Message
 from pydantic import ValidationError
@@ -107,6 +108,7 @@ def status_record(
     message_sid: str | None = None,
     error_code: int | None = None,
     reason: str | None = None,
+    due_at: datetime | None = None,
 ) -> bytes:
     record = DeliveryStatusChanged(
         eventId=event_id,
@@ -118,5 +120,6 @@ def status_record(
         source="consumer",
         to=mask_phone(phone) if phone else None,
         reason=reason,
+        dueAt=due_at,
     )
     return record.model_dump_json().encode()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
@@ -110,6 +111,50 @@ class IncidentAlert(SmsRequested):
         return value
 
 
+# How far ahead a reminder may ask to be sent (the scheduler keeps it until then).
+MAX_SEND_AHEAD_DAYS = 35
+
+
+class AppointmentReminder(SmsRequested):
+    """Input on `appointment-reminder`: sent at `sendAt` (or at once), outside the quiet
+    hours of the recipient's zone, never at or after `startsAt`."""
+
+    # As orderId: it goes into the text, so nothing a phone would turn into a link.
+    appointmentId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    startsAt: AwareDatetime
+    sendAt: AwareDatetime | None = None
+    # An IANA zone (`Europe/Berlin`); absent: the zones of the number.
+    timeZone: str | None = Field(default=None, max_length=64)
+
+    @field_validator("timeZone")
+    @classmethod
+    def _iana_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError("timeZone must be an IANA zone name, e.g. Europe/Berlin") from None
+        return value
+
+    @field_validator("sendAt")
+    @classmethod
+    def _send_at_within_reach(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value > utc_now() + timedelta(days=MAX_SEND_AHEAD_DAYS):
+            raise ValueError(f"sendAt is more than {MAX_SEND_AHEAD_DAYS} days ahead")
+        return value
+
+
+class AppointmentCancelled(BaseModel):
+    """Input on `appointment-cancelled`: every reminder of the appointment not yet sent,
+    and every one that arrives later, ends `canceled`."""
+
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True, frozen=True)
+
+    eventId: str = Field(min_length=6, max_length=120, pattern=r"^[\x21-\x7e]+$")
+    appointmentId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class Status(StrEnum):
     ACCEPTED = "accepted"
     QUEUED = "queued"
@@ -123,8 +168,9 @@ class Status(StrEnum):
     SUPPRESSED = "suppressed"
     REJECTED = "rejected"
     DEAD_LETTERED = "dead_lettered"
-    COLLAPSED = "collapsed"
-    EXPIRED = "expired"
+    COLLAPSED = "collapsed"  # not sent: an alert's repeat inside its window, or over the cap
+    SCHEDULED = "scheduled"  # stored to be sent at `dueAt`
+    EXPIRED = "expired"  # not sent: too late (an alert past its age, a reminder at its start)
 
 
 class DeliveryStatusChanged(BaseModel):
@@ -145,7 +191,14 @@ class DeliveryStatusChanged(BaseModel):
     occurredAt: AwareDatetime = Field(default_factory=utc_now)
     to: str | None = Field(default=None, description="always masked, e.g. +*******0123")
     reason: str | None = Field(default=None, description="short machine reason, never PII")
-    idempotencyToken: str | None = Field(default=None, description="Twilio's callback token")
+    idempotencyToken: str | None = Field(
+        default=None,
+        description="the same on every copy of one step (callbacks: from the signed MessageSid, "
+        "status and error code): readers drop copies by it",
+    )
+    dueAt: AwareDatetime | None = Field(
+        default=None, description="`scheduled` only: when the message is due to be sent"
+    )
 
 
 class PhoneVerified(BaseModel):

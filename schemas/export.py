@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.events import (
+    AppointmentCancelled,
+    AppointmentReminder,
     DeliveryStatusChanged,
     IncidentAlert,
     OrderShipped,
@@ -21,6 +23,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "order-shipped": OrderShipped,
     "support-ticket-created": SupportTicketCreated,
     "incident-alert": IncidentAlert,
+    "appointment-reminder": AppointmentReminder,
+    "appointment-cancelled": AppointmentCancelled,
     "delivery-status": DeliveryStatusChanged,
     "phone-verified": PhoneVerified,
     "twilio-status-callback": TwilioStatusCallback,

@@ -15,9 +15,11 @@ from prometheus_client import Counter as _Counter
 from prometheus_client import Histogram as _Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from sms_relay.domain.segments import SegmentCount
 from sms_relay.errors import ProviderError
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SEGMENT_BUCKETS = (1, 2, 3, 4, 6, 10)
 _M = TypeVar("_M", bound=MetricWrapperBase)
 
 
@@ -67,6 +69,11 @@ class ConsumerMetrics:
             self.twilio_latency.labels(operation).observe(time.perf_counter() - started)
             self.twilio_requests.labels(operation, result, status).inc()
 
+    def sent(self, kind: str, size: SegmentCount) -> None:
+        """Count the segments of one message Twilio accepted."""
+        self.segments.labels(kind, size.encoding.value).inc(size.segments)
+        self.message_segments.labels(kind).observe(size.segments)
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events_consumed = Counter(
@@ -95,6 +102,20 @@ class ConsumerMetrics:
             "Twilio API call latency",
             ["operation"],
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # What the messages cost: Twilio bills each segment.
+        self.segments = Counter(
+            "sms_relay_segments_total",
+            "Segments of the messages Twilio accepted, by kind and encoding (GSM-7, UCS-2)",
+            ["kind", "encoding"],
+            registry=registry,
+        )
+        self.message_segments = Histogram(
+            "sms_relay_message_segments",
+            "Segments per message Twilio accepted, by kind (above 2: a long text)",
+            ["kind"],
+            buckets=_SEGMENT_BUCKETS,
             registry=registry,
         )
         self.sends_in_flight = Gauge(

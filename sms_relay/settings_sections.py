@@ -185,6 +185,9 @@ class SendingSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=20.0, gt=0, description="On SIGTERM: time to finish and commit the batches in hand."
     )
+    scheduler_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often the consumer takes the scheduled sends due."
+    )
     stuck_after_seconds: float = Field(
         default=900.0,
         gt=0,

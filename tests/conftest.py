@@ -17,6 +17,7 @@ from sms_relay.simulator.config import SimulatorConfig
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import (
     GROUP_BROKER_SETTINGS,
+    Figures,
     delete_topics,
     fresh_kafka_settings,
     fresh_schema,
@@ -38,6 +39,27 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             f"a chaos test on one of {workers} parallel workers: run the chaos tests alone "
             "(scripts/test does, after the rest), or deselect them with -m 'not chaos'"
         )
+
+
+@pytest.fixture
+def figures(capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> Figures:
+    """Print what the test measured, also from a parallel worker (see Figures)."""
+    return Figures(capsys, request.node.user_properties)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures the tests printed (`figures`), once more at the end of the run."""
+    shown = [
+        f"{report.nodeid}\n{value}"
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.getreports(outcome)
+        for name, value in getattr(report, "user_properties", ())
+        if name == "figures" and report.when == "call"
+    ]
+    if shown:
+        terminalreporter.section("figures")
+        for text in shown:
+            terminalreporter.write_line(text)
 
 
 def _docker_answers() -> bool:

@@ -43,8 +43,15 @@ def local_stack_env() -> dict[str, str]:
     """Start Kafka and PostgreSQL from the project's own stack script (which takes a lock:
     parallel workers may all ask at once); read its env file."""
     subprocess.run([str(ROOT / "scripts" / "stack"), "up", "--infra"], check=True)
+    return written_stack_env()
+
+
+def written_stack_env() -> dict[str, str]:
+    """The local stack's env file as its last `up` wrote it (empty when there is none),
+    without starting anything: `up` on a running stack still takes seconds."""
+    path = ROOT / ".stack" / "env"
     env: dict[str, str] = {}
-    for line in (ROOT / ".stack" / "env").read_text().splitlines():
+    for line in (path.read_text() if path.exists() else "").splitlines():
         if line.startswith("export "):
             name, _, value = line.removeprefix("export ").partition("=")
             env[name] = shlex.split(value)[0] if value else ""
@@ -551,3 +558,23 @@ class ConsumerProcess:
             code = self.process.wait(10)
         self._log.close()
         return code
+
+
+class Figures:
+    """What a test measured, shown however pytest runs: printed to the terminal at once
+    (not captured), and kept on the test's report, which the run's summary prints under
+    "figures" (a parallel worker's terminal output never reaches the caller's)."""
+
+    def __init__(self, capsys: Any, user_properties: list[tuple[str, object]]) -> None:
+        self._capsys = capsys
+        self._user_properties = user_properties
+
+    @contextmanager
+    def shown(self) -> Iterator[None]:
+        """Everything printed inside the block."""
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            yield
+        with self._capsys.disabled():
+            print(printed.getvalue(), end="")
+        self._user_properties.append(("figures", printed.getvalue().strip("\n")))

@@ -23,7 +23,7 @@ from sms_relay.errors import DatabaseUnavailableError
 from sms_relay.periodic import every
 from sms_relay.retention.pruning import PRUNABLE_STATES, Pruner
 from sms_relay.settings import Settings
-from sms_relay.status.outbox import OutboxRelay
+from sms_relay.status.outbox_relay import OutboxRelay
 from sms_relay.status.status_projection import StatusProjection
 
 log = logging.getLogger(__name__)

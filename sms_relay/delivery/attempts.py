@@ -14,15 +14,15 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from enum import StrEnum
 from urllib.parse import quote
 
 from sms_relay.clock import Clock
 from sms_relay.delivery.delivery_ports import Claim, Job, Ledger, SentMessage, SmsSender
-from sms_relay.delivery.in_doubt import Doubt, Reconciler
+from sms_relay.delivery.in_doubt import Doubt, InDoubtResend, Reconciler
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
 from sms_relay.delivery.refusals import TOO_LATE, expired
+from sms_relay.delivery.send_checks import NotDueError
 from sms_relay.domain.outcomes import Attempted, AttemptEnd, ClaimOutcome, Verdict
 from sms_relay.domain.retry import RetryPolicy
 from sms_relay.errors import (
@@ -40,13 +40,6 @@ log = logging.getLogger(__name__)
 IN_DOUBT_UNRESOLVED = "in_doubt_unresolved"
 # A recheck further off than this goes to the next retry tier instead of being held.
 MAX_HELD_RECHECK_SECONDS = 60.0
-
-
-class InDoubtResend(StrEnum):
-    """What to do when Twilio lists no match after the reconciliation horizon."""
-
-    AFTER_HORIZON = "after_horizon"  # send again (counted): Twilio's list is trusted
-    NEVER = "never"  # dead-letter it (counted, alerted); an operator decides
 
 
 def _reconciles_first(claim: Claim) -> bool:
@@ -75,6 +68,7 @@ class SendAttempts:
         request_timeout_seconds: float,
         in_doubt_resend: InDoubtResend,
         clock: Clock,
+        due_now: Callable[[Job], bool] = lambda _job: True,
     ) -> None:
         self._ledger = ledger
         self._sender = sender
@@ -88,6 +82,7 @@ class SendAttempts:
         self._call_deadline = request_timeout_seconds
         self._in_doubt_resend = in_doubt_resend
         self._clock = clock
+        self._due_now = due_now
         self._reconciler = Reconciler(
             sender,
             ledger,
@@ -135,6 +130,8 @@ class SendAttempts:
         attempts = max(job.attempts, claim.attempts)
         try:
             return await self._attempt(claim, job, body, attempts, unmarked)
+        except NotDueError as error:  # nothing was created: settled by the timing
+            return Attempted(AttemptEnd.NOT_NOW, error.attempts, doubt=error.doubt)
         except LeaseTooShortError:
             return Attempted(AttemptEnd.HANDED_ON, attempts)
         except Exception as error:  # contained: see the module's docstring
@@ -159,13 +156,19 @@ class SendAttempts:
         attempts: int,
         unmarked: str | None,
     ) -> Attempted:
-        to, record_attempts = job.event.phone, job.attempts
+        # A scheduled send has no record headers: its creates count from this claim.
+        to, record_attempts = job.event.phone, attempts if job.from_schedule else job.attempts
         event_id = claim.event_id
         doubt = claim.doubt_since
         assert claim.window_start is not None, "mark_sending gives every claim its window"
 
         async def before_call() -> None:
             await self._leases.ensure(event_id, self._call_deadline)
+
+        async def before_create() -> None:  # quiet hours or the start may have come since
+            if not self._due_now(job):
+                raise NotDueError(attempts - 1, doubt)  # counted before the create
+            await before_call()
 
         # Creates since this record entered its topic (a held record comes back with the
         # same attempt count): after max_attempts of them the event moves a tier on.
@@ -188,7 +191,9 @@ class SendAttempts:
             tries += 1
             attempts += 1
             try:
-                sent = await self._send(to, body, event_id, before_call, lane, job.validity_seconds)
+                sent = await self._send(
+                    to, body, event_id, before_create, lane, job.validity_seconds
+                )
                 return Attempted(AttemptEnd.ACCEPTED, attempts, sid=sent.sid)
             except ProviderThrottledError as error:
                 delay = self._policy.next_delay(tries, error)

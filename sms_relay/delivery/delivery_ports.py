@@ -23,6 +23,7 @@ from schemas.events import SmsRequested, Status
 from sms_relay.domain.collapse import CollapseRule
 from sms_relay.domain.outcomes import ClaimOutcome, Outcome
 from sms_relay.domain.retry import RetryTier
+from sms_relay.domain.segments import SegmentCount
 from sms_relay.domain.states import DeliveryState
 from sms_relay.kinds.event_kind import EventKind
 
@@ -39,6 +40,8 @@ class Job:
     validity_seconds: int | None = None
     # Never created after this instant (the event ends `expired`); None: no limit.
     expires_at: datetime | None = None
+    # Taken from the scheduled sends, not from Kafka: its retries stay with the scheduler.
+    from_schedule: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Result:
     dlq_reason: str = "retries_exhausted"
     republished: bool = False  # settled earlier; only its records are published again
     wait_seconds: float = 0.0  # WAITING outcomes: when to offer the record again
+    due_at: datetime | None = None  # SCHEDULED: when the scheduler will send it
 
 
 # ---- Twilio, as the delivery core sees it (`sms_relay.adapters.twilio`).
@@ -109,6 +113,7 @@ class ClaimRequest:
     consent_source: str | None = None  # where consent was given: a label, no personal data
     # Flood control, decided atomically with the claim (the key already hashed).
     collapse: CollapseRule | None = None
+    cancel_key: str | None = None  # a cancel naming this key wins (an appointment id)
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ class Claim:
     busy_for: float = 0.0
     # Why a claimed alert must not send (`sms_relay.domain.collapse`), or None.
     collapsed: str | None = None
+    canceled: bool = False  # a cancel names the request's cancel_key
 
     def held_token(self) -> int:
         """The lease token of a claim that took the lease (only those are written)."""
@@ -152,6 +158,23 @@ class Settlement:
     error_code: int | None = None
     error: str | None = None
     doubt_since: datetime | None = None  # None: no message can exist unmatched
+    # The rendered body's parts and encoding; None when none was rendered (kept as it was).
+    segments: SegmentCount | None = None
+    # `scheduled` only: what the scheduler needs to send it when due.
+    scheduled: ScheduledSend | None = None
+
+
+@dataclass(frozen=True)
+class ScheduledSend:
+    """An event stored to be sent later: kept until it settles sent, failed, suppressed,
+    expired or cancelled (or is erased); it holds the number, so erasure reaches it."""
+
+    event_id: str
+    kind: str
+    payload: str  # the event as JSON
+    due_at: datetime
+    phone_hash: str = ""
+    cancel_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,3 +211,15 @@ class Ledger(Protocol):
         """Those of `sids` that the ledger records for an event other than `event_id`."""
 
     async def suppress(self, phone_hash: str, phone_masked: str, reason: str) -> None: ...
+
+    async def take_due(self, limit: int) -> list[ScheduledSend]:
+        """Up to `limit` scheduled sends now due, each taken for one lease (another
+        process skips them); the claim still decides who sends."""
+
+    async def put_back(self, not_before: Mapping[str, datetime]) -> None:
+        """Scheduled sends that must wait: taken again from these instants on."""
+
+    async def cancel(self, cancels: Sequence[tuple[str, str]]) -> int:
+        """(cancel key, cancel event id): remembered, so a later event with the key ends
+        cancelled; the scheduled sends with these keys are due at once (their claims
+        settle them `canceled`). Returns how many were found."""

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sms_relay.clock import Clock
 from sms_relay.delivery.delivery_ports import ListedMessage, MessageLister, SidOwners
@@ -34,6 +35,13 @@ CLOCK_SKEW = timedelta(seconds=5)
 # A recipient with more messages than this since the first send is listed no further:
 # the doubt stays (and is retried) rather than a resend being risked on a partial list.
 MAX_PAGES = 10
+
+
+class InDoubtResend(StrEnum):
+    """What to do when Twilio lists no match after the reconciliation horizon."""
+
+    AFTER_HORIZON = "after_horizon"  # send again (counted): Twilio's list is trusted
+    NEVER = "never"  # dead-letter it (counted, alerted); an operator decides
 
 
 @dataclass(frozen=True)

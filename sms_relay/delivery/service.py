@@ -16,23 +16,12 @@ from dataclasses import replace
 
 from schemas.events import Status
 from sms_relay.clock import SYSTEM_CLOCK, Clock
-from sms_relay.delivery.attempts import (
-    IN_DOUBT_UNRESOLVED,
-    InDoubtResend,
-    SendAttempts,
-)
-from sms_relay.delivery.delivery_ports import (
-    Claim,
-    ClaimRequest,
-    Job,
-    Ledger,
-    Result,
-    Settlement,
-    SmsSender,
-)
+from sms_relay.delivery.attempts import IN_DOUBT_UNRESOLVED, SendAttempts
+from sms_relay.delivery.delivery_ports import Claim, Job, Ledger, Result, Settlement, SmsSender
+from sms_relay.delivery.in_doubt import InDoubtResend
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import RateLimiter
-from sms_relay.delivery.refusals import collapse_rule, refusal
+from sms_relay.delivery.send_checks import SendChecks
 from sms_relay.domain.outcomes import (
     HELD_BACK,
     OUTCOME_OF_SETTLED,
@@ -43,6 +32,7 @@ from sms_relay.domain.outcomes import (
     Outcome,
 )
 from sms_relay.domain.retry import RetryPolicy, TierPlan
+from sms_relay.domain.segments import SegmentCount, count_segments
 from sms_relay.domain.states import CONSUMER_SETTLED, DeliveryState, wire_status
 from sms_relay.domain.twilio_codes import OPT_OUT_ERROR
 from sms_relay.masking import body_hash, mask_phone, phone_hash
@@ -81,6 +71,7 @@ class DeliveryService:
         self._clock = clock
         self._uniform = uniform
         self.leases = LeaseKeeper(ledger, clock, metrics)
+        self._checks = SendChecks(clock, phone_hash_key)
         self._sends = SendAttempts(
             ledger,
             sender,
@@ -95,6 +86,7 @@ class DeliveryService:
             request_timeout_seconds=request_timeout_seconds,
             in_doubt_resend=in_doubt_resend,
             clock=clock,
+            due_now=self._checks.due_now,
         )
         self._running: set[str] = set()  # event ids whose claim is being worked on here
 
@@ -126,24 +118,27 @@ class DeliveryService:
 
     async def _process(self, jobs: Sequence[Job]) -> list[Result]:
         claimed_at = self._clock.monotonic()
-        claims = await self._ledger.claim([self._claim_request(job) for job in jobs])
+        claims = await self._ledger.claim([self._checks.claim_request(job) for job in jobs])
         self.leases.hold(
             {e: c.lease_token for e, c in claims.items() if c.lease_token is not None}, claimed_at
         )
         results: list[Result] = []
         sendable: list[tuple[Job, Claim]] = []
         settlements: dict[str, tuple[Job, Settlement]] = {}
+        withheld: dict[str, Settlement] = {}  # in doubt: settled so, unless found listed
         for job in jobs:
             claim = claims[job.event.eventId]
             if claim.outcome in (ClaimOutcome.DUPLICATE, ClaimOutcome.BUSY):
                 results.append(self._not_ours(job, claim))
-            elif (refused := refusal(job, claim, self._clock.now())) is not None:
-                attempts = max(job.attempts, claim.attempts)
-                state, reason = refused
-                settlement = Settlement(
-                    job.event.eventId, claim.held_token(), state, attempts, error=reason
-                )
-                settlements[job.event.eventId] = (job, settlement)
+                continue
+            # Suppressed, scheduled, cancelled, expired, refused: checked at every claim.
+            checked = self._checks.before_send(job, claim)
+            if checked is not None and claim.outcome is ClaimOutcome.IN_DOUBT:
+                # A message may exist: reconcile, and send nothing anew now.
+                withheld[job.event.eventId] = checked
+                sendable.append((job, replace(claim, suppressed=True)))
+            elif checked is not None:
+                settlements[job.event.eventId] = (job, checked)
             else:
                 sendable.append((job, claim))
 
@@ -164,7 +159,17 @@ class DeliveryService:
             if attempted.end is AttemptEnd.HANDED_ON:
                 results.append(self._lost(job, claim))
                 continue
-            settlements[job.event.eventId] = (job, self._settlement(job, claim, attempted))
+            size = count_segments(bodies[claim.event_id])  # what it costs: metric and ledger
+            settlement = self._settlement(job, claim, attempted, size)
+            if attempted.end is AttemptEnd.SUPPRESSED and job.event.eventId in withheld:
+                settlement = replace(
+                    withheld[job.event.eventId],
+                    attempt=attempted.attempts,
+                    doubt_since=attempted.doubt,
+                )
+            settlements[job.event.eventId] = (job, settlement)
+            if attempted.end is AttemptEnd.ACCEPTED:
+                self._metrics.sent(job.kind.name, size)
             if attempted.end in HELD_BACK:
                 held[job.event.eventId] = attempted
         results.extend(await self._settle(settlements, held))
@@ -207,19 +212,6 @@ class DeliveryService:
         ]
         await self._ledger.mark_reported(settled)
 
-    def _claim_request(self, job: Job) -> ClaimRequest:
-        event = job.event
-        return ClaimRequest(
-            event_id=event.eventId,
-            event_type=job.kind.name,
-            phone_hash=phone_hash(self._hash_key, event.phone),
-            phone_masked=mask_phone(event.phone),
-            consent_at=event.consentAt,
-            consent_purpose=event.consentPurpose,
-            consent_source=event.consentSource,
-            collapse=collapse_rule(job, self._clock.now(), self._hash_key),
-        )
-
     def _jitter(self, seconds: float) -> float:
         # Enough to spread a herd of records waiting on one lease; small next to the wait.
         return seconds + self._uniform() * min(0.25, self._ledger.lease_seconds / 20)
@@ -251,7 +243,13 @@ class DeliveryService:
             )
         return Result(job, Outcome.DUPLICATE, claim.attempts, message_sid=claim.message_sid)
 
-    def _settlement(self, job: Job, claim: Claim, attempted: Attempted) -> Settlement:
+    def _settlement(
+        self, job: Job, claim: Claim, attempted: Attempted, size: SegmentCount
+    ) -> Settlement:
+        if attempted.end is AttemptEnd.NOT_NOW:  # no longer due, or too late, at the create
+            checked = self._checks.timing(job, claim)
+            assert checked is not None, "NOT_NOW only when the timing says so"
+            return replace(checked, attempt=attempted.attempts, doubt_since=attempted.doubt)
         state = SETTLED_AS.get(attempted.end) or self._next_tier_or_dlq(job)
         return Settlement(
             job.event.eventId,
@@ -262,9 +260,12 @@ class DeliveryService:
             error_code=attempted.code,
             error=attempted.error,
             doubt_since=attempted.doubt,
+            segments=size,
         )
 
     def _next_tier_or_dlq(self, job: Job) -> DeliveryState:
+        if job.from_schedule:  # retried by the scheduler until sent or expired
+            return S.RETRY_SCHEDULED
         return S.RETRY_SCHEDULED if self._tiers.after(job.tier_index) else S.DEAD_LETTERED
 
     def _not_yet(self, job: Job, settlement: Settlement) -> Settlement:
@@ -288,6 +289,7 @@ class DeliveryService:
             message_sid=settlement.message_sid,
             error_code=settlement.error_code,
             error=settlement.error,
+            due_at=settlement.scheduled.due_at if settlement.scheduled else None,
             retry_tier=self._tiers.after(job.tier_index),
             dlq_reason=IN_DOUBT_UNRESOLVED if unresolved else "retries_exhausted",
         )

@@ -66,6 +66,10 @@ class DestinationPolicy:
         self.on_refusal(refusal.reason)
         raise refuse(event, refusal)
 
+    def refusal(self, event: SmsRequested) -> Refusal | None:
+        """Why the event may not go where it would, or None (nothing counted)."""
+        return self._refusal(event)
+
     def _refusal(self, event: SmsRequested) -> Refusal | None:
         if self.countries is not None and region_of(event.phone) not in self.countries:
             return Refusal(COUNTRY_NOT_ALLOWED, "phone", "SMS to this country is not allowed")

@@ -58,7 +58,8 @@ class AttemptEnd(StrEnum):
     THROTTLED = "throttled"  # Twilio answered 429: send again after the backoff, held back
     UNRESOLVED = "unresolved"  # in doubt past the horizon, resending not allowed
     HANDED_ON = "handed_on"  # the lease ran short or was taken: nothing is settled
-    EXPIRED = "expired"  # too old to be sent by the time a create was due
+    EXPIRED = "expired"  # too old to be sent by the time a create was due (an alert)
+    NOT_NOW = "not_now"  # right before a create, the event was no longer due (a reminder)
 
 
 class Outcome(StrEnum):
@@ -76,6 +77,8 @@ class Outcome(StrEnum):
     LEASE_LOST = "lease_lost"  # our lease ran short or was taken: claim again later
     RECHECK = "recheck"  # in doubt, not listed yet: reconcile again at the horizon
     THROTTLED = "throttled"  # Twilio answered 429: send again after the backoff
+    SCHEDULED = "scheduled"  # stored; the scheduler sends it when due
+    CANCELED = "canceled"  # not sent: cancelled before it was due
 
 
 # Outcomes whose record the loop keeps back (its offset uncommitted) and offers again
@@ -92,7 +95,9 @@ OUTCOME_OF_SETTLED = {
     DeliveryState.RETRY_SCHEDULED: Outcome.RETRY_SCHEDULED,
     DeliveryState.DEAD_LETTERED: Outcome.DEAD_LETTERED,
     DeliveryState.COLLAPSED: Outcome.COLLAPSED,
+    DeliveryState.SCHEDULED: Outcome.SCHEDULED,
     DeliveryState.EXPIRED: Outcome.EXPIRED,
+    DeliveryState.CANCELED: Outcome.CANCELED,
 }
 
 # What each end of a claim's sends is settled as; a transient end goes to the next retry

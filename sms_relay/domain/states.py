@@ -43,18 +43,20 @@ class DeliveryState(StrEnum):
     SUPPRESSED = "suppressed"
     DEAD_LETTERED = "dead_lettered"
     COLLAPSED = "collapsed"  # a repeat of an alert inside its window, or over the hourly cap
-    EXPIRED = "expired"  # too old to be sent (an alert past its maximum age)
+    SCHEDULED = "scheduled"  # stored with its due time; the scheduler claims it then
+    EXPIRED = "expired"  # never sent: too late (an alert past its maximum age, a reminder's start)
 
 
 S = DeliveryState
 
 # A new claim may take these over once their lease has run out.
-RESUMABLE = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED})
+RESUMABLE = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED, S.SCHEDULED})
 
 # The consumer's settled steps that it publishes a status record for (the consumer also
 # settles as retry_scheduled, which publishes none).
 CONSUMER_SETTLED = frozenset(
-    {S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED, S.COLLAPSED, S.EXPIRED}
+    {S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED}
+    | {S.COLLAPSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
 )
 
 # Twilio's statuses as they may stand in `deliveries.state`, by rank: the projection
@@ -77,15 +79,20 @@ AWAITING_TWILIO = frozenset({S.ACCEPTED, S.QUEUED, S.SENT})
 
 # Every move the ledger makes. The status projection's moves are the rank order above.
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
-    S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED, S.COLLAPSED, S.EXPIRED}),
+    S.CLAIMED: frozenset(
+        {S.SENDING, S.SUPPRESSED, S.COLLAPSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
+    ),
+    # Due (or claimed early, from a replay): sent, or checked again at its claim.
+    S.SCHEDULED: frozenset({S.SENDING, S.SUPPRESSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}),
     # A holder in doubt that only reconciled settles from here (found, not yet, given up).
     S.RETRY_SCHEDULED: frozenset(
         {S.SENDING, S.SUPPRESSED, S.ACCEPTED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
-        | {S.COLLAPSED, S.EXPIRED}
+        | {S.COLLAPSED, S.EXPIRED}  # an alert's claim: a repeat, or too old
+        | {S.SCHEDULED, S.CANCELED}  # send-time checks of a scheduled reminder
     ),
     S.SENDING: frozenset(  # retry_scheduled also when a claim takes it over in doubt
         {S.SENDING, S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
-        | {S.EXPIRED}  # too old by the time a resend was due
+        | {S.SCHEDULED, S.EXPIRED, S.CANCELED}  # no message found, and none may be sent now
     ),
     S.DEAD_LETTERED: frozenset({S.RETRY_SCHEDULED}),  # `dlq replay`
 }

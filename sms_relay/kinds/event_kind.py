@@ -10,7 +10,7 @@ policy (`configured`); the pipeline then only calls `parse`, `render` and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,15 @@ def policy_config(kind: str) -> SettingsConfigDict:
     )
 
 
+@dataclass(frozen=True)
+class SendTiming:
+    """When an event may be sent: not before `due_at`, never at or after `expires_at`."""
+
+    due_at: datetime
+    expires_at: datetime | None = None
+    expiry_reason: str = "expired"  # the reason an `expired` status carries
+
+
 class KindPolicy(BaseSettings):
     """A kind's policy: no settings here; each kind's subclass declares its own, each a
     `Field(description=...)` with a default (see docs/adding-a-kind.md)."""
@@ -64,6 +73,15 @@ class KindPolicy(BaseSettings):
         """Twilio's ValidityPeriod for the kind's messages (seconds), or None (Twilio's)."""
         return None
 
+    def timing(self, event: Any, now: datetime) -> SendTiming:
+        """When the event may be sent (read again at every claim: the clock moves on).
+        Default: at once, without expiry."""
+        return SendTiming(now)
+
+    def cancel_key(self, event: Any) -> str | None:
+        """The key a cancel event names to cancel this event (an appointment id), or None."""
+        return None
+
     def sources(self) -> dict[str, str]:
         """Each setting and where its value came from: `env` (or `.env`) or `default`."""
         return {
@@ -81,6 +99,9 @@ class EventKind:
     policy_type: type[KindPolicy]
     # The consent purposes it accepts; None: any purpose, or none (the event is not checked).
     consent_purposes: frozenset[str] | None = None
+    # Typical values of its own fields (optional ones set): the start-up check renders
+    # every template with them and warns when a text takes more than two segments.
+    example: Mapping[str, Any] = field(default_factory=dict)
     # Set by the composition roots from the settings (`configured`).
     topic: str = ""
     policy: KindPolicy | None = None
@@ -100,6 +121,18 @@ class EventKind:
     def render(self, event: SmsRequested) -> str:
         """The text of the event's locale (unknown or absent: en)."""
         return pick(self.templates, event.locale).render(event)
+
+    def timing(self, event: SmsRequested, now: datetime) -> SendTiming:
+        return self.effective_policy.timing(event, now)
+
+    def cancel_key(self, event: SmsRequested) -> str | None:
+        return self.effective_policy.cancel_key(event)
+
+    def refusal_now(self, event: SmsRequested) -> str | None:
+        """The reason the destination policy or the kind's policy refuses the event today
+        (it may have changed since the event was read), or None."""
+        refusal = self.destinations.refusal(event) or self.effective_policy.refusal(event)
+        return None if refusal is None else refusal.reason
 
     def accepts_purpose(self, purpose: str | None) -> bool:
         return self.consent_purposes is None or purpose in self.consent_purposes

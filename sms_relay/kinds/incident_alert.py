@@ -71,4 +71,10 @@ INCIDENT_ALERT = EventKind(
     key_field="alertKey",
     policy_type=IncidentAlertPolicy,
     consent_purposes=frozenset({"alerts", "operations"}),
+    example={
+        "alertKey": "db-primary/disk-full",
+        "severity": "critical",
+        "summary": "db-primary: disk 95% full on /var/lib/postgresql, writes failing since 14:02",
+        "occurredAt": "2026-12-03T14:02:00Z",
+    },
 )

@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings
 
 from sms_relay.errors import ConfigurationError
 from sms_relay.kinds.event_kind import KindPolicy
-from sms_relay.kinds.registry import EVENT_KINDS
+from sms_relay.kinds.registry import COMPANION_TOPICS, EVENT_KINDS
 
 
 def topic_field(kind: str) -> str:
@@ -29,6 +29,16 @@ KindTopics: type[BaseSettings] = create_model(  # type: ignore[call-overload]
             ),
         )
         for name in EVENT_KINDS
+    },
+    **{
+        topic_field(name): (
+            str,
+            Field(
+                default=name, description=f"Input topic of `{name}` events (read with `{kind}`)."
+            ),
+        )
+        for kind, names in COMPANION_TOPICS.items()
+        for name in names
     },
 )
 

@@ -31,4 +31,8 @@ ORDER_SHIPPED = EventKind(
     policy_type=OrderShippedPolicy,
     # Not checked: events from before consent purposes existed carry none.
     consent_purposes=None,
+    example={
+        "orderId": "100234567",
+        "trackingUrl": "https://track.example.com/parcels/1Z999AA10123456784",
+    },
 )

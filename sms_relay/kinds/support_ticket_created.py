@@ -64,4 +64,5 @@ SUPPORT_TICKET_CREATED = EventKind(
     key_field="ticketId",
     policy_type=SupportTicketCreatedPolicy,
     consent_purposes=frozenset({"support", "transactional"}),
+    example={"ticketId": "CS-482113", "link": "https://help.example.com/tickets/CS-482113"},
 )

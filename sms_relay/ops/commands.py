@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sms_relay.ops import api_key_commands as apikeys
-from sms_relay.ops import dlq, kind_table, produce, trace
+from sms_relay.ops import dlq, dlq_replay, kind_table, produce, trace
 from sms_relay.ops import retention_commands as retention
 from sms_relay.ops import suppress_commands as suppress
 from sms_relay.ops.common import Handler, add_json_flag, command
@@ -54,16 +54,18 @@ def register(commands: Any) -> None:
         "dlq list",
         dlq.handle_list,
         dlq.configure_filters,
-        "list dead-lettered records: read from the beginning, commits nothing",
+        "list dead-lettered records: read from the beginning in pages, filters applied "
+        "while reading, commits nothing",
     )
     _leaf(
         queue,
         "replay",
         "dlq replay",
-        dlq.handle_replay,
-        dlq.configure_replay,
+        dlq_replay.handle_replay,
+        dlq_replay.configure_replay,
         "produce dead-lettered records to the main topic again: through the normal path "
-        "(dedupe, suppression and consent still hold), with an audit row per record",
+        "(dedupe, suppression and consent still hold), with an audit row per record; "
+        "Ctrl-C stops it cleanly and --resume RUN goes on where it stopped",
     )
 
     numbers = _group(commands, "suppress", "numbers that must never get an SMS")

@@ -46,6 +46,7 @@ async def load_story(engine: AsyncEngine, ident: str) -> dict[str, Any] | None:
                 "reason": r["reason"],
                 "operator": r["operator"],
                 "replayedAt": iso(r["replayed_at"]),
+                "run": r["run_id"],
             }
             for r in replays
         ],
@@ -69,6 +70,9 @@ def _delivery(row: Any) -> dict[str, Any]:
         "attempts": row["attempts"],
         "to": row["phone_masked"],
         "messageSid": row["message_sid"],
+        # The rendered body's parts and encoding (what Twilio bills), recorded at the send.
+        "segments": row["segments"],
+        "encoding": row["encoding"],
         "errorCode": row["error_code"],
         # Free text from errors: scrubbed like a log line in case a provider echoed PII.
         "lastError": scrub(row["last_error"]) if row["last_error"] else None,
@@ -100,6 +104,7 @@ def render(story: dict[str, Any]) -> str:
             ("state", f"{delivery['state']}  attempts={delivery['attempts']}"),
             ("to", delivery["to"]),
             ("message", delivery["messageSid"]),
+            ("segments", _segments(delivery)),
             ("error", _error(delivery)),
             ("consent", _consent(delivery)),
             ("lease", f"{delivery['leaseOwner'] or '-'} until {delivery['leaseUntil'] or '-'}"),
@@ -128,16 +133,28 @@ def render(story: dict[str, Any]) -> str:
         lines.append("")
         lines.append("dlq replays")
         rows = [
-            [r["replayedAt"] or "-", r["from"], r["reason"] or "", r["operator"]]
+            [
+                r["replayedAt"] or "-",
+                r["from"],
+                r["reason"] or "",
+                r["operator"],
+                str(r["run"] or "-"),
+            ]
             for r in story["replays"]
         ]
-        lines.append(table(rows, ["replayed at", "from", "reason", "operator"]))
+        lines.append(table(rows, ["replayed at", "from", "reason", "operator", "run"]))
     if story["ingested"]:
         lines.append("")
         lines.append("ingested over HTTP")
         rows = [[i["receivedAt"] or "-", i["client"], i["keyId"]] for i in story["ingested"]]
         lines.append(table(rows, ["received at", "client", "key id"]))
     return "\n".join(lines)
+
+
+def _segments(delivery: dict[str, Any]) -> str | None:
+    if delivery["segments"] is None:
+        return None
+    return f"{delivery['segments']}  encoding={delivery['encoding'] or '-'}"
 
 
 def _error(delivery: dict[str, Any]) -> str | None:

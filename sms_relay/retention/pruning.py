@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 # Settled: the consumer is done with the row (Twilio's states, failed, suppressed,
 # dead-lettered). claimed/sending/retry_scheduled rows are in flight and never pruned.
-PRUNABLE_STATES = frozenset(DeliveryState) - LEDGER_ONLY
+PRUNABLE_STATES = frozenset(DeliveryState) - LEDGER_ONLY - {DeliveryState.SCHEDULED}
 
 # Tables whose rows never expire: a STOP must outlive everything; the erasure audit is
 # the proof that an erasure happened.
@@ -43,7 +43,12 @@ def retention_periods(settings: Settings) -> dict[str, timedelta]:
         # An alert's window matters at most a day (no collapse window or age is longer).
         "alert_windows": DAY,
         "dlq_replays": keep.dlq_replays_retention_days * DAY,
+        "dlq_replay_runs": keep.dlq_replays_retention_days * DAY,
         "api_keys": keep.revoked_api_keys_retention_days * DAY,
+        # Orphans past their due time (a send goes when its event settles); cancels as
+        # long as a reminder read after them could be: the dedupe horizon.
+        "scheduled_sends": ledger,
+        "appointment_cancellations": ledger,
     }
 
 

@@ -1,27 +1,42 @@
-"""Durable publishing: a PostgreSQL outbox row first, Kafka within a deadline, a relay after.
+"""Durable publishing: Kafka first and the PostgreSQL outbox when it does not answer, or
+the outbox row first where a use case writes in the same transaction.
 
-    publish(record)
-      1. insert the row into callback_outbox, ON CONFLICT DO NOTHING
-         └─ conflict: the token (or the content key) was seen before ──► DUPLICATE
-      2. produce (acks=all), wait up to the deadline
-         ├─ acknowledged ──► PUBLISHED (marking published_at follows, batched)
-         └─ no answer ──► the row stays unpublished ──► OUTBOXED (the relay publishes it)
+    publish_kafka_first(record)                      status callbacks
+      1. produce (acks=all), wait up to the deadline ──► acknowledged ──► PUBLISHED
+      2. no ack in time, or refused: insert into callback_outbox, ON CONFLICT DO NOTHING
+         ├─ inserted ──► OUTBOXED (the relay publishes it; a late ack marks it published)
+         └─ conflict: the token (or content key) was outboxed before ──► DUPLICATE
+      PostgreSQL unreachable in step 2 ──► OutboxUnavailableError (the webhook answers 503)
+
+    publish(record, also)                 Verify (its row in the same transaction), the reconciler
+      1. insert the row (and `also`'s writes) ──► conflict ──► DUPLICATE
+      2. produce, wait up to the deadline ──► PUBLISHED, or no answer ──► OUTBOXED
       PostgreSQL unreachable in step 1: produce anyway ──► PUBLISHED_UNTRACKED, or
-      neither reachable ──► OutboxUnavailableError (the webhook answers 503).
+      neither reachable ──► OutboxUnavailableError
 
-Step 1 commits the rows of every webhook waiting at that moment in one statement (a
-group commit, in autocommit: one round trip for all of them), unless a use case adds its
-own write, which gets a transaction of its own. The marking of step 2 is off the
-request's path: acknowledged rows are marked together in the same way. Each webhook
-still answers only once its own row is committed and its record acknowledged.
+Why Kafka first: a 2xx needs one durable copy, and Kafka's acks=all is one; a row
+written on every callback too cost more CPU than the rest of the handler (the insert,
+the marking, PostgreSQL's own work on the same cores). The price is where replays are
+caught: with Kafka up, a replay (Twilio's retry, or a captured request sent again with a
+fresh token) is published again rather than answered `duplicate`. It is the same record:
+its idempotency token is derived from what the signature covers (MessageSid,
+MessageStatus, ErrorCode: `status_projection.idempotency_token`), never from the
+unsigned I-Twilio-Idempotency-Token, so every reader that drops copies by token
+(the status projection: `status_history` is unique on it) sees it once.
 
-Crash windows: dying between 1 and 2 leaves an unpublished row, which the relay
-publishes (no loss). Dying between the ack and the marking (a few milliseconds, the
-batching included) makes the relay publish the record a second time (at-least-once);
-its idempotency token lets every reader, the status projection included, drop the copy.
-A record that missed the deadline is still in librdkafka's queue until
-`message.timeout.ms`: if it is acknowledged late the row is marked then, and the relay
-only takes rows older than that timeout, so the two never publish the same row.
+The outbox inserts commit the rows of every caller waiting at that moment in one
+statement (a group commit, in autocommit); a use case that adds its own write gets a
+transaction of its own. Acknowledged rows are marked published together, off the path.
+
+Crash windows, none of which loses a 2xx or makes a second effect for a reader:
+- dying before the ack: no answer went out; Twilio retries, a copy with the same token
+  may reach Kafka (librdkafka still had it), which readers drop;
+- a record that missed the deadline stays in librdkafka's queue until
+  `message.timeout.ms` and may be acknowledged after its row was written: the row is then
+  marked, and the relay only takes rows older than that timeout, so the two never publish
+  the same row; dying before the marking makes the relay publish a copy (same token);
+- `publish`: dying between the insert and the produce leaves an unpublished row for the
+  relay; between the ack and the marking, a copy (same token).
 """
 
 from __future__ import annotations
@@ -29,9 +44,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from sms_relay.errors import (
     BrokerUnavailableError,
@@ -39,7 +54,6 @@ from sms_relay.errors import (
     OutboxUnavailableError,
 )
 from sms_relay.metrics import CallbackMetrics
-from sms_relay.periodic import every
 from sms_relay.status.status_ports import AlsoInTransaction, OutboxRows, Publisher, RecordHeaders
 
 log = logging.getLogger(__name__)
@@ -98,6 +112,35 @@ class Outbox:
     def kafka_answered(self) -> None:
         self._suspect_until = 0.0
 
+    async def publish_kafka_first(self, record: OutboundRecord) -> Durability:
+        """Make `record` durable: Kafka's ack, else an outbox row. Raises
+        OutboxUnavailableError when neither took it."""
+        pending: asyncio.Future[None] | None = None
+        if not self.kafka_suspect:
+            try:
+                pending = self._producer.produce(
+                    record.topic, record.value, record.key, record.kafka_headers()
+                )
+                acknowledged = await _settled_within(pending, self._deadline)
+            except BrokerUnavailableError as error:
+                pending = None  # refused: it will not be acknowledged later
+                log.warning("kafka refused a record; outboxing it", extra={"error": str(error)})
+            else:
+                if acknowledged:
+                    self.kafka_answered()
+                    return Durability.PUBLISHED
+                self._missed_deadline()
+        try:
+            row_id = await self._insert(record, None)
+        except DatabaseUnavailableError as error:
+            raise OutboxUnavailableError("neither Kafka nor PostgreSQL took the record") from error
+        if row_id is None:
+            return Durability.DUPLICATE
+        if pending is not None:
+            # Still in librdkafka's queue: a late ack marks the row, so the relay skips it.
+            pending.add_done_callback(lambda done: self._acknowledged_late(row_id, done))
+        return Durability.OUTBOXED
+
     async def publish(
         self, record: OutboundRecord, also: AlsoInTransaction | None = None
     ) -> Durability:
@@ -118,8 +161,7 @@ class Outbox:
             async with asyncio.timeout(self._deadline):
                 await asyncio.shield(future)
         except TimeoutError:
-            self._metrics.kafka_deadline_missed.inc()
-            self._suspect_until = time.monotonic() + self._suspect_for
+            self._missed_deadline()
             future.add_done_callback(lambda done: self._acknowledged_late(row_id, done))
             return Durability.OUTBOXED
         except BrokerUnavailableError as error:
@@ -128,6 +170,10 @@ class Outbox:
         self.kafka_answered()
         self._mark_soon(row_id)
         return Durability.PUBLISHED
+
+    def _missed_deadline(self) -> None:
+        self._metrics.kafka_deadline_missed.inc()
+        self._suspect_until = time.monotonic() + self._suspect_for
 
     async def close(self) -> None:
         """Wait for the rows being inserted and the acknowledged rows being marked."""
@@ -203,89 +249,31 @@ class Outbox:
         except DatabaseUnavailableError as error:
             log.warning("could not mark outbox rows published", extra={"error": repr(error)})
 
-    def _acknowledged_late(self, row_id: int, done: asyncio.Future[None]) -> None:
+    def _acknowledged_late(self, row_id: int, done: asyncio.Future[Any]) -> None:
         if done.cancelled() or done.exception() is not None:
             return  # failed for good: the row stays for the relay
         self._mark_soon(row_id)
 
 
-class OutboxRelay:
-    """Publishes unpublished outbox rows in order, once Kafka answers (the retention job
-    prunes published ones).
+async def _settled_within(future: asyncio.Future[None], seconds: float) -> bool:
+    """Whether `future` settled within `seconds`; never cancels it (librdkafka still
+    holds the record). Lighter than asyncio.timeout around asyncio.shield, which this
+    path paid on every callback. Raises the future's error (BrokerUnavailableError)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
 
-    Rows younger than `grace_seconds` may still be in a webhook's hands (or in
-    librdkafka's queue), so they are left alone. Replicas share the work with
-    FOR UPDATE SKIP LOCKED.
-    """
+    def wake(_done: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
 
-    def __init__(
-        self,
-        rows: OutboxRows,
-        producer: Publisher,
-        metrics: CallbackMetrics,
-        *,
-        grace_seconds: float,
-        message_timeout_seconds: float,
-        on_published: Callable[[], None] = lambda: None,
-        batch_size: int = 500,
-    ) -> None:
-        self._rows = rows
-        self._producer = producer
-        self._metrics = metrics
-        self._grace = grace_seconds
-        self._wait = message_timeout_seconds + 1.0
-        self._on_published = on_published
-        self._batch_size = batch_size
-
-    async def drain_once(self) -> int:
-        """Publish one batch; returns how many rows were published.
-
-        Raises DatabaseUnavailableError; Kafka failures leave the rows for the next round.
-        """
-        async with self._rows.take_unpublished(self._grace, self._batch_size) as batch:
-            rows = batch.rows
-            if not rows:
-                return 0
-            futures = [
-                self._producer.produce(
-                    row.topic,
-                    row.value,
-                    row.key,
-                    [(k, str(v).encode()) for k, v in row.headers.items()] or None,
-                )
-                for row in rows
-            ]
-            # librdkafka settles every record within message.timeout.ms: wait for the
-            # verdict rather than guess, so a late ack is never published twice.
-            async with asyncio.timeout(self._wait):
-                outcomes = await asyncio.gather(*futures, return_exceptions=True)
-            published = [
-                row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None
-            ]
-            if published:
-                await batch.mark_published(published)
-        if published:
-            self._metrics.outbox_relayed.inc(len(published))
-            self._on_published()
-            log.info("outbox relayed", extra={"records": len(published)})
-        return len(published)
-
-    async def pending(self) -> int:
-        return await self._rows.pending()
-
-    async def run(self, interval: float, stop: asyncio.Event) -> None:
-        """Drain until `stop` is set; PostgreSQL or Kafka trouble only delays a round."""
-
-        async def round_() -> None:
-            while await self.drain_once() == self._batch_size:
-                pass
-            self._metrics.outbox_pending.set(await self.pending())
-
-        await every(
-            interval,
-            round_,
-            stop,
-            what="outbox relay round",
-            # TimeoutError: Kafka's verdicts did not all come within message.timeout.ms.
-            survives=(DatabaseUnavailableError, TimeoutError, BrokerUnavailableError),
-        )
+    timer = loop.call_later(seconds, wake)
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    if not future.done():
+        return False
+    future.result()
+    return True

@@ -95,10 +95,15 @@ class StatusProjection:
 
 
 def idempotency_token(record: DeliveryStatusChanged) -> str:
-    """Twilio's token, or one derived from what the step is, so a repeat maps to it."""
+    """The record's token, or one derived from what the step is, so a repeat maps to it."""
     if record.idempotencyToken:
         return record.idempotencyToken
-    return f"{record.source}:{record.messageSid}:{record.status.value}:{record.errorCode}"
+    return step_token(record.source, record.messageSid, record.status.value, record.errorCode)
+
+
+def step_token(source: str, message_sid: str | None, status: str, error_code: int | None) -> str:
+    """What a step is, as a token: the same for every copy of it, whoever sent it again."""
+    return f"{source}:{message_sid}:{status}:{error_code}"
 
 
 def _unique_by_token(records: Iterable[DeliveryStatusChanged]) -> list[DeliveryStatusChanged]:

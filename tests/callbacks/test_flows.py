@@ -49,13 +49,20 @@ async def test_full_flow_ends_delivered_on_the_topic_and_in_postgres(
             latency = callbacks.sample("sms_relay_accepted_to_delivered_seconds_count")
     # Both services have stopped: read to its end, the topic holds all they published.
     seen = statuses_of(read_values_to_end(app_settings, statuses.topic), event_id)
-    assert seen == [("consumer", "accepted"), ("callbacks", "sent"), ("callbacks", "delivered")]
+    steps = [("consumer", "accepted"), ("callbacks", "sent"), ("callbacks", "delivered")]
+    # Each step once. Two processes publish them: the consumer's `accepted` (after its
+    # ledger write) and the callback's `sent` (20 ms after the create) race on a busy
+    # host, so only each source's own order is fixed.
+    assert sorted(seen) == sorted(steps)
+    assert [step for step in seen if step[0] == "callbacks"] == steps[1:]
     history = query_rows(
         database_url,
         "SELECT status, source FROM status_history WHERE event_id = :e ORDER BY id",
         e=event_id,
     )
-    assert [(h["source"], h["status"]) for h in history] == seen
+    recorded = [(h["source"], h["status"]) for h in history]
+    assert sorted(recorded) == sorted(steps)
+    assert [step for step in recorded if step[0] == "callbacks"] == steps[1:]
     answered = [c["status"] for c in simulator.callbacks()]
     assert answered == [200, 200]
     assert latency == 1

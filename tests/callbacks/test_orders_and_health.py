@@ -115,9 +115,14 @@ async def test_the_access_log_shows_no_query_strings_or_numbers(
     caplog.set_level(logging.INFO, logger="aiohttp.access")
     event_id = new_event_id()
     form = callback_form(new_sid(), "sent", account_sid=callbacks.settings.twilio.account_sid)
-    await callbacks.post_signed(f"/twilio/status-callback?eventId={event_id}", form)
+    path = f"/twilio/status-callback?eventId={event_id}"
+    accepted, _ = await callbacks.post_signed(path, form)
+    refused, _ = await callbacks.post_signed(path, form, signature="forged")
     await callbacks.get("/healthz?phone=%2B12125550123")
     lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
-    assert any(line.startswith("POST /twilio/status-callback 200") for line in lines)
+    assert (accepted, refused) == (200, 403)
+    # A status callback answered 2xx has no line (the metrics count it); any other answer has.
+    assert not any(line.startswith("POST /twilio/status-callback 200") for line in lines)
+    assert any(line.startswith("POST /twilio/status-callback 403") for line in lines)
     assert any(line.startswith("GET /healthz 200") for line in lines)
     assert not any(event_id in line or "2125550123" in line or "?" in line for line in lines)

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.support import ROOT, local_stack_env
+from tests.support import ROOT, written_stack_env
 
 
 class Stack:
@@ -22,9 +22,11 @@ class Stack:
 
 @pytest.fixture
 def stack(infrastructure: tuple[str, str]) -> Stack:
-    """Only the local stack can be restarted; anything else is a clear failure, not a skip."""
-    env = local_stack_env()
-    if infrastructure[0] != env["KAFKA_BOOTSTRAP_SERVERS"]:
+    """Only the local stack can be restarted; anything else is a clear failure, not a skip.
+    Its env file names it: the `infrastructure` fixture has started it, or the caller
+    points at it (each test's own `start` brings back what it stopped)."""
+    env = written_stack_env()
+    if infrastructure[0] != env.get("KAFKA_BOOTSTRAP_SERVERS"):
         pytest.fail(
             "chaos tests restart Kafka and PostgreSQL of the local stack (scripts/stack); "
             f"this run uses {infrastructure[0]}. Run them with `make test`, or deselect "

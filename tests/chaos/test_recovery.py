@@ -41,6 +41,7 @@ from sms_relay.settings import SendingSettings, Settings
 from sms_relay.simulator.server import SimulatorServer
 from tests.support import (
     ConsumerProcess,
+    Figures,
     created_bodies,
     deliveries,
     eventually,
@@ -48,7 +49,9 @@ from tests.support import (
     produce,
 )
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.integration]
+# Not `chaos`: they strike only consumer processes of their own, so they run beside
+# other tests (the bounds they assert leave room for a busy host).
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TARGET_SECONDS = 30.0  # issue 10: every held event sent within 30 s of the kill or freeze
 SAFETY_SECONDS = 2 * TARGET_SECONDS  # asserted: the target is a figure, printed
@@ -192,7 +195,7 @@ def _timeline(row: dict[str, Any]) -> str:
 
 
 def report(
-    capsys: pytest.CaptureFixture[str],
+    figures: Figures,
     scenario: str,
     settings: Settings,
     records: list[dict[str, Any]],
@@ -219,7 +222,7 @@ def report(
             if woke_at is not None and sent.get(e, 0.0) > woke_at and tokens[e] == s.tokens[e]
         ),
     )
-    with capsys.disabled():
+    with figures.shown():
         print(
             f"\n{scenario}: events={len(unique)} records={len(records)} sent={len(sent)} "
             f"lost={tally.lost} duplicated={tally.duplicated} strikes={len(strikes)} "
@@ -263,7 +266,7 @@ async def test_five_sigkills_send_every_held_event_once_within_the_safety_bound(
     settings: Settings,
     simulator: SimulatorServer,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    figures: Figures,
 ) -> None:
     rng = random.Random(SEED)
     # Batches of one second of sending: what a kill leaves held is recovery's to move,
@@ -295,7 +298,7 @@ async def test_five_sigkills_send_every_held_event_once_within_the_safety_bound(
             alive.append(running.enter_context(replacement))
         await wait_for_sends(simulator, records, until=strikes[-1].at + SAFETY_SECONDS + 15)
 
-    tally = report(capsys, "5 SIGKILLs", settings, records, strikes, simulator)
+    tally = report(figures, "5 SIGKILLs", settings, records, strikes, simulator)
     assert tally.duplicated == 0
     # Within this bounded wait a late event looks lost, so the delay is asserted first.
     assert tally.worst <= SAFETY_SECONDS, f"a held event was sent {tally.worst:.1f}s after"
@@ -307,7 +310,7 @@ async def test_a_consumer_frozen_past_its_lease_sends_nothing_on_its_old_claims(
     settings: Settings,
     simulator: SimulatorServer,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    figures: Figures,
 ) -> None:
     settings = shipped_timing(settings, messages_per_second=20, batch_size=20)
     # Slow answers: the frozen process has sends in flight, and wakes up to their answers.
@@ -346,7 +349,7 @@ async def test_a_consumer_frozen_past_its_lease_sends_nothing_on_its_old_claims(
             woke_at = time.time()
         await wait_for_sends(simulator, records, until=strikes[0].at + SAFETY_SECONDS + 15)
 
-    tally = report(capsys, "SIGSTOP", settings, records, strikes, simulator, woke_at)
+    tally = report(figures, "SIGSTOP", settings, records, strikes, simulator, woke_at)
     assert tally.duplicated == 0, "the woken process sent what the other one had sent"
     assert tally.worst <= SAFETY_SECONDS, f"a held event was sent {tally.worst:.1f}s after"
     assert tally.lost == 0
@@ -359,7 +362,7 @@ async def test_a_graceful_sigterm_loses_nothing_and_delays_nothing_past_the_safe
     settings: Settings,
     simulator: SimulatorServer,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    figures: Figures,
 ) -> None:
     settings = shipped_timing(settings, messages_per_second=20, batch_size=20)
     grace = settings.sending.shutdown_grace_seconds
@@ -385,8 +388,8 @@ async def test_a_graceful_sigterm_loses_nothing_and_delays_nothing_past_the_safe
         assert code == 0, "a SIGTERM is a clean exit"
         await wait_for_sends(simulator, records, until=strikes[0].at + bound + 15)
 
-    tally = report(capsys, "SIGTERM", settings, records, strikes, simulator)
-    with capsys.disabled():
+    tally = report(figures, "SIGTERM", settings, records, strikes, simulator)
+    with figures.shown():
         print(
             f"  exited {exited:.1f}s after the SIGTERM; worst delay {tally.worst:.1f}s "
             f"(grace {grace:.0f}s {'met' if tally.worst <= grace else 'MISSED'})"

@@ -37,22 +37,24 @@ from prometheus_client import CollectorRegistry
 from schemas.events import IncidentAlert, OrderShipped, SmsRequested
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.clock import LoopClock
-from sms_relay.delivery.attempts import InDoubtResend
 from sms_relay.delivery.delivery_ports import (
     Claim,
     ClaimRequest,
     ListedMessage,
     ListedPage,
     Result,
+    ScheduledSend,
     SentMessage,
     Settlement,
     SettleResult,
 )
+from sms_relay.delivery.in_doubt import InDoubtResend
 from sms_relay.delivery.pacing import RateLimiter
 from sms_relay.delivery.service import DeliveryService
 from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS
 from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.domain.retry import RetryPolicy, TierPlan
+from sms_relay.domain.segments import count_segments
 from sms_relay.domain.states import DeliveryState
 from sms_relay.errors import (
     ProviderAccountError,
@@ -460,6 +462,15 @@ class CheckedLedger:
     async def claim(self, requests: Sequence[ClaimRequest]) -> dict[str, Claim]:
         return await self._call(lambda: self._ledger.claim(requests))
 
+    async def take_due(self, limit: int) -> list[ScheduledSend]:
+        return await self._call(lambda: self._ledger.take_due(limit))
+
+    async def put_back(self, not_before: Mapping[str, datetime]) -> None:
+        await self._call(lambda: self._ledger.put_back(not_before))
+
+    async def cancel(self, cancels: Sequence[tuple[str, str]]) -> int:
+        return await self._call(lambda: self._ledger.cancel(cancels))
+
     async def mark_sending(self, items: Sequence[tuple[str, int, str]]) -> dict[str, datetime]:
         return await self._call(lambda: self._ledger.mark_sending(items))
 
@@ -752,9 +763,42 @@ class World:
         # may fall between that check and the request reaching Twilio.
         slack = MAX_FREEZE + CALL_DEADLINE + NETWORK
         problems.extend(check_alerts(self.events, self.db, creates, EPOCH, slack))
+        problems.extend(self._check_segments())
         resends = sum(_count(n.metrics, "sms_relay_in_doubt_resends_total") for n in self.nodes)
         if self.resend is InDoubtResend.NEVER and resends:
             problems.append(f"{resends:g} in-doubt resends although SMS_IN_DOUBT_RESEND=never")
+        return problems
+
+    def _check_segments(self) -> list[str]:
+        """Every row that sent records its body's segments and encoding, one suppressed
+        before it rendered records none; the metric, summed over every consumer (the dead
+        too), counts at least the segments of every message held. A crash between the
+        count and the settle may count one twice, never none: the count comes first."""
+        problems = []
+        held: dict[tuple[str, str], int] = {}  # (kind, encoding) -> segments of messages held
+        for event_id, event in self.events.items():
+            row = self.db.rows.get(event_id)
+            if row is None:
+                continue
+            kind = kind_of(event)
+            expected = count_segments(kind.render(event))
+            if row.state in (S.ACCEPTED, S.FAILED) and row.segments != expected:
+                problems.append(f"{event_id}: {row.state} records {row.segments}, not {expected}")
+            if row.sent_body_hashes == [] and row.segments is not None:
+                problems.append(f"{event_id}: segments recorded although nothing was sent")
+            if row.message_sid is not None:
+                labels = (kind.name, expected.encoding)
+                held[labels] = held.get(labels, 0) + expected.segments
+        for (kind_name, encoding), segments in sorted(held.items()):
+            counted = sum(
+                _count(n.metrics, "sms_relay_segments_total", kind=kind_name, encoding=encoding)
+                for n in self.nodes
+            )
+            if counted < segments:
+                problems.append(
+                    f"{kind_name} {encoding} segments counted {counted:g}, fewer than the "
+                    f"{segments} sent"
+                )
         return problems
 
     def _check_end(self, event_id: str, event: SmsRequested) -> list[str]:
@@ -790,8 +834,8 @@ class World:
         return self.twilio.messages
 
 
-def _count(metrics: ConsumerMetrics, name: str) -> float:
-    return metrics.registry.get_sample_value(name) or 0.0
+def _count(metrics: ConsumerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def run_world(seed: int) -> World:

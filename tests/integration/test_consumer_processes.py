@@ -49,7 +49,6 @@ async def test_two_processes_with_duplicate_event_ids_send_once_each(
     assert codes == [0, 0]
 
 
-@pytest.mark.chaos
 @pytest.mark.slow
 async def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(
     settings: Settings, simulator: SimulatorServer, tmp_path: Path

@@ -115,7 +115,7 @@ async def test_replay_of_a_dead_lettered_event_sends_exactly_one_sms(
     assert result.code == 0, result.err
     assert "replayed 1 record(s)" in result.out
     assert "1 dead-lettered deliveries set back to retry_scheduled" in result.out
-    assert "[" + "#" * 30 + "] 1/1" in result.err  # the progress bar
+    assert "dlq: read 1 of 1 record(s), 1 matched" in result.err  # the progress line
     audit = replays(settings)
     assert len(audit) == 1
     assert audit[0]["event_id"] == event["eventId"]

@@ -123,6 +123,7 @@ def test_forget_erases_every_row_of_the_number_keeps_rows_in_flight_and_audits(
             "to": "+*******0171",
             "removed": {
                 "deliveries": 1,
+                "scheduled_sends": 0,
                 "status_history": 2,
                 "ingestions": 1,
                 "dlq_replays": 1,

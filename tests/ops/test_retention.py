@@ -179,6 +179,10 @@ def seed_other_tables(settings: Settings) -> None:
         "INSERT INTO dlq_replays (event_id, dlq_topic, dlq_partition, dlq_offset, operator, "
         "replayed_at) VALUES ('old', 't', 0, 0, 'o', now() - interval '400 days'), "
         "('kept', 't', 0, 1, 'o', now() - interval '100 days')",
+        "INSERT INTO dlq_replay_runs (dlq_topic, target_topic, operator, options, end_offsets, "
+        "positions, updated_at) VALUES "
+        "('t', 't', 'old', '{}', '{}', '{}', now() - interval '400 days'), "
+        "('t', 't', 'kept', '{}', '{}', '{}', now() - interval '100 days')",
         # revoked long ago goes; live keys never go, however old; recently revoked stays
         "INSERT INTO api_keys (key_id, client, secret_hash, event_kinds, rate_limit, "
         "rate_window_seconds, created_at, revoked_at) VALUES "
@@ -189,6 +193,11 @@ def seed_other_tables(settings: Settings) -> None:
         "VALUES ('kept', '+*******0123', 'stop', now() - interval '9000 days')",
         "INSERT INTO erasures (operator, removed, erased_at) "
         "VALUES ('kept', '{}', now() - interval '9000 days')",
+        # an orphan due long ago goes; one due recently stays
+        "INSERT INTO scheduled_sends (event_id, kind, payload, phone_hash, due_at) VALUES "
+        f"('old', 'k', '{{}}', 'h', {OLD}), ('kept', 'k', '{{}}', 'h', now())",
+        "INSERT INTO appointment_cancellations (cancel_key, event_id, created_at) "
+        f"VALUES ('old', 'e', {OLD}), ('kept', 'e', now())",
     ):
         query(settings, sql)
 
@@ -202,9 +211,12 @@ KEYS = {
     "rate_limits": "key",
     "alert_windows": "event_id",
     "dlq_replays": "event_id",
+    "dlq_replay_runs": "operator",
     "api_keys": "key_id",
     "suppressions": "phone_hash",
     "erasures": "operator",
+    "scheduled_sends": "event_id",
+    "appointment_cancellations": "cancel_key",
 }
 
 

@@ -41,6 +41,7 @@ async def test_trace_tells_the_story_of_a_sent_message_by_event_id_and_sid(
     assert sid in human.out
     assert "delivered" in human.out
     assert "callbacks" in human.out
+    assert "segments   1  encoding=GSM-7" in human.out
 
     story = (await cli.run_async("trace", sid, "--json")).json()
     delivery = story["delivery"]
@@ -49,6 +50,7 @@ async def test_trace_tells_the_story_of_a_sent_message_by_event_id_and_sid(
     assert delivery["attempts"] == 1
     assert delivery["to"] == "+*******0177"
     assert delivery["messageSid"] == sid
+    assert (delivery["segments"], delivery["encoding"]) == (1, "GSM-7")
     assert delivery["consentAt"] is not None
     assert delivery["leaseOwner"]
     assert [(h["status"], h["source"]) for h in story["history"]] == [
@@ -72,6 +74,22 @@ async def test_trace_shows_twilios_error_code_of_a_failed_message(
     human = await cli.run_async("trace", event["eventId"])
     assert "21211" in human.out
     assert INVALID_NUMBER not in human.out
+
+
+async def test_trace_shows_the_segments_and_encoding_of_a_long_message(
+    settings: Settings, simulator: SimulatorServer, cli: Cli
+) -> None:
+    # 203 characters of GSM-7: two parts of 153.
+    url = "https://example.com/track/7003?" + "&".join(f"leg{i}=ok" for i in range(16))
+    event = order_event(phone=PHONE, order_id="7003", trackingUrl=url)
+    produce(settings, settings.kafka.topic_order_shipped, [event])
+    async with running_consumer(settings):
+        await eventually(lambda: state_of(settings, event["eventId"]) == "accepted")
+
+    story = (await cli.run_async("trace", event["eventId"], "--json")).json()
+    assert (story["delivery"]["segments"], story["delivery"]["encoding"]) == (2, "GSM-7")
+    human = await cli.run_async("trace", event["eventId"])
+    assert "segments   2  encoding=GSM-7" in human.out
 
 
 def test_trace_of_an_unknown_id_exits_1_with_one_line(settings: Settings, cli: Cli) -> None:

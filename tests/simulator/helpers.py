@@ -36,12 +36,14 @@ class Received:
 
 class WebhookReceiver:
     """An aiohttp app on a free port that records every POST and answers scripted statuses,
-    each after a scripted delay (to make the sender's read timeout expire)."""
+    each after a scripted delay (to make the sender's read timeout expire): the next of
+    `delays`, or for every callback of a MessageStatus, its `delays_by_status`."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.answers: deque[int] = deque()
         self.delays: deque[float] = deque()
+        self.delays_by_status: dict[str, float] = {}
         self.base_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -77,4 +79,6 @@ class WebhookReceiver:
         status = self.answers.popleft() if self.answers else 200
         if self.delays:
             await asyncio.sleep(self.delays.popleft())
+        elif form.get("MessageStatus") in self.delays_by_status:
+            await asyncio.sleep(self.delays_by_status[str(form["MessageStatus"])])
         return web.Response(status=status, text="<Response/>", content_type="text/xml")

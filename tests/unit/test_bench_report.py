@@ -117,3 +117,27 @@ def test_a_partial_run_replaces_only_its_parts_and_the_report_says_so(tmp_path: 
         in text
     )
     assert "1700.0/s and 1720.0/s" in text
+
+
+def test_callbacks_are_measured_against_the_minimal_correct_handler(tmp_path: Path) -> None:
+    run = results()
+    minimal = {
+        "requests_per_s": 2000.0,
+        "p50_ms": 15.0,
+        "p99_ms": 30.0,
+        "cpu_ms_per_request": 0.4,
+        "statuses": {"204": 20000},
+        "requests_per_s_runs": [1900.0, 2100.0],
+    }
+    two = run["callbacks"]["callbacks"] | {"requests_per_s": 2400.0}
+    ratios = {"ratio": 0.75, "ratio_bare": 0.3, "two_over_one": 1.6, "two_over_minimal": 1.2}
+    run["callbacks"] |= {"minimal": minimal, "two_processes": two, **ratios}
+
+    text = render(run, tmp_path / "results" / "2026-12-01.json", tmp_path).read_text()
+
+    assert "| callbacks ≥ 0.8x (e) at 32 in flight | 0.75x | **missed** |" in text
+    assert "| (e) minimal correct handler | 2,000 | 15.0 / 30.0 | 0.4 | 204: 20000 |" in text
+    assert "| sms-relay callbacks, two processes | 2,400 |" in text
+    assert "Ratio **0.75x** (e)" in text
+    assert "1,900 and 2,100/s" in text
+    assert "two processes 1.6x one (1.2x (e))" in text

@@ -231,8 +231,8 @@ def test_the_kinds_command_prints_values_and_their_sources(
 def test_the_kinds_command_with_an_unknown_kind_fails_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SMS_KINDS", "appointment-reminder")
+    monkeypatch.setenv("SMS_KINDS", "appointment-reminders")
     assert main(["kinds", "--served"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "unknown kind(s) appointment-reminder" in err
+    assert "unknown kind(s) appointment-reminders" in err

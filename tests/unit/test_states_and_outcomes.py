@@ -39,8 +39,14 @@ def test_every_step_the_consumer_publishes_has_a_status_and_an_outcome() -> None
 
 def test_every_end_of_the_sends_is_settled_by_a_move_the_ledger_allows() -> None:
     # A transient end goes to a tier (retry_scheduled) or the DLQ; a handed-on one is
-    # not settled at all.
-    assert set(AttemptEnd) - set(SETTLED_AS) == {AttemptEnd.TRANSIENT, AttemptEnd.HANDED_ON}
+    # not settled at all; a not-now one is settled as its timing says (scheduled, expired).
+    assert set(AttemptEnd) - set(SETTLED_AS) == {
+        AttemptEnd.TRANSIENT,
+        AttemptEnd.HANDED_ON,
+        AttemptEnd.NOT_NOW,
+    }
+    assert may_move(S.SENDING, S.SCHEDULED)
+    assert may_move(S.SENDING, S.EXPIRED)
     for state in SETTLED_AS.values():
         assert state in OUTCOME_OF_SETTLED
         assert may_move(S.SENDING, state)

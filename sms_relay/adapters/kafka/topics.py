@@ -13,6 +13,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from sms_relay.adapters.kafka.clients import kafka_reason
 from sms_relay.errors import BrokerUnavailableError, ConfigurationError
+from sms_relay.kinds.registry import COMPANION_TOPICS
 from sms_relay.settings import KafkaSettings
 
 # How long start-up waits for a broker's answer before saying that none answers.
@@ -31,6 +32,7 @@ def topic_names(
         topic = settings.topic_of(kind)
         tiers = [settings.retry_topic(topic, position) for position in positions]
         names += [topic, *tiers, settings.dlq_topic(topic)]
+        names += [settings.topic_of(name) for name in COMPANION_TOPICS.get(kind, ())]
     return [*names, settings.topic_delivery_status, settings.topic_phone_verified]
 
 

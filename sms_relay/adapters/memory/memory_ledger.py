@@ -13,9 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sms_relay.delivery.delivery_ports import Claim, ClaimRequest, Settlement, SettleResult
+from sms_relay.delivery.delivery_ports import (
+    Claim,
+    ClaimRequest,
+    ScheduledSend,
+    Settlement,
+    SettleResult,
+)
 from sms_relay.domain.collapse import AlertWindow, CollapseAsk, collapse
 from sms_relay.domain.outcomes import claim_outcome
+from sms_relay.domain.segments import SegmentCount
 from sms_relay.domain.states import CONSUMER_SETTLED, RESUMABLE, DeliveryState, may_move
 
 
@@ -37,6 +44,7 @@ class Row:
     doubt_since: datetime | None = None
     sending_started_at: datetime | None = None
     sent_body_hashes: list[str] = field(default_factory=list)
+    segments: SegmentCount | None = None
 
 
 @dataclass
@@ -49,6 +57,9 @@ class MemoryDatabase:
     history: list[tuple[str, DeliveryState, int]] = field(default_factory=list)
     tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     alert_windows: list[AlertWindow] = field(default_factory=list)  # never pruned here
+    # scheduled_sends: the send, and until when a scheduler has taken it.
+    scheduled: dict[str, tuple[ScheduledSend, datetime]] = field(default_factory=dict)
+    cancellations: dict[str, str] = field(default_factory=dict)  # cancel key -> event id
 
     def sid_owner(self, sid: str) -> str | None:
         for row in self.rows.values():
@@ -121,6 +132,7 @@ class InMemoryLedger:
                 window_start=before.sending_started_at if before else None,
                 sent_body_hashes=tuple(before.sent_body_hashes) if before else (),
                 busy_for=max((before.lease_until - now).total_seconds(), 0.0) if before else 0.0,
+                canceled=request.cancel_key in self._db.cancellations,
             )
         # As PostgreSQL decides it, under its lock per number: here nothing interleaves.
         reasons, opened = collapse(asks, self._db.alert_windows, now)
@@ -169,9 +181,14 @@ class InMemoryLedger:
             row.state, row.attempts = s.state, s.attempt
             row.message_sid = s.message_sid or row.message_sid
             row.error_code, row.last_error, row.doubt_since = s.error_code, s.error, s.doubt_since
+            row.segments = s.segments or row.segments
             if s.state in CONSUMER_SETTLED:
                 row.settled_state, row.reported = s.state, False
             row.lease_until = now
+            if s.scheduled is not None:
+                self._db.scheduled[s.event_id] = (s.scheduled, now)
+            elif s.state not in RESUMABLE:
+                self._db.scheduled.pop(s.event_id, None)
             self._db.history.append((s.event_id, s.state, s.attempt))
             written.add(s.event_id)
         return SettleResult(frozenset(written), frozenset(taken))
@@ -187,6 +204,38 @@ class InMemoryLedger:
 
     async def suppress(self, phone_hash: str, phone_masked: str, reason: str) -> None:
         self._db.suppressions.setdefault(phone_hash, reason)
+
+    async def take_due(self, limit: int) -> list[ScheduledSend]:
+        now = self._db.clock()
+        due = sorted(
+            (
+                send
+                for send, taken in self._db.scheduled.values()
+                if send.due_at <= now and taken <= now
+            ),
+            key=lambda send: send.due_at,
+        )[:limit]
+        for send in due:
+            self._db.scheduled[send.event_id] = (send, now + self._lease)
+        return due
+
+    async def put_back(self, not_before: Mapping[str, datetime]) -> None:
+        for event_id, at in not_before.items():
+            if event_id in self._db.scheduled:
+                self._db.scheduled[event_id] = (self._db.scheduled[event_id][0], at)
+
+    async def cancel(self, cancels: Sequence[tuple[str, str]]) -> int:
+        now = self._db.clock()
+        for key, event_id in cancels:
+            self._db.cancellations.setdefault(key, event_id)
+        keys = {key for key, _ in cancels}
+        found = 0
+        for event_id, (send, taken) in list(self._db.scheduled.items()):
+            if send.cancel_key in keys:
+                due = replace(send, due_at=min(send.due_at, now))
+                self._db.scheduled[event_id] = (due, min(taken, now))
+                found += 1
+        return found
 
     def _held(self, event_id: str, token: int) -> Row | None:
         row = self._db.rows.get(event_id)

@@ -23,7 +23,9 @@ from sms_relay.adapters.postgres import (
     suppressions,
     verifications,
 )
+from sms_relay.adapters.postgres.deliveries import scheduled_writes
 from sms_relay.adapters.postgres.engine import database_call, transaction
+from sms_relay.domain.states import RESUMABLE, DeliveryState
 from sms_relay.retention.pruning import PRUNABLE_STATES
 from sms_relay.retention.retention_ports import Removed
 
@@ -41,11 +43,16 @@ class PostgresErasures:
     @database_call
     async def erase(self, phone_hash: str, rate_keys: Sequence[str], operator: str) -> Removed:
         async with transaction(self._engine) as connection:
-            # Settled rows become tombstones (they still dedupe); rows in flight stay whole.
+            # Scheduled sends no claim holds end `canceled`; then settled rows become
+            # tombstones (they still dedupe); rows in flight stay whole.
+            scheduled = await scheduled_writes.erase_number(
+                connection, phone_hash, sorted(RESUMABLE), DeliveryState.CANCELED.value
+            )
             gone = await deliveries.erase_number(connection, phone_hash, sorted(PRUNABLE_STATES))
             event_ids, sids = gone.event_ids, gone.message_sids
             rows = {
                 "deliveries": len(event_ids),
+                "scheduled_sends": scheduled,
                 "status_history": await status_history.forget_steps(connection, event_ids, sids),
                 "ingestions": await ingestions.erase_events(connection, event_ids),
                 "dlq_replays": await dlq_replays.erase_events(connection, event_ids),

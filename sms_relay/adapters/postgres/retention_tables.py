@@ -17,6 +17,7 @@ from sms_relay.adapters.postgres import (
     api_key_rows,
     callback_outbox,
     deliveries,
+    dlq_replay_runs,
     dlq_replays,
     ingestions,
     rate_windows,
@@ -25,6 +26,7 @@ from sms_relay.adapters.postgres import (
     verifications,
 )
 from sms_relay.adapters.postgres.batches import count_rows, delete_batch
+from sms_relay.adapters.postgres.deliveries import scheduled_writes
 from sms_relay.adapters.postgres.engine import database_call, transaction
 from sms_relay.retention.retention_ports import PrunableRows
 
@@ -91,5 +93,14 @@ def prunable_tables(engine: AsyncEngine, settled_states: Sequence[str]) -> dict[
         "rate_limits": rows("rate_limits", rate_windows.PRUNE_EXPIRED, rate_windows.COUNT_EXPIRED),
         "alert_windows": rows("alert_windows", alert_windows.PRUNE, alert_windows.COUNT),
         "dlq_replays": rows("dlq_replays", dlq_replays.PRUNE, dlq_replays.COUNT),
+        "dlq_replay_runs": rows("dlq_replay_runs", dlq_replay_runs.PRUNE, dlq_replay_runs.COUNT),
         "api_keys": rows("api_keys", api_key_rows.PRUNE_REVOKED, api_key_rows.COUNT_REVOKED),
+        "scheduled_sends": rows(
+            "scheduled_sends", scheduled_writes.PRUNE_ORPHANS, scheduled_writes.COUNT_ORPHANS
+        ),
+        "appointment_cancellations": rows(
+            "appointment_cancellations",
+            scheduled_writes.PRUNE_CANCELS,
+            scheduled_writes.COUNT_CANCELS,
+        ),
     }

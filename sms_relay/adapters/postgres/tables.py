@@ -56,6 +56,9 @@ deliveries = Table(
     # The consumer's own settled step; `reported` says its status record reached Kafka.
     Column("settled_state", Text),
     Column("reported", Boolean, nullable=False, server_default="false"),
+    # The rendered body's parts and encoding (GSM-7, UCS-2), recorded when a send settles.
+    Column("segments", Integer),
+    Column("encoding", Text),
     _now(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_deliveries_state_lease", "state", "lease_until"),
@@ -127,6 +130,27 @@ dlq_replays = Table(
     Column("reason", Text),
     Column("operator", Text, nullable=False),
     Column("replayed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("run_id", BigInteger),
+    Index("ix_dlq_replays_record", "dlq_topic", "dlq_partition", "dlq_offset"),
+)
+
+# One row per `dlq replay` run: what it reads to, and how far it got (for --resume).
+dlq_replay_runs = Table(
+    "dlq_replay_runs",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("dlq_topic", Text, nullable=False),
+    Column("target_topic", Text, nullable=False),
+    Column("operator", Text, nullable=False),
+    Column("options", JSONB, nullable=False),
+    Column("end_offsets", JSONB, nullable=False),
+    Column("positions", JSONB, nullable=False),
+    Column("matched", BigInteger, nullable=False, server_default="0"),
+    Column("replayed", BigInteger, nullable=False, server_default="0"),
+    Column("outcome", Text, nullable=False, server_default="running"),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
 )
 
 api_keys = Table(
@@ -210,4 +234,32 @@ erasures = Table(
     Column("operator", Text, nullable=False),
     Column("removed", JSONB, nullable=False),
     Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+scheduled_sends = Table(
+    "scheduled_sends",
+    metadata,
+    # An event stored to be sent when due (it holds the number: erasure reaches it).
+    Column("event_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("phone_hash", Text, nullable=False),
+    Column("cancel_key", Text),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    # Taken by one scheduler until then (the claim's lease still fences the send).
+    Column("taken_until", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _now(),
+    Index("ix_scheduled_sends_due_at", "due_at"),
+    Index("ix_scheduled_sends_phone_hash", "phone_hash"),
+    Index("ix_scheduled_sends_cancel_key", "cancel_key"),
+)
+
+appointment_cancellations = Table(
+    "appointment_cancellations",
+    metadata,
+    # A cancel, remembered so a reminder read after it still ends `canceled`.
+    Column("cancel_key", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+    _now(),
+    Index("ix_appointment_cancellations_created_at", "created_at"),
 )

@@ -30,9 +30,9 @@ WITH input AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:hashes AS text[]),
         CAST(:masked AS text[]), CAST(:consents AS timestamptz[]), CAST(:purposes AS text[]),
-        CAST(:sources AS text[])
+        CAST(:sources AS text[]), CAST(:cancel_keys AS text[])
     ) AS t(event_id, event_type, phone_hash, phone_masked, consent_at, consent_purpose,
-        consent_source)
+        consent_source, cancel_key)
 ),
 before AS (
     SELECT d.* FROM deliveries d JOIN input USING (event_id)
@@ -70,7 +70,9 @@ SELECT input.event_id, claimed.lease_token, claimed.doubt_since, before.state,
     before.settled_state, before.reported, before.sent_body_hashes,
     GREATEST(EXTRACT(EPOCH FROM before.lease_until - clock_timestamp()), 0) AS busy_for,
     EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = input.phone_hash) AS suppressed,
-    COALESCE(before.phone_hash = :erased, false) AS erased
+    COALESCE(before.phone_hash = :erased, false) AS erased,
+    EXISTS (SELECT 1 FROM appointment_cancellations c WHERE c.cancel_key = input.cancel_key)
+        AS canceled
 FROM input
 LEFT JOIN claimed USING (event_id)
 LEFT JOIN before USING (event_id)
@@ -109,8 +111,9 @@ WITH v AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:tokens AS bigint[]), CAST(:states AS text[]),
         CAST(:attempts AS int[]), CAST(:sids AS text[]), CAST(:codes AS int[]),
-        CAST(:errors AS text[]), CAST(:doubts AS timestamptz[])
-    ) AS t(event_id, token, state, attempt, sid, code, error, doubt)
+        CAST(:errors AS text[]), CAST(:doubts AS timestamptz[]), CAST(:segments AS int[]),
+        CAST(:encodings AS text[])
+    ) AS t(event_id, token, state, attempt, sid, code, error, doubt, segments, encoding)
 ),
 held AS (
     SELECT v.*, (v.sid IS NOT NULL AND EXISTS (
@@ -122,6 +125,7 @@ settled AS (
     UPDATE deliveries d SET state = h.state, attempts = h.attempt,
         message_sid = COALESCE(h.sid, d.message_sid), error_code = h.code,
         last_error = h.error, doubt_since = h.doubt, updated_at = now(),
+        segments = COALESCE(h.segments, d.segments), encoding = COALESCE(h.encoding, d.encoding),
         settled_state = CASE WHEN h.state = ANY(CAST(:settled AS text[])) THEN h.state
                         ELSE d.settled_state END,
         reported = CASE WHEN h.state = ANY(CAST(:settled AS text[])) THEN false

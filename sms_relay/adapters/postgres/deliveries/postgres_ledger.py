@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres import alert_windows, suppressions
+from sms_relay.adapters.postgres.deliveries import scheduled_writes
 from sms_relay.adapters.postgres.deliveries.ledger_statements import (
     CLAIM,
     ERASED,
@@ -23,6 +24,7 @@ from sms_relay.adapters.postgres.engine import database_call
 from sms_relay.delivery.delivery_ports import (
     Claim,
     ClaimRequest,
+    ScheduledSend,
     Settlement,
     SettleResult,
 )
@@ -57,6 +59,7 @@ class PostgresLedger:
             "consents": [r.consent_at for r in requests],
             "purposes": [r.consent_purpose for r in requests],
             "sources": [r.consent_source for r in requests],
+            "cancel_keys": [r.cancel_key for r in requests],
             "owner": self._owner,
             "lease": self._lease_seconds,
             "erased": ERASED,
@@ -94,6 +97,7 @@ class PostgresLedger:
                 sent_body_hashes=tuple(row["sent_body_hashes"] or ()),
                 busy_for=float(row["busy_for"] or 0.0),
                 collapsed=collapsed.get(row["event_id"]),
+                canceled=bool(row["canceled"]),
             )
         return claims
 
@@ -137,12 +141,18 @@ class PostgresLedger:
             "codes": [s.error_code for s in settlements],
             "errors": [s.error for s in settlements],
             "doubts": [s.doubt_since for s in settlements],
+            "segments": [s.segments.segments if s.segments else None for s in settlements],
+            "encodings": [s.segments.encoding.value if s.segments else None for s in settlements],
             "settled": STATES["settled"],
         }
         for attempt in range(3):
             try:
                 async with self._engine.begin() as connection:
                     rows = (await connection.execute(SETTLE, params)).all()
+                    written = {row[0] for row in rows if not row[1]}
+                    await scheduled_writes.after_settle(
+                        connection, settlements, written, STATES["resumable"]
+                    )
                 break
             except IntegrityError:
                 # Another event's settle took the same SID concurrently; the next try
@@ -180,3 +190,27 @@ class PostgresLedger:
     async def suppress(self, phone_hash: str, phone_masked: str, reason: str) -> None:
         async with self._engine.begin() as connection:
             await suppressions.add(connection, [(phone_hash, phone_masked, reason)])
+
+    @database_call
+    async def take_due(self, limit: int) -> list[ScheduledSend]:
+        params = {"limit": limit, "lease": self._lease_seconds}
+        async with self._engine.begin() as connection:
+            rows = (await connection.execute(scheduled_writes.TAKE_DUE, params)).all()
+        return [scheduled_writes.scheduled_send(row) for row in rows]
+
+    @database_call
+    async def put_back(self, not_before: Mapping[str, datetime]) -> None:
+        if not not_before:
+            return
+        params = {"ids": list(not_before), "ats": list(not_before.values())}
+        async with self._engine.begin() as connection:
+            await connection.execute(scheduled_writes.PUT_BACK, params)
+
+    @database_call
+    async def cancel(self, cancels: Sequence[tuple[str, str]]) -> int:
+        if not cancels:
+            return 0
+        params = {"keys": [c[0] for c in cancels], "ids": [c[1] for c in cancels]}
+        async with self._engine.begin() as connection:
+            rows = (await connection.execute(scheduled_writes.CANCEL, params)).all()
+        return len({row[0] for row in rows})

@@ -1,7 +1,7 @@
 """alert windows: flood control for incident alerts
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03 15:00:00
 
 - alert_windows: one row per alert that opened a collapse window (the event, the number's
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
