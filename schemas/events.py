@@ -93,6 +93,24 @@ class SupportTicketCreated(SmsRequested):
         return (("link", self.link.host or ""),)
 
 
+class IncidentAlert(SmsRequested):
+    """Input on `incident-alert`: one SMS per (number, alertKey) per collapse window."""
+
+    # The dedup key (PagerDuty's `dedup_key`): never in the text, stored only hashed.
+    alertKey: str = Field(min_length=1, max_length=255)
+    severity: Literal["critical", "warning", "info"]
+    # Goes into the text: printable, one line.
+    summary: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    occurredAt: AwareDatetime
+
+    @field_validator("occurredAt", mode="before")
+    @classmethod
+    def _occurred_is_text(cls, value: object) -> object:
+        if not isinstance(value, str | datetime):
+            raise ValueError("occurredAt must be an ISO-8601 instant with a zone")
+        return value
+
+
 # How far ahead a reminder may ask to be sent (the scheduler keeps it until then).
 MAX_SEND_AHEAD_DAYS = 35
 
@@ -150,8 +168,9 @@ class Status(StrEnum):
     SUPPRESSED = "suppressed"
     REJECTED = "rejected"
     DEAD_LETTERED = "dead_lettered"
+    COLLAPSED = "collapsed"  # not sent: an alert's repeat inside its window, or over the cap
     SCHEDULED = "scheduled"  # stored to be sent at `dueAt`
-    EXPIRED = "expired"  # not sent: too late (a reminder at or after its appointment's start)
+    EXPIRED = "expired"  # not sent: too late (an alert past its age, a reminder at its start)
 
 
 class DeliveryStatusChanged(BaseModel):

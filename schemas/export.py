@@ -11,6 +11,7 @@ from schemas.events import (
     AppointmentCancelled,
     AppointmentReminder,
     DeliveryStatusChanged,
+    IncidentAlert,
     OrderShipped,
     PhoneVerified,
     SupportTicketCreated,
@@ -21,6 +22,7 @@ HERE = Path(__file__).parent
 MODELS: dict[str, type[BaseModel]] = {
     "order-shipped": OrderShipped,
     "support-ticket-created": SupportTicketCreated,
+    "incident-alert": IncidentAlert,
     "appointment-reminder": AppointmentReminder,
     "appointment-cancelled": AppointmentCancelled,
     "delivery-status": DeliveryStatusChanged,

@@ -24,6 +24,11 @@ def phone_hash(key: str, number: str) -> str:
     return hmac.new(key.encode(), number.encode(), hashlib.sha256).hexdigest()
 
 
+def alert_key_hash(key: str, alert_key: str) -> str:
+    """An alert's dedup key, keyed like a number (it may name a host or a customer)."""
+    return phone_hash(key, "alert-key:" + alert_key)
+
+
 def body_hash(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 

@@ -85,9 +85,9 @@ class ConsumerMetrics:
         self.outcomes = Counter(
             "sms_relay_outcomes_total",
             "What became of each event: sent, duplicate, rejected, suppressed, failed, "
-            "retry_scheduled, dead_lettered; and of each offer of a held record: busy "
-            "(another live lease), lease_lost (ours ran short), recheck (in doubt, not "
-            "listed yet)",
+            "collapsed, expired, retry_scheduled, dead_lettered; and of each offer of a held "
+            "record: busy (another live lease), lease_lost (ours ran short), recheck (in "
+            "doubt, not listed yet)",
             ["outcome"],
             registry=registry,
         )
@@ -127,6 +127,13 @@ class ConsumerMetrics:
             "found, not_yet (nothing listed inside the horizon), not_found (nothing "
             "listed after it), ambiguous, error",
             ["resolution"],
+            registry=registry,
+        )
+        self.collapsed = Counter(
+            "sms_relay_collapsed_total",
+            "Alerts not sent: a repeat inside its collapse window (repeat_within_window) or "
+            "over the number's hourly cap (max_per_hour), by kind and reason",
+            ["kind", "reason"],
             registry=registry,
         )
         self.in_doubt_resends = Counter(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from urllib.parse import quote
 
@@ -21,8 +21,9 @@ from sms_relay.delivery.delivery_ports import Claim, Job, Ledger, SentMessage, S
 from sms_relay.delivery.in_doubt import Doubt, InDoubtResend, Reconciler
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import Lane, RateLimiter, Slots
+from sms_relay.delivery.refusals import TOO_LATE, expired
 from sms_relay.delivery.send_checks import NotDueError
-from sms_relay.domain.outcomes import AttemptEnd, ClaimOutcome, Verdict
+from sms_relay.domain.outcomes import Attempted, AttemptEnd, ClaimOutcome, Verdict
 from sms_relay.domain.retry import RetryPolicy
 from sms_relay.errors import (
     LeaseTooShortError,
@@ -39,19 +40,6 @@ log = logging.getLogger(__name__)
 IN_DOUBT_UNRESOLVED = "in_doubt_unresolved"
 # A recheck further off than this goes to the next retry tier instead of being held.
 MAX_HELD_RECHECK_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Attempted:
-    """Where one claim's sends ended."""
-
-    end: AttemptEnd
-    attempts: int
-    sid: str | None = None
-    code: int | None = None
-    error: str | None = None
-    doubt: datetime | None = None  # a message may exist unmatched (end of that attempt)
-    backoff: float = 0.0  # throttled: seconds until the next send
 
 
 def _reconciles_first(claim: Claim) -> bool:
@@ -194,10 +182,8 @@ class SendAttempts:
                 resolved = await self._resolve(pending, claim.suppressed, attempts, before_call)
                 if resolved is not None:
                     return resolved
-            if tries >= self._policy.max_attempts:
-                return Attempted(
-                    AttemptEnd.TRANSIENT, attempts, error="attempts exhausted", doubt=doubt
-                )
+            if (ended := self._no_create(job, tries, attempts, doubt)) is not None:
+                return ended
             if unmarked is not None:  # from now on a message of ours may exist
                 marking = [(event_id, claim.held_token(), unmarked)]
                 if event_id not in await self._ledger.mark_sending(marking):
@@ -233,6 +219,19 @@ class SendAttempts:
                     log.exception("unexpected error from a send", extra={"eventId": event_id})
                 # The message may exist: from now on, only reconciliation may resend.
                 doubt = self._clock.now()
+
+    def _no_create(
+        self, job: Job, tries: int, attempts: int, doubt: datetime | None
+    ) -> Attempted | None:
+        """Why no create may follow: the record's tries used up, or too late (reconciled
+        first when in doubt, so no message exists)."""
+        if tries >= self._policy.max_attempts:
+            return Attempted(
+                AttemptEnd.TRANSIENT, attempts, error="attempts exhausted", doubt=doubt
+            )
+        if expired(job, self._clock.now()):
+            return Attempted(AttemptEnd.EXPIRED, attempts, error=TOO_LATE)
+        return None
 
     async def _resolve(
         self,

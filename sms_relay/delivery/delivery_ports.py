@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.events import SmsRequested, Status
+from sms_relay.domain.collapse import CollapseRule
 from sms_relay.domain.outcomes import ClaimOutcome, Outcome
 from sms_relay.domain.retry import RetryTier
 from sms_relay.domain.segments import SegmentCount
@@ -37,6 +38,8 @@ class Job:
     tier_index: int  # -1 for the main topic
     # Twilio's ValidityPeriod: a message still queued after this long is never sent.
     validity_seconds: int | None = None
+    # Never created after this instant (the event ends `expired`); None: no limit.
+    expires_at: datetime | None = None
     # Taken from the scheduled sends, not from Kafka: its retries stay with the scheduler.
     from_schedule: bool = False
 
@@ -108,6 +111,8 @@ class ClaimRequest:
     consent_at: datetime | None
     consent_purpose: str | None
     consent_source: str | None = None  # where consent was given: a label, no personal data
+    # Flood control, decided atomically with the claim (the key already hashed).
+    collapse: CollapseRule | None = None
     cancel_key: str | None = None  # a cancel naming this key wins (an appointment id)
 
 
@@ -131,6 +136,8 @@ class Claim:
     sent_body_hashes: tuple[str, ...] = ()
     # BUSY only: seconds until the holder's lease runs out (by the ledger's clock).
     busy_for: float = 0.0
+    # Why a claimed alert must not send (`sms_relay.domain.collapse`), or None.
+    collapsed: str | None = None
     canceled: bool = False  # a cancel names the request's cancel_key
 
     def held_token(self) -> int:

@@ -17,6 +17,7 @@ from sms_relay.delivery.delivery_ports import (
     ScheduledSend,
     Settlement,
 )
+from sms_relay.delivery.refusals import TOO_LATE, collapse_rule, expired
 from sms_relay.domain.outcomes import ClaimOutcome
 from sms_relay.domain.states import DeliveryState
 from sms_relay.kinds.event_kind import CONSENT_PURPOSE_MISMATCH
@@ -42,6 +43,7 @@ class SendChecks:
             consent_purpose=event.consentPurpose,
             consent_source=event.consentSource,
             cancel_key=job.kind.cancel_key(event),
+            collapse=collapse_rule(job, self._clock.now(), self._hash_key),
         )
 
     def before_send(self, job: Job, claim: Claim) -> Settlement | None:
@@ -55,11 +57,22 @@ class SendChecks:
             return self._settled(job, claim, S.SUPPRESSED, reason)
         if claim.canceled:
             return self._settled(job, claim, S.CANCELED, APPOINTMENT_CANCELLED)
-        timed = self.timing(job, claim)
-        if timed is not None:
-            return timed
+        ended = self._alert_refusal(job, claim) or self.timing(job, claim)
+        if ended is not None:
+            return ended
         refused = job.kind.refusal_now(job.event)
         return None if refused is None else self._settled(job, claim, S.SUPPRESSED, refused)
+
+    def _alert_refusal(self, job: Job, claim: Claim) -> Settlement | None:
+        """An alert's repeat, or too old: never while in doubt (reconciled first; the
+        attempt checks the age again right before any create)."""
+        if claim.outcome is ClaimOutcome.IN_DOUBT:
+            return None
+        if claim.collapsed is not None:
+            return self._settled(job, claim, S.COLLAPSED, claim.collapsed)
+        if expired(job, self._clock.now()):
+            return self._settled(job, claim, S.EXPIRED, TOO_LATE)
+        return None
 
     def timing(self, job: Job, claim: Claim) -> Settlement | None:
         """`expired` when it can no longer be sent in time, `scheduled` when not due yet."""

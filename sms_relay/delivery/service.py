@@ -16,15 +16,8 @@ from dataclasses import replace
 
 from schemas.events import Status
 from sms_relay.clock import SYSTEM_CLOCK, Clock
-from sms_relay.delivery.attempts import IN_DOUBT_UNRESOLVED, Attempted, SendAttempts
-from sms_relay.delivery.delivery_ports import (
-    Claim,
-    Job,
-    Ledger,
-    Result,
-    Settlement,
-    SmsSender,
-)
+from sms_relay.delivery.attempts import IN_DOUBT_UNRESOLVED, SendAttempts
+from sms_relay.delivery.delivery_ports import Claim, Job, Ledger, Result, Settlement, SmsSender
 from sms_relay.delivery.in_doubt import InDoubtResend
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import RateLimiter
@@ -33,6 +26,7 @@ from sms_relay.domain.outcomes import (
     HELD_BACK,
     OUTCOME_OF_SETTLED,
     SETTLED_AS,
+    Attempted,
     AttemptEnd,
     ClaimOutcome,
     Outcome,
@@ -201,6 +195,8 @@ class DeliveryService:
             if event_id not in outcome.written:
                 results.append(self._lost(job))
                 continue
+            if settlement.state is S.COLLAPSED:
+                self._metrics.collapsed.labels(job.kind.name, settlement.error or "").inc()
             if settlement.error_code == OPT_OUT_ERROR:
                 await self._ledger.suppress(
                     phone_hash(self._hash_key, job.event.phone),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -57,7 +58,8 @@ class AttemptEnd(StrEnum):
     THROTTLED = "throttled"  # Twilio answered 429: send again after the backoff, held back
     UNRESOLVED = "unresolved"  # in doubt past the horizon, resending not allowed
     HANDED_ON = "handed_on"  # the lease ran short or was taken: nothing is settled
-    NOT_NOW = "not_now"  # right before a create, the event was no longer due (or expired)
+    EXPIRED = "expired"  # too old to be sent by the time a create was due (an alert)
+    NOT_NOW = "not_now"  # right before a create, the event was no longer due (a reminder)
 
 
 class Outcome(StrEnum):
@@ -69,12 +71,13 @@ class Outcome(StrEnum):
     FAILED = "failed"
     RETRY_SCHEDULED = "retry_scheduled"
     DEAD_LETTERED = "dead_lettered"
+    COLLAPSED = "collapsed"  # an alert's repeat inside its window, or over the hourly cap
+    EXPIRED = "expired"  # too old to be sent
     BUSY = "busy"  # another live lease holds it: claim again once that lease runs out
     LEASE_LOST = "lease_lost"  # our lease ran short or was taken: claim again later
     RECHECK = "recheck"  # in doubt, not listed yet: reconcile again at the horizon
     THROTTLED = "throttled"  # Twilio answered 429: send again after the backoff
     SCHEDULED = "scheduled"  # stored; the scheduler sends it when due
-    EXPIRED = "expired"  # not sent: too late
     CANCELED = "canceled"  # not sent: cancelled before it was due
 
 
@@ -91,6 +94,7 @@ OUTCOME_OF_SETTLED = {
     DeliveryState.SUPPRESSED: Outcome.SUPPRESSED,
     DeliveryState.RETRY_SCHEDULED: Outcome.RETRY_SCHEDULED,
     DeliveryState.DEAD_LETTERED: Outcome.DEAD_LETTERED,
+    DeliveryState.COLLAPSED: Outcome.COLLAPSED,
     DeliveryState.SCHEDULED: Outcome.SCHEDULED,
     DeliveryState.EXPIRED: Outcome.EXPIRED,
     DeliveryState.CANCELED: Outcome.CANCELED,
@@ -106,6 +110,22 @@ SETTLED_AS = {
     AttemptEnd.RECHECK: DeliveryState.RETRY_SCHEDULED,
     AttemptEnd.THROTTLED: DeliveryState.RETRY_SCHEDULED,
     AttemptEnd.UNRESOLVED: DeliveryState.DEAD_LETTERED,
+    AttemptEnd.EXPIRED: DeliveryState.EXPIRED,
 }
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """Where one claim's sends ended."""
+
+    end: AttemptEnd
+    attempts: int
+    sid: str | None = None
+    code: int | None = None
+    error: str | None = None
+    doubt: datetime | None = None  # a message may exist unmatched (end of that attempt)
+    backoff: float = 0.0  # throttled: seconds until the next send
+
+
 # Ends whose record the loop holds back (a WAITING outcome) rather than hand to a tier.
 HELD_BACK = frozenset({AttemptEnd.RECHECK, AttemptEnd.THROTTLED})

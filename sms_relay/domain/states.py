@@ -4,8 +4,9 @@
        │           ├──► failed (permanent error of the recipient)
        │           ├──► retry_scheduled ──► sending (claimed again, e.g. from a retry topic)
        │           ├──► dead_lettered ──► retry_scheduled (`dlq replay`)
-       │           └──► suppressed (opted out while in doubt)
-       └──► suppressed
+       │           ├──► suppressed (opted out while in doubt)
+       │           └──► expired (an alert too old by the time a send was due)
+       └──► suppressed, collapsed (an alert's repeat), expired (an alert too old)
 
 A claim that takes over a `sending` row whose lease ran out records the doubt (from that
 lease's end) and moves the row to `retry_scheduled`: `sending` always means that the
@@ -41,8 +42,9 @@ class DeliveryState(StrEnum):
     READ = "read"
     SUPPRESSED = "suppressed"
     DEAD_LETTERED = "dead_lettered"
+    COLLAPSED = "collapsed"  # a repeat of an alert inside its window, or over the hourly cap
     SCHEDULED = "scheduled"  # stored with its due time; the scheduler claims it then
-    EXPIRED = "expired"  # never sent: its due time came too late (a reminder's start)
+    EXPIRED = "expired"  # never sent: too late (an alert past its maximum age, a reminder's start)
 
 
 S = DeliveryState
@@ -53,10 +55,9 @@ RESUMABLE = frozenset({S.CLAIMED, S.SENDING, S.RETRY_SCHEDULED, S.SCHEDULED})
 # The consumer's settled steps that it publishes a status record for (the consumer also
 # settles as retry_scheduled, which publishes none).
 CONSUMER_SETTLED = frozenset(
-    {S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
+    {S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.DEAD_LETTERED}
+    | {S.COLLAPSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
 )
-# Not sent, and never will be: what a send-time check ends (scheduled: not yet).
-WITHHELD = frozenset({S.EXPIRED, S.CANCELED})
 
 # Twilio's statuses as they may stand in `deliveries.state`, by rank: the projection
 # moves a row only upwards, so a late `sent` never overwrites `delivered`. Twilio's own
@@ -78,13 +79,16 @@ AWAITING_TWILIO = frozenset({S.ACCEPTED, S.QUEUED, S.SENT})
 
 # Every move the ledger makes. The status projection's moves are the rank order above.
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
-    S.CLAIMED: frozenset({S.SENDING, S.SUPPRESSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}),
+    S.CLAIMED: frozenset(
+        {S.SENDING, S.SUPPRESSED, S.COLLAPSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
+    ),
     # Due (or claimed early, from a replay): sent, or checked again at its claim.
     S.SCHEDULED: frozenset({S.SENDING, S.SUPPRESSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}),
     # A holder in doubt that only reconciled settles from here (found, not yet, given up).
     S.RETRY_SCHEDULED: frozenset(
         {S.SENDING, S.SUPPRESSED, S.ACCEPTED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
-        | {S.SCHEDULED, S.EXPIRED, S.CANCELED}  # send-time checks of a scheduled reminder
+        | {S.COLLAPSED, S.EXPIRED}  # an alert's claim: a repeat, or too old
+        | {S.SCHEDULED, S.CANCELED}  # send-time checks of a scheduled reminder
     ),
     S.SENDING: frozenset(  # retry_scheduled also when a claim takes it over in doubt
         {S.SENDING, S.ACCEPTED, S.FAILED, S.SUPPRESSED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}

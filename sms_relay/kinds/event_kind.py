@@ -17,6 +17,7 @@ from typing import Any
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import SmsRequested
+from sms_relay.domain.collapse import CollapseRule
 from sms_relay.domain.destinations import ANYWHERE, DestinationPolicy, Refusal, refuse
 from sms_relay.kinds.templates import Template, check_templates, pick
 
@@ -58,6 +59,18 @@ class KindPolicy(BaseSettings):
 
     def refusal(self, event: Any) -> Refusal | None:
         """Why the policy refuses a valid event (a reason, the field, a message), or None."""
+        return None
+
+    def collapse_rule(self, event: Any) -> CollapseRule | None:
+        """The flood control an event is under (decided with its claim), or None."""
+        return None
+
+    def expires_at(self, event: Any) -> datetime | None:
+        """The instant after which the event is never sent (it ends `expired`), or None."""
+        return None
+
+    def message_validity(self) -> int | None:
+        """Twilio's ValidityPeriod for the kind's messages (seconds), or None (Twilio's)."""
         return None
 
     def timing(self, event: Any, now: datetime) -> SendTiming:

@@ -7,11 +7,13 @@ from collections.abc import Iterable
 from sms_relay.errors import ConfigurationError
 from sms_relay.kinds.appointment_reminder import APPOINTMENT_REMINDER, CANCELLED
 from sms_relay.kinds.event_kind import EventKind
+from sms_relay.kinds.incident_alert import INCIDENT_ALERT
 from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.kinds.support_ticket_created import SUPPORT_TICKET_CREATED
 
 EVENT_KINDS: dict[str, EventKind] = {
-    kind.name: kind for kind in (ORDER_SHIPPED, SUPPORT_TICKET_CREATED, APPOINTMENT_REMINDER)
+    kind.name: kind
+    for kind in (ORDER_SHIPPED, SUPPORT_TICKET_CREATED, APPOINTMENT_REMINDER, INCIDENT_ALERT)
 }
 
 # Topics read with a kind that carry no SMS of their own (its cancels), by kind.

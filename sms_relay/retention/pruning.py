@@ -40,6 +40,8 @@ def retention_periods(settings: Settings) -> dict[str, timedelta]:
         "phone_verifications": keep.verifications_retention_days * DAY,
         # A window's row is empty once past its expiry: nothing to keep.
         "rate_limits": timedelta(0),
+        # An alert's window matters at most a day (no collapse window or age is longer).
+        "alert_windows": DAY,
         "dlq_replays": keep.dlq_replays_retention_days * DAY,
         "dlq_replay_runs": keep.dlq_replays_retention_days * DAY,
         "api_keys": keep.revoked_api_keys_retention_days * DAY,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDataba
 from sms_relay.adapters.postgres.deliveries import PostgresLedger
 from sms_relay.adapters.postgres.engine import create_engine
 from sms_relay.delivery.delivery_ports import ClaimRequest, Ledger, Settlement
+from sms_relay.domain.collapse import HOURLY_CAP, REPEAT, CollapseRule
 from sms_relay.domain.outcomes import ClaimOutcome
 from sms_relay.domain.states import DeliveryState
 from tests.support import eventually
@@ -302,3 +304,75 @@ async def test_a_suppressed_number_shows_in_the_claim(make_ledger: MakeLedger) -
     claims = await ledger.claim([ask("evt_supp_1", "stopped-hash"), ask("evt_supp_2")])
     assert claims["evt_supp_1"].suppressed is True
     assert claims["evt_supp_2"].suppressed is False
+
+
+def alert(event_id: str, key: str, phone_hash: str = "alert-hash", **rule: float) -> ClaimRequest:
+    window, cap = rule.get("window", 900.0), int(rule.get("cap", 10))
+    return replace(ask(event_id, phone_hash), collapse=CollapseRule(key, window, cap))
+
+
+async def test_one_alert_per_number_and_key_per_window_the_holder_keeps_it(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger, other = make_ledger("owner", 0.3), make_ledger("other", 30)
+    claims = await ledger.claim([alert("evt_al_1", "disk"), alert("evt_al_2", "disk")])
+    assert claims["evt_al_1"].collapsed is None, "the first opens the window"
+    assert claims["evt_al_2"].collapsed == REPEAT
+    other_key = (await other.claim([alert("evt_al_3", "cpu")]))["evt_al_3"]
+    assert other_key.collapsed is None, "another key has its own window"
+    other_number = (await other.claim([alert("evt_al_4", "disk", "hash-2")]))["evt_al_4"]
+    assert other_number.collapsed is None, "another number has its own window"
+
+    # The holder died before it sent: its redelivery still sends, a repeat still does not.
+    await past(lease_end(0.3))
+    again = await other.claim([alert("evt_al_1", "disk"), alert("evt_al_5", "disk")])
+    assert again["evt_al_1"].outcome is ClaimOutcome.RESUMED
+    assert again["evt_al_1"].collapsed is None
+    assert again["evt_al_5"].collapsed == REPEAT
+
+
+async def test_a_window_past_its_length_opens_again(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger("owner", 30)
+    first = (await ledger.claim([alert("evt_aw_1", "disk", window=0.3)]))["evt_aw_1"]
+    assert first.collapsed is None
+    opened = datetime.now(UTC)
+    inside = (await ledger.claim([alert("evt_aw_2", "disk", window=0.3)]))["evt_aw_2"]
+    assert inside.collapsed == REPEAT
+    await past(opened + timedelta(seconds=0.35))
+    after = (await ledger.claim([alert("evt_aw_3", "disk", window=0.3)]))["evt_aw_3"]
+    assert after.collapsed is None
+
+
+async def test_the_hourly_cap_counts_every_key_of_a_number(make_ledger: MakeLedger) -> None:
+    ledger, other = make_ledger("owner", 30), make_ledger("other", 30)
+    asks = [alert(f"evt_cap_{i}", f"key-{i}", cap=3) for i in range(3)]
+    assert all(c.collapsed is None for c in (await ledger.claim(asks)).values())
+    capped = (await other.claim([alert("evt_cap_3", "key-3", cap=3)]))["evt_cap_3"]
+    assert capped.collapsed == HOURLY_CAP
+    elsewhere = (await other.claim([alert("evt_cap_4", "key-3", "hash-3", cap=3)]))["evt_cap_4"]
+    assert elsewhere.collapsed is None
+
+
+async def test_a_suppressed_number_or_a_plain_event_opens_no_window(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger("owner", 30)
+    await ledger.suppress("stopped-alert", "+*******0199", "stop")
+    stopped = (await ledger.claim([alert("evt_as_1", "disk", "stopped-alert")]))["evt_as_1"]
+    assert (stopped.suppressed, stopped.collapsed) == (True, None)
+    await ledger.claim([ask("evt_as_2", "plain-hash")])
+    # Neither took the window: after the STOP is lifted the first alert of the key sends.
+    fresh = (await ledger.claim([alert("evt_as_3", "disk", "plain-hash")]))["evt_as_3"]
+    assert fresh.collapsed is None
+
+
+async def test_concurrent_claims_of_one_alert_key_open_one_window(make_ledger: MakeLedger) -> None:
+    ledgers = [make_ledger(f"owner{i}", 30) for i in range(6)]
+    claims = await asyncio.gather(
+        *(
+            ledger.claim([alert(f"evt_acc_{i}_{j}", "flood") for j in range(5)])
+            for i, ledger in enumerate(ledgers)
+        )
+    )
+    open_ = [e for batch in claims for e, c in batch.items() if c.collapsed is None]
+    assert len(open_) == 1, open_

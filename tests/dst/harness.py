@@ -34,13 +34,12 @@ from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry
 
-from schemas.events import OrderShipped
+from schemas.events import IncidentAlert, OrderShipped, SmsRequested
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.clock import LoopClock
 from sms_relay.delivery.delivery_ports import (
     Claim,
     ClaimRequest,
-    Job,
     ListedMessage,
     ListedPage,
     Result,
@@ -63,9 +62,9 @@ from sms_relay.errors import (
     ProviderThrottledError,
     ProviderUnavailableError,
 )
-from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.masking import body_hash, phone_hash
 from sms_relay.metrics import ConsumerMetrics
+from tests.dst.alerts import BURSTS, alert_burst, check_alerts, expected_ends, job_for, kind_of
 from tests.dst.vloop import VirtualTimeLoop
 
 T = TypeVar("T")
@@ -250,7 +249,7 @@ class AdversarialTwilio:
 @dataclass
 class Record:
     event_id: str
-    event: OrderShipped
+    event: SmsRequested
     attempts: int = 0
     tier: int = -1
     not_before: float = 0.0
@@ -399,7 +398,7 @@ class Node:
         for partition, offset, record in batch:
             jobs.setdefault(record.event_id, (partition, offset, record))
         results = await self.service.process(
-            [Job(ORDER_SHIPPED, r.event, r.attempts, r.tier) for _, _, r in jobs.values()]
+            [job_for(r.event, r.attempts, r.tier) for _, _, r in jobs.values()]
         )
         reported = []
         for result in results:
@@ -579,7 +578,7 @@ class World:
         self.crashes = 0
         self.freezes = 0
         self.trace: list[str] = []
-        self.events: dict[str, OrderShipped] = {}
+        self.events: dict[str, SmsRequested] = {}
         self.virtual_seconds = 0.0
         # Broken while the world ran (checked as it happens, reported by check()).
         self.broken: list[str] = []
@@ -612,6 +611,15 @@ class World:
                 partition = self.partitions[f"main-{rng.randint(0, 1)}"]
                 partition.records.append(Record(event_id, event))
         self.db.suppressions[phone_hash(HASH_KEY, STOPPED_NUMBER)] = "stop"
+
+    async def produce_alerts(self) -> None:
+        """Bursts of alerts while the chaos runs, each record on a random main partition."""
+        for burst, at in enumerate(BURSTS):
+            await asyncio.sleep(max(at - self.now(), 0.0))
+            for alert in alert_burst(self.rng, self.seed, burst, EPOCH, self.now(), NUMBERS):
+                self.events[alert.eventId] = alert
+                partition = self.partitions[f"main-{self.rng.randint(0, 1)}"]
+                partition.records.append(Record(alert.eventId, alert))
 
     # -- Kafka's side of the consumers
 
@@ -693,9 +701,11 @@ class World:
     async def run(self) -> None:
         self.produce_events()
         coordinator = asyncio.ensure_future(self.coordinate())
+        alerts = asyncio.ensure_future(self.produce_alerts())
         self.join()
         self.join()
         await asyncio.sleep(CHAOS_SECONDS)
+        await alerts
         self.chaos = False
         self.twilio.faulty = False
         for replay in (False, True):
@@ -726,7 +736,7 @@ class World:
             problems.append("the world did not drain: records left uncommitted or held")
         groups: dict[tuple[str, str], list[str]] = {}
         for event_id, event in self.events.items():
-            key = (event.phone, body_hash(ORDER_SHIPPED.render(event)))
+            key = (event.phone, body_hash(kind_of(event).render(event)))
             groups.setdefault(key, []).append(event_id)
         created: dict[tuple[str, str], set[str]] = {}
         for message in self.messages():
@@ -746,6 +756,13 @@ class World:
             problems.append(f"messages of no event: {sorted(created)}")
         for event_id, event in self.events.items():
             problems.extend(self._check_end(event_id, event))
+        creates: dict[str, list[float]] = {}
+        for message in self.messages():
+            creates.setdefault(message.event_id, []).append(message.created_at)
+        # The expiry is checked before each create; a pause of the guarantee's stated size
+        # may fall between that check and the request reaching Twilio.
+        slack = MAX_FREEZE + CALL_DEADLINE + NETWORK
+        problems.extend(check_alerts(self.events, self.db, creates, EPOCH, slack))
         problems.extend(self._check_segments())
         resends = sum(_count(n.metrics, "sms_relay_in_doubt_resends_total") for n in self.nodes)
         if self.resend is InDoubtResend.NEVER and resends:
@@ -758,27 +775,33 @@ class World:
         too), counts at least the segments of every message held. A crash between the
         count and the settle may count one twice, never none: the count comes first."""
         problems = []
-        held = 0
+        held: dict[tuple[str, str], int] = {}  # (kind, encoding) -> segments of messages held
         for event_id, event in self.events.items():
             row = self.db.rows.get(event_id)
             if row is None:
                 continue
-            expected = count_segments(ORDER_SHIPPED.render(event))
+            kind = kind_of(event)
+            expected = count_segments(kind.render(event))
             if row.state in (S.ACCEPTED, S.FAILED) and row.segments != expected:
                 problems.append(f"{event_id}: {row.state} records {row.segments}, not {expected}")
             if row.sent_body_hashes == [] and row.segments is not None:
                 problems.append(f"{event_id}: segments recorded although nothing was sent")
             if row.message_sid is not None:
-                held += expected.segments
-        counted = sum(
-            _count(n.metrics, "sms_relay_segments_total", kind="order-shipped", encoding="GSM-7")
-            for n in self.nodes
-        )
-        if counted < held:
-            problems.append(f"segments counted {counted:g}, fewer than the {held} sent")
+                labels = (kind.name, expected.encoding)
+                held[labels] = held.get(labels, 0) + expected.segments
+        for (kind_name, encoding), segments in sorted(held.items()):
+            counted = sum(
+                _count(n.metrics, "sms_relay_segments_total", kind=kind_name, encoding=encoding)
+                for n in self.nodes
+            )
+            if counted < segments:
+                problems.append(
+                    f"{kind_name} {encoding} segments counted {counted:g}, fewer than the "
+                    f"{segments} sent"
+                )
         return problems
 
-    def _check_end(self, event_id: str, event: OrderShipped) -> list[str]:
+    def _check_end(self, event_id: str, event: SmsRequested) -> list[str]:
         row = self.db.rows.get(event_id)
         if row is None:
             return [f"{event_id}: never claimed"]
@@ -787,7 +810,9 @@ class World:
         unresolved = row.last_error == "in_doubt_unresolved"
         if unresolved and (self.resend is not InDoubtResend.NEVER or row.doubt_since is None):
             problems.append(f"{event_id}: dead-lettered in doubt without the policy")
-        if event.phone == STOPPED_NUMBER:
+        if isinstance(event, IncidentAlert):
+            expected = expected_ends(event, STOPPED_NUMBER, FAIL_NUMBER)
+        elif event.phone == STOPPED_NUMBER:
             expected = {S.SUPPRESSED}
         elif event.phone == FAIL_NUMBER:
             expected = {S.FAILED}

@@ -64,6 +64,8 @@ def seed(settings: Settings, number: str, tag: str) -> str:
         "VALUES (:h, '+*******01', now())",
         "INSERT INTO rate_limits (key, expires_at) VALUES ('verify-start:number:' || :h, now()), "
         "('verify-check:number:' || :h, now())",
+        "INSERT INTO alert_windows (event_id, phone_hash, key_hash, opened_at) "
+        "VALUES ('alert_' || :e, :h, 'keyhash', now())",
         "INSERT INTO suppressions (phone_hash, phone_masked, reason) VALUES (:h, '+*******01', "
         "'stop')",
     ]
@@ -91,6 +93,7 @@ TABLES = (
     "keyword_latest",
     "phone_verifications",
     "rate_limits",
+    "alert_windows",
     "suppressions",
 )
 
@@ -128,6 +131,7 @@ def test_forget_erases_every_row_of_the_number_keeps_rows_in_flight_and_audits(
                 "keyword_latest": 1,
                 "phone_verifications": 1,
                 "rate_limits": 2,
+                "alert_windows": 1,
             },
             "messageSids": ["SMmine"],
             "inFlight": IN_FLIGHT,

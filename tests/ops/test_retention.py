@@ -172,6 +172,10 @@ def seed_other_tables(settings: Settings) -> None:
         "('kept', '+*******0123', now() - interval '100 days')",
         "INSERT INTO rate_limits (key, expires_at) "
         "VALUES ('old', now() - interval '1 second'), ('kept', now() + interval '1 hour')",
+        # a window opened more than a day ago goes
+        "INSERT INTO alert_windows (event_id, phone_hash, key_hash, opened_at) VALUES "
+        "('old', 'h', 'k', now() - interval '25 hours'), ('kept', 'h', 'k', now() - "
+        "interval '23 hours')",
         "INSERT INTO dlq_replays (event_id, dlq_topic, dlq_partition, dlq_offset, operator, "
         "replayed_at) VALUES ('old', 't', 0, 0, 'o', now() - interval '400 days'), "
         "('kept', 't', 0, 1, 'o', now() - interval '100 days')",
@@ -205,6 +209,7 @@ KEYS = {
     "ingestions": "event_id",
     "phone_verifications": "phone_hash",
     "rate_limits": "key",
+    "alert_windows": "event_id",
     "dlq_replays": "event_id",
     "dlq_replay_runs": "operator",
     "api_keys": "key_id",

@@ -65,7 +65,7 @@ def test_each_table_is_written_by_exactly_one_postgres_adapter() -> None:
         table: sorted({owner(path) for path, text in sources.items() if writes(table).search(text)})
         for table in metadata.tables
     }
-    assert len(writers) == 15
+    assert len(writers) == 16
     for table, owners in writers.items():
         assert len(owners) == 1, f"{table} is written by {owners or 'no module'}"
         assert Path(owners[0]).is_relative_to(ADAPTERS), f"{table} is written by {owners[0]}"

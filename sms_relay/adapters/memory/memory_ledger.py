@@ -20,6 +20,7 @@ from sms_relay.delivery.delivery_ports import (
     Settlement,
     SettleResult,
 )
+from sms_relay.domain.collapse import AlertWindow, CollapseAsk, collapse
 from sms_relay.domain.outcomes import claim_outcome
 from sms_relay.domain.segments import SegmentCount
 from sms_relay.domain.states import CONSUMER_SETTLED, RESUMABLE, DeliveryState, may_move
@@ -55,6 +56,7 @@ class MemoryDatabase:
     suppressions: dict[str, str] = field(default_factory=dict)  # phone hash -> reason
     history: list[tuple[str, DeliveryState, int]] = field(default_factory=list)
     tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    alert_windows: list[AlertWindow] = field(default_factory=list)  # never pruned here
     # scheduled_sends: the send, and until when a scheduler has taken it.
     scheduled: dict[str, tuple[ScheduledSend, datetime]] = field(default_factory=dict)
     cancellations: dict[str, str] = field(default_factory=dict)  # cancel key -> event id
@@ -80,6 +82,7 @@ class InMemoryLedger:
     async def claim(self, requests: Sequence[ClaimRequest]) -> dict[str, Claim]:
         now = self._db.clock()
         claims = {}
+        asks = []
         for request in requests:
             row = self._db.rows.get(request.event_id)
             before = replace(row) if row is not None else None
@@ -109,13 +112,16 @@ class InMemoryLedger:
                     token,
                     now + self._lease,
                 )
+            suppressed = request.phone_hash in self._db.suppressions
+            if request.collapse is not None and token is not None and not suppressed:
+                asks.append(CollapseAsk(request.event_id, request.phone_hash, request.collapse))
             prior = before.state if before is not None else None
             doubt = row.doubt_since if token is not None else None
             claims[request.event_id] = Claim(
                 event_id=request.event_id,
                 outcome=claim_outcome(token, prior, doubt),
                 lease_token=token,
-                suppressed=request.phone_hash in self._db.suppressions,
+                suppressed=suppressed,
                 prior_state=prior,
                 attempts=before.attempts if before else 0,
                 message_sid=before.message_sid if before else None,
@@ -128,7 +134,10 @@ class InMemoryLedger:
                 busy_for=max((before.lease_until - now).total_seconds(), 0.0) if before else 0.0,
                 canceled=request.cancel_key in self._db.cancellations,
             )
-        return claims
+        # As PostgreSQL decides it, under its lock per number: here nothing interleaves.
+        reasons, opened = collapse(asks, self._db.alert_windows, now)
+        self._db.alert_windows.extend(opened)
+        return {e: replace(c, collapsed=reasons.get(e)) for e, c in claims.items()}
 
     async def mark_sending(self, items: Sequence[tuple[str, int, str]]) -> dict[str, datetime]:
         now = self._db.clock()

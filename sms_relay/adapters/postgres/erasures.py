@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres import (
+    alert_windows,
     deliveries,
     dlq_replays,
     ingestions,
@@ -58,6 +59,7 @@ class PostgresErasures:
                 **await suppressions.erase_keywords(connection, phone_hash),
                 "phone_verifications": await verifications.erase_number(connection, phone_hash),
                 "rate_limits": await rate_windows.erase_keys(connection, rate_keys),
+                "alert_windows": await alert_windows.erase_number(connection, phone_hash),
             }
             audit = {**rows, "deliveries_in_flight_kept": gone.in_flight}
             await connection.execute(_AUDIT, {"operator": operator, "removed": json.dumps(audit)})

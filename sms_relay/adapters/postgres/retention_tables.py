@@ -13,6 +13,7 @@ from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sms_relay.adapters.postgres import (
+    alert_windows,
     api_key_rows,
     callback_outbox,
     deliveries,
@@ -90,6 +91,7 @@ def prunable_tables(engine: AsyncEngine, settled_states: Sequence[str]) -> dict[
             "phone_verifications", verifications.PRUNE, verifications.COUNT
         ),
         "rate_limits": rows("rate_limits", rate_windows.PRUNE_EXPIRED, rate_windows.COUNT_EXPIRED),
+        "alert_windows": rows("alert_windows", alert_windows.PRUNE, alert_windows.COUNT),
         "dlq_replays": rows("dlq_replays", dlq_replays.PRUNE, dlq_replays.COUNT),
         "dlq_replay_runs": rows("dlq_replay_runs", dlq_replay_runs.PRUNE, dlq_replay_runs.COUNT),
         "api_keys": rows("api_keys", api_key_rows.PRUNE_REVOKED, api_key_rows.COUNT_REVOKED),

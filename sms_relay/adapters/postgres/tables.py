@@ -191,6 +191,18 @@ rate_limits = Table(
     Index("ix_rate_limits_expires_at", "expires_at"),
 )
 
+alert_windows = Table(
+    "alert_windows",
+    metadata,
+    # The event that opened a collapse window for (number, alert key) holds it: its own
+    # redelivery still sends; another event of that key inside the window is collapsed.
+    Column("event_id", Text, primary_key=True),
+    Column("phone_hash", Text, nullable=False),
+    Column("key_hash", Text, nullable=False),  # the alert key, keyed-hashed
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Index("ix_alert_windows_number", "phone_hash", "opened_at"),
+)
+
 inbound_keywords = Table(
     "inbound_keywords",
     metadata,

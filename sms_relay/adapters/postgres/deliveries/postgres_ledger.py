@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sms_relay.adapters.postgres import suppressions
+from sms_relay.adapters.postgres import alert_windows, suppressions
 from sms_relay.adapters.postgres.deliveries import scheduled_writes
 from sms_relay.adapters.postgres.deliveries.ledger_statements import (
     CLAIM,
@@ -28,6 +28,7 @@ from sms_relay.delivery.delivery_ports import (
     Settlement,
     SettleResult,
 )
+from sms_relay.domain.collapse import CollapseAsk
 from sms_relay.domain.outcomes import claim_outcome
 from sms_relay.domain.states import (
     DeliveryState,
@@ -66,6 +67,14 @@ class PostgresLedger:
         }
         async with self._engine.begin() as connection:
             rows = (await connection.execute(CLAIM, params)).mappings().all()
+            # Flood control in the same transaction: a window is taken with its claim.
+            taken = {r["event_id"] for r in rows if r["lease_token"] and not r["suppressed"]}
+            asks = [
+                CollapseAsk(r.event_id, r.phone_hash, r.collapse)
+                for r in requests
+                if r.collapse is not None and r.event_id in taken
+            ]
+            collapsed = await alert_windows.decide(connection, asks)
         claims = {}
         for row in rows:
             prior = DeliveryState(row["state"]) if row["state"] else None
@@ -87,6 +96,7 @@ class PostgresLedger:
                 window_start=row["sending_started_at"],
                 sent_body_hashes=tuple(row["sent_body_hashes"] or ()),
                 busy_for=float(row["busy_for"] or 0.0),
+                collapsed=collapsed.get(row["event_id"]),
                 canceled=bool(row["canceled"]),
             )
         return claims
