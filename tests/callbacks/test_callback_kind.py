@@ -84,7 +84,7 @@ async def test_an_old_url_without_kind_is_answered_and_its_record_has_no_kind(
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("kind=incident-alert&eventId={e}", "the kind query parameter is not a known kind"),
+        ("kind=parcel-delivered&eventId={e}", "the kind query parameter is not a known kind"),
         ("kind=&eventId={e}", "the kind query parameter is not a known kind"),
         ("kind=ORDER-SHIPPED&eventId={e}", "the kind query parameter is not a known kind"),
         ("kind=order-shipped&kind=order-shipped&eventId={e}", "only the eventId and kind"),

@@ -201,10 +201,10 @@ def test_an_example_instant_that_has_passed_is_moved_weeks_ahead(settings: Setti
 
 
 def test_an_unknown_kind_is_one_line_naming_the_kinds(settings: Settings, cli: Cli) -> None:
-    result = cli("produce", "--kind", "incident-alert", "--count", "1")
+    result = cli("produce", "--kind", "parcel-delivered", "--count", "1")
     assert result.code == 2
     known = ", ".join(EVENT_KINDS)
-    assert result.err == f"sms-relay produce: unknown kind(s) incident-alert; known: {known}\n"
+    assert result.err == f"sms-relay produce: unknown kind(s) parcel-delivered; known: {known}\n"
     assert read_to_end(settings, settings.kafka.topic_order_shipped) == []
 
 
