@@ -151,9 +151,9 @@ def test_the_simulation_catches_a_window_holder_collapsed_on_redelivery(
 def test_the_simulation_catches_an_alert_created_after_its_expiry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sms_relay.delivery import attempts, refusals
+    from sms_relay.delivery import attempts, send_checks
 
-    monkeypatch.setattr(refusals, "expired", lambda job, now: False)
+    monkeypatch.setattr(send_checks, "expired", lambda job, now: False)
     monkeypatch.setattr(attempts, "expired", lambda job, now: False)
     violations = [v for seed in range(40) for v in simulate(seed).violations]
     assert any("after its expiry" in v for v in violations)
