@@ -27,14 +27,14 @@ import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry
 
-from schemas.events import OrderShipped
+from schemas.events import OrderShipped, SmsRequested
 from sms_relay.adapters.memory.memory_ledger import InMemoryLedger, MemoryDatabase
 from sms_relay.clock import LoopClock
 from sms_relay.delivery.delivery_ports import (
@@ -56,17 +56,21 @@ from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS
 from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.domain.segments import count_segments
-from sms_relay.domain.states import DeliveryState
+from sms_relay.domain.states import WITHHELD, DeliveryState
 from sms_relay.errors import (
     ProviderAccountError,
     ProviderRejectedError,
     ProviderThrottledError,
     ProviderUnavailableError,
 )
+from sms_relay.kinds.event_kind import EventKind
 from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.masking import body_hash, phone_hash
 from sms_relay.metrics import ConsumerMetrics
 from tests.dst.vloop import VirtualTimeLoop
+
+if TYPE_CHECKING:
+    from tests.dst.scheduling import SchedulingWorld
 
 T = TypeVar("T")
 S = DeliveryState
@@ -250,10 +254,11 @@ class AdversarialTwilio:
 @dataclass
 class Record:
     event_id: str
-    event: OrderShipped
+    event: SmsRequested
     attempts: int = 0
     tier: int = -1
     not_before: float = 0.0
+    kind: EventKind = ORDER_SHIPPED
 
 
 @dataclass
@@ -290,8 +295,8 @@ class Node:
         self.held: dict[tuple[str, int], tuple[float, Record]] = {}
         self.positions: dict[str, int] = {}
         self.metrics = ConsumerMetrics(CollectorRegistry())
-        clock = NodeClock(self, world.clock)
-        ledger = CheckedLedger(self, InMemoryLedger(world.db, name, LEASE))
+        self.clock = clock = NodeClock(self, world.clock)
+        self.ledger = ledger = CheckedLedger(self, InMemoryLedger(world.db, name, LEASE))
         rng = world.rng
         self.service = DeliveryService(
             ledger,
@@ -315,7 +320,13 @@ class Node:
 
     def start(self) -> None:
         stop = asyncio.Event()
-        for work in (self._consume(), self._offer_held(), self.service.leases.heartbeat(stop)):
+        scheduler = [self.world.scheduling.scheduler(self)] if self.world.scheduling else []
+        for work in (
+            self._consume(),
+            self._offer_held(),
+            self.service.leases.heartbeat(stop),
+            *scheduler,
+        ):
             task = asyncio.ensure_future(work)
             self.tasks.append(task)
 
@@ -399,7 +410,7 @@ class Node:
         for partition, offset, record in batch:
             jobs.setdefault(record.event_id, (partition, offset, record))
         results = await self.service.process(
-            [Job(ORDER_SHIPPED, r.event, r.attempts, r.tier) for _, _, r in jobs.values()]
+            [Job(r.kind, r.event, r.attempts, r.tier) for _, _, r in jobs.values()]
         )
         reported = []
         for result in results:
@@ -461,7 +472,13 @@ class CheckedLedger:
         return result
 
     async def claim(self, requests: Sequence[ClaimRequest]) -> dict[str, Claim]:
-        return await self._call(lambda: self._ledger.claim(requests))
+        async def claim_and_note() -> dict[str, Claim]:
+            claims = await self._ledger.claim(requests)
+            if self._node.world.scheduling:  # the order of claims, cancels and STOPs
+                self._node.world.scheduling.note_claims(self._node, claims)
+            return claims
+
+        return await self._call(claim_and_note)
 
     async def take_due(self, limit: int) -> list[ScheduledSend]:
         return await self._call(lambda: self._ledger.take_due(limit))
@@ -515,9 +532,12 @@ class CheckedTwilio:
     async def send(
         self, to: str, body: str, status_callback: str | None, validity_seconds: int | None = None
     ) -> SentMessage:
+        decided_at = self._node.world.now()  # before a pause, as the process decided it
         await self._node.checkpoint()
         event_id = unquote((status_callback or "").rsplit("=", 1)[-1])
         self._node.world.log(f"{self._node.name} creates for {event_id}")
+        if self._node.world.scheduling:
+            self._node.world.scheduling.note_create(self._node, event_id, decided_at)
         sent = await self._twilio.create(to, body, status_callback)
         await self._node.checkpoint()
         return sent
@@ -579,11 +599,18 @@ class World:
         self.crashes = 0
         self.freezes = 0
         self.trace: list[str] = []
-        self.events: dict[str, OrderShipped] = {}
+        self.events: dict[str, SmsRequested] = {}
+        self.kinds: dict[str, EventKind] = {}  # the events not order-shipped
+        # Some seeds' worlds also schedule appointment reminders (tests/dst/scheduling.py).
+        self.scheduling: SchedulingWorld | None = None
         self.virtual_seconds = 0.0
         # Broken while the world ran (checked as it happens, reported by check()).
         self.broken: list[str] = []
         self.released: set[tuple[str, int]] = set()  # (event id, token) a settle released
+        from tests.dst import scheduling  # here: it builds on this module
+
+        if scheduling.scheduling_seed(seed):
+            self.scheduling = scheduling.SchedulingWorld(self)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -619,10 +646,10 @@ class World:
         if result.outcome is Outcome.RETRY_SCHEDULED and result.retry_tier is not None:
             position, delay = result.retry_tier
             due = self.now() + delay  # the due time travels with the record
-            again = Record(record.event_id, record.event, result.attempts, position - 1, due)
+            again = replace(record, attempts=result.attempts, tier=position - 1, not_before=due)
             self.partitions[f"retry-{position}"].records.append(again)
         if result.outcome is Outcome.DEAD_LETTERED:
-            self.dlq.append(Record(record.event_id, record.event, result.attempts))
+            self.dlq.append(replace(record, attempts=result.attempts, tier=-1, not_before=0.0))
         if result.report is not None:
             self.statuses.append((record.event_id, result.report.value))
 
@@ -676,7 +703,8 @@ class World:
 
     def finished(self) -> bool:
         """Drained, or failed already (a broken invariant needs no drain to be reported)."""
-        return self.drained() or bool(self.broken)
+        waiting = self.scheduling is not None and not self.scheduling.settled()
+        return (self.drained() and not waiting) or bool(self.broken)
 
     def replay_dlq(self) -> None:
         """`sms-relay dlq replay`: reopen the dead-lettered rows, back onto the first tier."""
@@ -684,7 +712,7 @@ class World:
             row = self.db.rows.get(record.event_id)
             if row is not None and row.state is S.DEAD_LETTERED:
                 row.state, row.lease_until = S.RETRY_SCHEDULED, self.clock.now()
-                again = Record(record.event_id, record.event, record.attempts, 0, self.now())
+                again = replace(record, tier=0, not_before=self.now())
                 self.partitions["retry-1"].records.append(again)
         self.dlq = []
 
@@ -693,6 +721,8 @@ class World:
     async def run(self) -> None:
         self.produce_events()
         coordinator = asyncio.ensure_future(self.coordinate())
+        if self.scheduling is not None:
+            self.scheduling.start()
         self.join()
         self.join()
         await asyncio.sleep(CHAOS_SECONDS)
@@ -711,6 +741,8 @@ class World:
         pending = [t for n in self.nodes for t in n.tasks] + [coordinator]
         await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*self.twilio._pending, return_exceptions=True)
+        if self.scheduling is not None:
+            await self.scheduling.stop()
 
     def check(self) -> list[str]:
         """The invariants, as a list of what broke (empty when all hold).
@@ -726,7 +758,7 @@ class World:
             problems.append("the world did not drain: records left uncommitted or held")
         groups: dict[tuple[str, str], list[str]] = {}
         for event_id, event in self.events.items():
-            key = (event.phone, body_hash(ORDER_SHIPPED.render(event)))
+            key = (event.phone, body_hash(self.kind_of(event_id).render(event)))
             groups.setdefault(key, []).append(event_id)
         created: dict[tuple[str, str], set[str]] = {}
         for message in self.messages():
@@ -747,6 +779,8 @@ class World:
         for event_id, event in self.events.items():
             problems.extend(self._check_end(event_id, event))
         problems.extend(self._check_segments())
+        if self.scheduling is not None:
+            problems.extend(self.scheduling.check())
         resends = sum(_count(n.metrics, "sms_relay_in_doubt_resends_total") for n in self.nodes)
         if self.resend is InDoubtResend.NEVER and resends:
             problems.append(f"{resends:g} in-doubt resends although SMS_IN_DOUBT_RESEND=never")
@@ -763,7 +797,7 @@ class World:
             row = self.db.rows.get(event_id)
             if row is None:
                 continue
-            expected = count_segments(ORDER_SHIPPED.render(event))
+            expected = count_segments(self.kind_of(event_id).render(event))
             if row.state in (S.ACCEPTED, S.FAILED) and row.segments != expected:
                 problems.append(f"{event_id}: {row.state} records {row.segments}, not {expected}")
             if row.sent_body_hashes == [] and row.segments is not None:
@@ -771,14 +805,18 @@ class World:
             if row.message_sid is not None:
                 held += expected.segments
         counted = sum(
-            _count(n.metrics, "sms_relay_segments_total", kind="order-shipped", encoding="GSM-7")
+            _count(n.metrics, "sms_relay_segments_total", kind=kind, encoding="GSM-7")
             for n in self.nodes
+            for kind in {"order-shipped", *(k.name for k in self.kinds.values())}
         )
         if counted < held:
             problems.append(f"segments counted {counted:g}, fewer than the {held} sent")
         return problems
 
-    def _check_end(self, event_id: str, event: OrderShipped) -> list[str]:
+    def kind_of(self, event_id: str) -> EventKind:
+        return self.kinds.get(event_id, ORDER_SHIPPED)
+
+    def _check_end(self, event_id: str, event: SmsRequested) -> list[str]:
         row = self.db.rows.get(event_id)
         if row is None:
             return [f"{event_id}: never claimed"]
@@ -793,13 +831,16 @@ class World:
             expected = {S.FAILED}
         else:
             expected = {S.ACCEPTED}
+        if self.scheduling is not None and event_id in self.kinds:
+            expected = self.scheduling.expected_ends(event_id)
         if unresolved and state is S.DEAD_LETTERED:
             expected.add(S.DEAD_LETTERED)
         if state not in expected:
             problems.append(f"{event_id}: ended {state}, expected {sorted(expected)}")
         if (state is S.ACCEPTED) != (row.message_sid is not None):
             problems.append(f"{event_id}: {state} with SID {row.message_sid}")
-        if row.doubt_since is not None and state not in (S.DEAD_LETTERED, S.SUPPRESSED):
+        # A doubt kept by a cancel or an expiry was reconciled to the horizon: none found.
+        if row.doubt_since is not None and state not in (S.DEAD_LETTERED, S.SUPPRESSED, *WITHHELD):
             problems.append(f"{event_id}: a doubt left unresolved and unseen in {state}")
         if row.settled_state is not None and not row.reported:
             problems.append(f"{event_id}: its {row.settled_state} step was never published")
