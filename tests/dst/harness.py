@@ -14,6 +14,9 @@ creating, creates that land after the client gave up, unexpected exceptions (an 
 page), account errors (rotated credentials), list failures, list lag, queued messages
 without `date_sent`, either list order, and two events with one number and one body.
 
+Half the seeds' worlds also schedule appointment reminders, with cancels and STOPs while
+they wait, and the scheduler runs in every consumer (tests/dst/scheduling.py).
+
 After the chaos the faults stop, the world drains, the DLQ is replayed once, and the
 invariants are checked. The guarantee holds under its stated assumption: a consumer's
 pause between its last lease check and its request reaching Twilio, plus Twilio's list
