@@ -152,14 +152,16 @@ class SchedulingWorld(SchedulingInvariants):
             return "none", EXPLICIT_ZONES
         if mode < 0.45:
             return "21:00-08:00", DEFAULT_WINDOW_ZONES
-        # A short window that opens and closes while the reminders wait, in one zone.
-        anchor = ZoneInfo(rng.choice([*ANCHORS, *EXPLICIT_ZONES]))
+        # A short window that opens and closes while the reminders wait, in one zone,
+        # which some events name (the numbers' own zones may hold it too).
+        name = rng.choice([*ANCHORS, *EXPLICIT_ZONES])
+        anchor = ZoneInfo(name)
         opens = EPOCH + timedelta(seconds=rng.uniform(-300, 700))
         closes = opens + timedelta(seconds=rng.uniform(120, 1200))
         quiet = f"{opens.astimezone(anchor):%H:%M}-{closes.astimezone(anchor):%H:%M}"
         if quiet[:5] == quiet[6:]:
             quiet = "none"
-        return quiet, EXPLICIT_ZONES
+        return quiet, (name, name, *EXPLICIT_ZONES)
 
     def _at(self, at: float, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
         async def later() -> None:
