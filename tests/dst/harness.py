@@ -98,6 +98,10 @@ NETWORK = 0.3  # most a request takes to reach Twilio
 # A longer freeze between a lease check and a create could outlast the horizon: that is
 # the guarantee's stated assumption, so the simulation stays inside it.
 MAX_FREEZE = CALL_DEADLINE + LEASE_MARGIN_SECONDS + HORIZON - MAX_LIST_LAG - NETWORK - 0.5
+# A late create lands up to this long after its request: to the next holder, list lag. So
+# right after a longer pause it would outlast the horizon too; there Twilio creates at once.
+LATE_CREATE = CALL_DEADLINE + 2.0
+MAX_PAUSE_BEFORE_LATE_CREATE = MAX_FREEZE - LATE_CREATE
 BATCH = 4
 IDLE_POLL = 1.0  # an idle consumer looks again after this (virtual) time
 CHAOS_SECONDS = 120.0
@@ -151,9 +155,14 @@ class AdversarialTwilio:
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def create(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+    async def create(
+        self, to: str, body: str, status_callback: str | None, paused: float = 0.0
+    ) -> SentMessage:
+        """`paused`: how long the client was frozen right before this request."""
         event_id = unquote((status_callback or "").rsplit("=", 1)[-1])
         fate = self._fate(to)
+        if fate == "late_create" and paused > MAX_PAUSE_BEFORE_LATE_CREATE:
+            fate = "hang_after_create"
         answer: asyncio.Future[SentMessage] = asyncio.get_running_loop().create_future()
         answer.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Twilio works on the request whatever becomes of the client that sent it.
@@ -203,7 +212,7 @@ class AdversarialTwilio:
         if fate == "hang":
             return
         if fate == "late_create":  # Twilio still works on it after the client gave up
-            await asyncio.sleep(CALL_DEADLINE + rng.uniform(0, 2))
+            await asyncio.sleep(CALL_DEADLINE + rng.uniform(0, LATE_CREATE - CALL_DEADLINE))
         created = self._create(to, body, event_id)
         if fate in ("hang_after_create", "late_create"):
             return
@@ -291,6 +300,7 @@ class Node:
         self.name = name
         self.alive = True
         self.frozen_until = 0.0
+        self.frozen_for = 0.0  # the length of the last freeze
         self.last_seen = world.now()
         # A list, not a set: a set of tasks iterates in address order, so a crash would
         # cancel them in an order that depends on the process's memory, not the seed.
@@ -341,7 +351,8 @@ class Node:
             world.crash(self)
             raise Crashed
         if world.chaos and world.rng.random() < world.freeze_rate:
-            self.frozen_until = world.now() + world.rng.uniform(1.0, MAX_FREEZE)
+            self.frozen_for = world.rng.uniform(1.0, MAX_FREEZE)
+            self.frozen_until = world.now() + self.frozen_for
             world.freezes += 1
             world.log(f"{self.name} frozen until {self.frozen_until:.1f}")
         if world.now() < self.frozen_until - 1e-6:  # float sums may fall just short
@@ -541,7 +552,10 @@ class CheckedTwilio:
         self._node.world.log(f"{self._node.name} creates for {event_id}")
         if self._node.world.scheduling:
             self._node.world.scheduling.note_create(self._node, event_id, decided_at)
-        sent = await self._twilio.create(to, body, status_callback)
+        # Just woken from a freeze: the pause came between its lease check and this request.
+        woken = abs(self._node.world.now() - self._node.frozen_until) < 1e-3
+        paused = self._node.frozen_for if woken else 0.0
+        sent = await self._twilio.create(to, body, status_callback, paused)
         await self._node.checkpoint()
         return sent
 
