@@ -167,9 +167,9 @@ class SendAttempts:
             await self._leases.ensure(event_id, self._call_deadline)
 
         async def before_create() -> None:  # quiet hours or the start may have come since
+            await before_call()  # may wait on a renewal: the timing is checked after it
             if not self._due_now(job):
                 raise NotDueError(attempts - 1, doubt)  # counted before the create
-            await before_call()
 
         # Creates since this record entered its topic (a held record comes back with the
         # same attempt count): after max_attempts of them the event moves a tier on.

@@ -167,7 +167,8 @@ class Settlement:
 @dataclass(frozen=True)
 class ScheduledSend:
     """An event stored to be sent later: kept until it settles sent, failed, suppressed,
-    expired or cancelled (or is erased); it holds the number, so erasure reaches it."""
+    expired or cancelled and that step is reported (or it is erased); it holds the
+    number, so erasure reaches it."""
 
     event_id: str
     kind: str
@@ -205,7 +206,8 @@ class Ledger(Protocol):
         """Write outcomes under their leases (the rest were lost) and release them."""
 
     async def mark_reported(self, steps: Sequence[tuple[str, DeliveryState]]) -> None:
-        """These settled steps' status records are on Kafka; replays need not repeat them."""
+        """These settled steps' status records are on Kafka; replays need not repeat them.
+        A final step's scheduled send goes with it (until then a scheduler retakes it)."""
 
     async def owned_sids(self, sids: Sequence[str], event_id: str) -> set[str]:
         """Those of `sids` that the ledger records for an event other than `event_id`."""

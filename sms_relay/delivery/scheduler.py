@@ -3,7 +3,8 @@ core, the same claim, checks, fencing, lease and in-doubt rules as every other s
 
 Its offset long committed, a scheduled event's only durable trace is its row in the
 ledger (its state) and its scheduled send (what is needed to send it). That row stays
-until the event settles for good: an event that must wait (busy, in doubt, throttled) or
+until the event settles for good and its status record is reported (a crash in between:
+taken again, its record published again): an event that must wait (busy, in doubt, throttled) or
 retry is put back with the time it is due again, and is retried here, never on a retry
 topic, until it is sent or its appointment starts (`expired`).
 """

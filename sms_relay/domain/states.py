@@ -59,6 +59,10 @@ CONSUMER_SETTLED = frozenset(
     | {S.COLLAPSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
 )
 
+# Not sent, and never will be: what a send-time check ends, possibly while in doubt (an
+# alert's `collapsed` never is: it is not decided for a claim in doubt).
+WITHHELD = frozenset({S.EXPIRED, S.CANCELED})
+
 # Twilio's statuses as they may stand in `deliveries.state`, by rank: the projection
 # moves a row only upwards, so a late `sent` never overwrites `delivered`. Twilio's own
 # `sending` is kept in the history only (in `deliveries.state` it would mean ours).

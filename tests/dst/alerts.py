@@ -39,11 +39,13 @@ def kind_of(event: SmsRequested) -> EventKind:
     return ALERTS if isinstance(event, IncidentAlert) else ORDER_SHIPPED
 
 
-def job_for(event: SmsRequested, attempts: int, tier: int) -> Job:
-    """The consumer's job for a record (consumer/batch.py sets the same)."""
-    policy = kind_of(event).effective_policy
+def job_for(event: SmsRequested, attempts: int, tier: int, kind: EventKind = ORDER_SHIPPED) -> Job:
+    """The consumer's job for a record (consumer/batch.py sets the same): an alert's kind is
+    known by its type, any other by the record (order-shipped unless it says otherwise)."""
+    kind = kind_of(event) if kind is ORDER_SHIPPED else kind
+    policy = kind.effective_policy
     return Job(
-        kind_of(event),
+        kind,
         event,
         attempts,
         tier,

@@ -14,6 +14,9 @@ creating, creates that land after the client gave up, unexpected exceptions (an 
 page), account errors (rotated credentials), list failures, list lag, queued messages
 without `date_sent`, either list order, and two events with one number and one body.
 
+Half the seeds' worlds also schedule appointment reminders, with cancels and STOPs while
+they wait, and the scheduler runs in every consumer (tests/dst/scheduling.py).
+
 After the chaos the faults stop, the world drains, the DLQ is replayed once, and the
 invariants are checked. The guarantee holds under its stated assumption: a consumer's
 pause between its last lease check and its request reaching Twilio, plus Twilio's list
@@ -27,9 +30,9 @@ import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry
@@ -55,17 +58,23 @@ from sms_relay.domain.lease_rules import LEASE_MARGIN_SECONDS
 from sms_relay.domain.outcomes import WAITING, Outcome
 from sms_relay.domain.retry import RetryPolicy, TierPlan
 from sms_relay.domain.segments import count_segments
-from sms_relay.domain.states import DeliveryState
+from sms_relay.domain.states import WITHHELD, DeliveryState
 from sms_relay.errors import (
     ProviderAccountError,
     ProviderRejectedError,
     ProviderThrottledError,
     ProviderUnavailableError,
 )
+from sms_relay.kinds.event_kind import EventKind
+from sms_relay.kinds.order_shipped import ORDER_SHIPPED
 from sms_relay.masking import body_hash, phone_hash
 from sms_relay.metrics import ConsumerMetrics
-from tests.dst.alerts import BURSTS, alert_burst, check_alerts, expected_ends, job_for, kind_of
+from tests.dst.alerts import BURSTS, alert_burst, check_alerts, expected_ends, job_for
+from tests.dst.alerts import kind_of as kind_of_event
 from tests.dst.vloop import VirtualTimeLoop
+
+if TYPE_CHECKING:
+    from tests.dst.scheduling import SchedulingWorld
 
 T = TypeVar("T")
 S = DeliveryState
@@ -90,6 +99,10 @@ NETWORK = 0.3  # most a request takes to reach Twilio
 # A longer freeze between a lease check and a create could outlast the horizon: that is
 # the guarantee's stated assumption, so the simulation stays inside it.
 MAX_FREEZE = CALL_DEADLINE + LEASE_MARGIN_SECONDS + HORIZON - MAX_LIST_LAG - NETWORK - 0.5
+# A late create lands up to this long after its request: to the next holder, list lag. So
+# right after a longer pause it would outlast the horizon too; there Twilio creates at once.
+LATE_CREATE = CALL_DEADLINE + 2.0
+MAX_PAUSE_BEFORE_LATE_CREATE = MAX_FREEZE - LATE_CREATE
 BATCH = 4
 IDLE_POLL = 1.0  # an idle consumer looks again after this (virtual) time
 CHAOS_SECONDS = 120.0
@@ -143,9 +156,14 @@ class AdversarialTwilio:
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def create(self, to: str, body: str, status_callback: str | None) -> SentMessage:
+    async def create(
+        self, to: str, body: str, status_callback: str | None, paused: float = 0.0
+    ) -> SentMessage:
+        """`paused`: how long the client was frozen right before this request."""
         event_id = unquote((status_callback or "").rsplit("=", 1)[-1])
         fate = self._fate(to)
+        if fate == "late_create" and paused > MAX_PAUSE_BEFORE_LATE_CREATE:
+            fate = "hang_after_create"
         answer: asyncio.Future[SentMessage] = asyncio.get_running_loop().create_future()
         answer.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Twilio works on the request whatever becomes of the client that sent it.
@@ -195,7 +213,7 @@ class AdversarialTwilio:
         if fate == "hang":
             return
         if fate == "late_create":  # Twilio still works on it after the client gave up
-            await asyncio.sleep(CALL_DEADLINE + rng.uniform(0, 2))
+            await asyncio.sleep(CALL_DEADLINE + rng.uniform(0, LATE_CREATE - CALL_DEADLINE))
         created = self._create(to, body, event_id)
         if fate in ("hang_after_create", "late_create"):
             return
@@ -253,6 +271,7 @@ class Record:
     attempts: int = 0
     tier: int = -1
     not_before: float = 0.0
+    kind: EventKind = ORDER_SHIPPED
 
 
 @dataclass
@@ -282,6 +301,7 @@ class Node:
         self.name = name
         self.alive = True
         self.frozen_until = 0.0
+        self.frozen_for = 0.0  # the length of the last freeze
         self.last_seen = world.now()
         # A list, not a set: a set of tasks iterates in address order, so a crash would
         # cancel them in an order that depends on the process's memory, not the seed.
@@ -289,8 +309,8 @@ class Node:
         self.held: dict[tuple[str, int], tuple[float, Record]] = {}
         self.positions: dict[str, int] = {}
         self.metrics = ConsumerMetrics(CollectorRegistry())
-        clock = NodeClock(self, world.clock)
-        ledger = CheckedLedger(self, InMemoryLedger(world.db, name, LEASE))
+        self.clock = clock = NodeClock(self, world.clock)
+        self.ledger = ledger = CheckedLedger(self, InMemoryLedger(world.db, name, LEASE))
         rng = world.rng
         self.service = DeliveryService(
             ledger,
@@ -314,7 +334,13 @@ class Node:
 
     def start(self) -> None:
         stop = asyncio.Event()
-        for work in (self._consume(), self._offer_held(), self.service.leases.heartbeat(stop)):
+        scheduler = [self.world.scheduling.scheduler(self)] if self.world.scheduling else []
+        for work in (
+            self._consume(),
+            self._offer_held(),
+            self.service.leases.heartbeat(stop),
+            *scheduler,
+        ):
             task = asyncio.ensure_future(work)
             self.tasks.append(task)
 
@@ -326,7 +352,8 @@ class Node:
             world.crash(self)
             raise Crashed
         if world.chaos and world.rng.random() < world.freeze_rate:
-            self.frozen_until = world.now() + world.rng.uniform(1.0, MAX_FREEZE)
+            self.frozen_for = world.rng.uniform(1.0, MAX_FREEZE)
+            self.frozen_until = world.now() + self.frozen_for
             world.freezes += 1
             world.log(f"{self.name} frozen until {self.frozen_until:.1f}")
         if world.now() < self.frozen_until - 1e-6:  # float sums may fall just short
@@ -398,7 +425,7 @@ class Node:
         for partition, offset, record in batch:
             jobs.setdefault(record.event_id, (partition, offset, record))
         results = await self.service.process(
-            [job_for(r.event, r.attempts, r.tier) for _, _, r in jobs.values()]
+            [job_for(r.event, r.attempts, r.tier, r.kind) for _, _, r in jobs.values()]
         )
         reported = []
         for result in results:
@@ -460,7 +487,13 @@ class CheckedLedger:
         return result
 
     async def claim(self, requests: Sequence[ClaimRequest]) -> dict[str, Claim]:
-        return await self._call(lambda: self._ledger.claim(requests))
+        async def claim_and_note() -> dict[str, Claim]:
+            claims = await self._ledger.claim(requests)
+            if self._node.world.scheduling:  # the order of claims, cancels and STOPs
+                self._node.world.scheduling.note_claims(self._node, claims)
+            return claims
+
+        return await self._call(claim_and_note)
 
     async def take_due(self, limit: int) -> list[ScheduledSend]:
         return await self._call(lambda: self._ledger.take_due(limit))
@@ -514,10 +547,16 @@ class CheckedTwilio:
     async def send(
         self, to: str, body: str, status_callback: str | None, validity_seconds: int | None = None
     ) -> SentMessage:
+        decided_at = self._node.world.now()  # before a pause, as the process decided it
         await self._node.checkpoint()
         event_id = unquote((status_callback or "").rsplit("=", 1)[-1])
         self._node.world.log(f"{self._node.name} creates for {event_id}")
-        sent = await self._twilio.create(to, body, status_callback)
+        if self._node.world.scheduling:
+            self._node.world.scheduling.note_create(self._node, event_id, decided_at)
+        # Just woken from a freeze: the pause came between its lease check and this request.
+        woken = abs(self._node.world.now() - self._node.frozen_until) < 1e-3
+        paused = self._node.frozen_for if woken else 0.0
+        sent = await self._twilio.create(to, body, status_callback, paused)
         await self._node.checkpoint()
         return sent
 
@@ -579,10 +618,17 @@ class World:
         self.freezes = 0
         self.trace: list[str] = []
         self.events: dict[str, SmsRequested] = {}
+        self.kinds: dict[str, EventKind] = {}  # the reminders (alerts are known by their type)
+        # Some seeds' worlds also schedule appointment reminders (tests/dst/scheduling.py).
+        self.scheduling: SchedulingWorld | None = None
         self.virtual_seconds = 0.0
         # Broken while the world ran (checked as it happens, reported by check()).
         self.broken: list[str] = []
         self.released: set[tuple[str, int]] = set()  # (event id, token) a settle released
+        from tests.dst import scheduling  # here: it builds on this module
+
+        if scheduling.scheduling_seed(seed):
+            self.scheduling = scheduling.SchedulingWorld(self)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -627,10 +673,10 @@ class World:
         if result.outcome is Outcome.RETRY_SCHEDULED and result.retry_tier is not None:
             position, delay = result.retry_tier
             due = self.now() + delay  # the due time travels with the record
-            again = Record(record.event_id, record.event, result.attempts, position - 1, due)
+            again = replace(record, attempts=result.attempts, tier=position - 1, not_before=due)
             self.partitions[f"retry-{position}"].records.append(again)
         if result.outcome is Outcome.DEAD_LETTERED:
-            self.dlq.append(Record(record.event_id, record.event, result.attempts))
+            self.dlq.append(replace(record, attempts=result.attempts, tier=-1, not_before=0.0))
         if result.report is not None:
             self.statuses.append((record.event_id, result.report.value))
 
@@ -684,7 +730,8 @@ class World:
 
     def finished(self) -> bool:
         """Drained, or failed already (a broken invariant needs no drain to be reported)."""
-        return self.drained() or bool(self.broken)
+        waiting = self.scheduling is not None and not self.scheduling.settled()
+        return (self.drained() and not waiting) or bool(self.broken)
 
     def replay_dlq(self) -> None:
         """`sms-relay dlq replay`: reopen the dead-lettered rows, back onto the first tier."""
@@ -692,7 +739,7 @@ class World:
             row = self.db.rows.get(record.event_id)
             if row is not None and row.state is S.DEAD_LETTERED:
                 row.state, row.lease_until = S.RETRY_SCHEDULED, self.clock.now()
-                again = Record(record.event_id, record.event, record.attempts, 0, self.now())
+                again = replace(record, tier=0, not_before=self.now())
                 self.partitions["retry-1"].records.append(again)
         self.dlq = []
 
@@ -702,6 +749,8 @@ class World:
         self.produce_events()
         coordinator = asyncio.ensure_future(self.coordinate())
         alerts = asyncio.ensure_future(self.produce_alerts())
+        if self.scheduling is not None:
+            self.scheduling.start()
         self.join()
         self.join()
         await asyncio.sleep(CHAOS_SECONDS)
@@ -721,6 +770,8 @@ class World:
         pending = [t for n in self.nodes for t in n.tasks] + [coordinator]
         await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*self.twilio._pending, return_exceptions=True)
+        if self.scheduling is not None:
+            await self.scheduling.stop()
 
     def check(self) -> list[str]:
         """The invariants, as a list of what broke (empty when all hold).
@@ -736,7 +787,7 @@ class World:
             problems.append("the world did not drain: records left uncommitted or held")
         groups: dict[tuple[str, str], list[str]] = {}
         for event_id, event in self.events.items():
-            key = (event.phone, body_hash(kind_of(event).render(event)))
+            key = (event.phone, body_hash(self.kind_of(event_id).render(event)))
             groups.setdefault(key, []).append(event_id)
         created: dict[tuple[str, str], set[str]] = {}
         for message in self.messages():
@@ -764,6 +815,8 @@ class World:
         slack = MAX_FREEZE + CALL_DEADLINE + NETWORK
         problems.extend(check_alerts(self.events, self.db, creates, EPOCH, slack))
         problems.extend(self._check_segments())
+        if self.scheduling is not None:
+            problems.extend(self.scheduling.check())
         resends = sum(_count(n.metrics, "sms_relay_in_doubt_resends_total") for n in self.nodes)
         if self.resend is InDoubtResend.NEVER and resends:
             problems.append(f"{resends:g} in-doubt resends although SMS_IN_DOUBT_RESEND=never")
@@ -780,7 +833,7 @@ class World:
             row = self.db.rows.get(event_id)
             if row is None:
                 continue
-            kind = kind_of(event)
+            kind = self.kind_of(event_id)
             expected = count_segments(kind.render(event))
             if row.state in (S.ACCEPTED, S.FAILED) and row.segments != expected:
                 problems.append(f"{event_id}: {row.state} records {row.segments}, not {expected}")
@@ -801,6 +854,9 @@ class World:
                 )
         return problems
 
+    def kind_of(self, event_id: str) -> EventKind:
+        return self.kinds.get(event_id) or kind_of_event(self.events[event_id])
+
     def _check_end(self, event_id: str, event: SmsRequested) -> list[str]:
         row = self.db.rows.get(event_id)
         if row is None:
@@ -818,13 +874,16 @@ class World:
             expected = {S.FAILED}
         else:
             expected = {S.ACCEPTED}
+        if self.scheduling is not None and event_id in self.kinds:
+            expected = self.scheduling.expected_ends(event_id)
         if unresolved and state is S.DEAD_LETTERED:
             expected.add(S.DEAD_LETTERED)
         if state not in expected:
             problems.append(f"{event_id}: ended {state}, expected {sorted(expected)}")
         if (state is S.ACCEPTED) != (row.message_sid is not None):
             problems.append(f"{event_id}: {state} with SID {row.message_sid}")
-        if row.doubt_since is not None and state not in (S.DEAD_LETTERED, S.SUPPRESSED):
+        # A doubt kept by a cancel or an expiry was reconciled to the horizon: none found.
+        if row.doubt_since is not None and state not in (S.DEAD_LETTERED, S.SUPPRESSED, *WITHHELD):
             problems.append(f"{event_id}: a doubt left unresolved and unseen in {state}")
         if row.settled_state is not None and not row.reported:
             problems.append(f"{event_id}: its {row.settled_state} step was never published")

@@ -187,8 +187,6 @@ class InMemoryLedger:
             row.lease_until = now
             if s.scheduled is not None:
                 self._db.scheduled[s.event_id] = (s.scheduled, now)
-            elif s.state not in RESUMABLE:
-                self._db.scheduled.pop(s.event_id, None)
             self._db.history.append((s.event_id, s.state, s.attempt))
             written.add(s.event_id)
         return SettleResult(frozenset(written), frozenset(taken))
@@ -198,6 +196,8 @@ class InMemoryLedger:
             row = self._db.rows.get(event_id)
             if row is not None and row.settled_state == state:
                 row.reported = True
+                if state not in RESUMABLE:  # its final step is on Kafka: nothing to redo
+                    self._db.scheduled.pop(event_id, None)
 
     async def owned_sids(self, sids: Sequence[str], event_id: str) -> set[str]:
         return {sid for sid in sids if self._db.sid_owner(sid) not in (None, event_id)}

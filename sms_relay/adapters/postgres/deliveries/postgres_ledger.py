@@ -150,9 +150,7 @@ class PostgresLedger:
                 async with self._engine.begin() as connection:
                     rows = (await connection.execute(SETTLE, params)).all()
                     written = {row[0] for row in rows if not row[1]}
-                    await scheduled_writes.after_settle(
-                        connection, settlements, written, STATES["resumable"]
-                    )
+                    await scheduled_writes.after_settle(connection, settlements, written)
                 break
             except IntegrityError:
                 # Another event's settle took the same SID concurrently; the next try
@@ -171,6 +169,7 @@ class PostgresLedger:
         params = {"ids": [s[0] for s in steps], "states": [s[1].value for s in steps]}
         async with self._engine.begin() as connection:
             await connection.execute(MARK_REPORTED, params)
+            await scheduled_writes.after_reported(connection, params, STATES["resumable"])
 
     @database_call
     async def owned_sids(self, sids: Sequence[str], event_id: str) -> set[str]:

@@ -1,15 +1,17 @@
 """The scheduled sends and the cancels: `scheduled_sends` and `appointment_cancellations`.
 
 A scheduled send holds what the scheduler needs to send the event when due (its JSON, with
-the number); it is deleted in the transaction that settles the event sent, failed,
-suppressed, expired, cancelled or dead-lettered, by erasure, or pruned as an orphan. A
+the number); it is deleted in the transaction that marks the event's final step (sent,
+failed, suppressed, expired, cancelled or dead-lettered) reported, so a consumer that dies
+between that settle and its status record leaves it for the scheduler to take again and
+publish the record; by erasure; or pruned as an orphan. A
 cancel is remembered for SMS_LEDGER_RETENTION_DAYS, so a reminder read later still ends
 `canceled` (docs/scheduling.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,7 +28,15 @@ ON CONFLICT (event_id) DO UPDATE SET payload = excluded.payload, due_at = exclud
     taken_until = now()
 """
 )
-DONE = text("DELETE FROM scheduled_sends WHERE event_id = ANY(CAST(:ids AS text[]))")
+# In mark_reported's transaction: the final step is on Kafka, nothing is left to redo.
+REPORTED = text(
+    """
+DELETE FROM scheduled_sends s
+USING deliveries d, unnest(CAST(:ids AS text[]), CAST(:states AS text[])) AS v(event_id, state)
+WHERE s.event_id = v.event_id AND d.event_id = v.event_id AND d.settled_state = v.state
+    AND d.reported AND d.settled_state <> ALL(CAST(:resumable AS text[]))
+"""
+)
 
 # Another process skips what one has taken: each due send is offered to one claimer at a
 # time (the claim's lease still decides who sends, and fences it).
@@ -103,18 +113,20 @@ COUNT_CANCELS = text("SELECT count(*) FROM appointment_cancellations WHERE creat
 
 
 async def after_settle(
-    connection: AsyncConnection,
-    settlements: Sequence[Settlement],
-    written: Collection[str],
-    resumable: Collection[str],
+    connection: AsyncConnection, settlements: Sequence[Settlement], written: Collection[str]
 ) -> None:
-    """In the settle's transaction: store the newly scheduled, forget the finished."""
+    """In the settle's transaction: store the newly scheduled (the finished go once
+    reported: `after_reported`)."""
     stored = [s.scheduled for s in settlements if s.event_id in written and s.scheduled]
-    done = [s.event_id for s in settlements if s.event_id in written and s.state not in resumable]
     if stored:
         await connection.execute(STORE, _rows(stored))
-    if done:
-        await connection.execute(DONE, {"ids": done})
+
+
+async def after_reported(
+    connection: AsyncConnection, params: Mapping[str, object], resumable: Sequence[str]
+) -> None:
+    """In mark_reported's transaction: forget the scheduled sends of the finished."""
+    await connection.execute(REPORTED, {**params, "resumable": list(resumable)})
 
 
 def _rows(sends: Sequence[ScheduledSend]) -> dict[str, list[object]]:
