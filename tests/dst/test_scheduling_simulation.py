@@ -133,7 +133,7 @@ BREAKS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], tuple[int, ...], s
     "cancels ignored": (_without_cancels, (10, 14, 18), "after its cancel was stored"),
     "STOPs ignored": (_without_stops, (1, 2, 5), "STOP"),
     "a scheduled send forgotten": (_forgetting_what_waits, (1, 2, 5), "ended scheduled"),
-    "a reminder sent twice": (_forgetting_doubts_of_reminders, (33, 65, 133), "no event holds"),
+    "a reminder sent twice": (_forgetting_doubts_of_reminders, (18, 78, 85), "no event holds"),
 }
 
 
