@@ -87,7 +87,10 @@ TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
         {S.SENDING, S.SUPPRESSED, S.COLLAPSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
     ),
     # Due (or claimed early, from a replay): sent, or checked again at its claim.
-    S.SCHEDULED: frozenset({S.SENDING, S.SUPPRESSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}),
+    S.SCHEDULED: frozenset(
+        {S.SENDING, S.SUPPRESSED, S.SCHEDULED, S.EXPIRED, S.CANCELED}
+        | {S.ACCEPTED, S.DEAD_LETTERED}  # kept in doubt: reconciled (found, or given up)
+    ),
     # A holder in doubt that only reconciled settles from here (found, not yet, given up).
     S.RETRY_SCHEDULED: frozenset(
         {S.SENDING, S.SUPPRESSED, S.ACCEPTED, S.RETRY_SCHEDULED, S.DEAD_LETTERED}
