@@ -90,9 +90,19 @@ async def test_a_joining_consumer_takes_partitions_without_reprocessing_work_in_
     produce(settings, settings.kafka.topic_order_shipped, events)
     first_tier = settings.kafka.retry_topic(settings.kafka.topic_order_shipped, 1)
 
+    def second_has_partitions() -> bool:
+        log = (tmp_path / "second.log").read_text() if (tmp_path / "second.log").exists() else ""
+        lines = [json.loads(line) for line in log.splitlines() if '"partitions assigned"' in line]
+        return any(line["partitions"] > 0 for line in lines)
+
     with ConsumerProcess(settings, str(tmp_path / "first.log")) as first:
         await eventually(lambda: accepted(settings) >= 30, timeout=60, what="progress")
+        # Slower answers while the second process starts (many seconds on a busy host): the
+        # stream is still running when it joins, with batches in flight; then full speed.
+        simulator.configure(latency_ms=3000)
         with ConsumerProcess(settings, str(tmp_path / "second.log")) as second:
+            await eventually(second_has_partitions, timeout=90, what="the second's partitions")
+            simulator.configure(latency_ms=500)
             await eventually(lambda: accepted(settings) == 400, timeout=120, what="400 accepted")
             codes = [first.stop(), second.stop()]
     # Revoked partitions were handed over only after their batches committed, so no
