@@ -102,7 +102,10 @@ class SchedulingInvariants:
         if stopped is not None and stopped < first:
             return {S.SUPPRESSED}  # checked first, at every claim
         if cancelled is not None and cancelled < first:
-            return {S.CANCELED}  # checked before the timing
+            # Checked before the timing; a STOP stored before a later claim is checked first.
+            return {S.CANCELED} | (
+                {S.SUPPRESSED} if stopped is not None and stopped < last else set()
+            )
         allowed = set()
         if stopped is not None and stopped < last:
             allowed.add(S.SUPPRESSED)
