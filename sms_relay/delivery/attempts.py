@@ -96,8 +96,9 @@ class SendAttempts:
         self, claims: Sequence[tuple[Claim, str]]
     ) -> dict[str, tuple[Claim, str | None]]:
         """Marks `sending`, in one round trip, the claims (each with its body's hash) that
-        may create at once. Returns those still held, by event id, ready for `run`: with
-        their window start, and with the hash when not marked yet (a claim in doubt)."""
+        may create at once and that their claim did not mark already. Returns those still
+        held, by event id, ready for `run`: with their window start, and with the hash when
+        not marked yet (a claim in doubt)."""
         for claim, _ in claims:
             if claim.outcome is ClaimOutcome.IN_DOUBT:
                 # Rare (after a crash or an uncertain send); the trace of a slow recovery.
@@ -111,12 +112,17 @@ class SendAttempts:
                 )
         later = {claim.event_id for claim, _ in claims if _reconciles_first(claim)}
         started = await self._ledger.mark_sending(
-            [(c.event_id, c.held_token(), hash_) for c, hash_ in claims if c.event_id not in later]
+            [
+                (c.event_id, c.held_token(), hash_)
+                for c, hash_ in claims
+                if c.event_id not in later and not c.marked  # marked: by its claim
+            ]
         )
         ready: dict[str, tuple[Claim, str | None]] = {}
         for claim, hash_ in claims:
             event_id = claim.event_id
-            window = claim.window_start if event_id in later else started.get(event_id)
+            kept = event_id in later or claim.marked
+            window = claim.window_start if kept else started.get(event_id)
             if window is None:
                 continue  # taken over, or our lease ran short
             sent = tuple(dict.fromkeys((*claim.sent_body_hashes, hash_)))

@@ -114,6 +114,13 @@ class ClaimRequest:
     # Flood control, decided atomically with the claim (the key already hashed).
     collapse: CollapseRule | None = None
     cancel_key: str | None = None  # a cancel naming this key wins (an appointment id)
+    # The body's hash when the event may be sent at once: a first claim that is neither
+    # suppressed nor cancelled is then marked `sending` by the claim itself (`Claim.marked`).
+    send_hash: str | None = None
+
+    def __post_init__(self) -> None:
+        # A collapse is decided after the row is written: such a claim is marked later.
+        assert self.send_hash is None or self.collapse is None, "collapse first, then mark"
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,8 @@ class Claim:
     # Why a claimed alert must not send (`sms_relay.domain.collapse`), or None.
     collapsed: str | None = None
     canceled: bool = False  # a cancel names the request's cancel_key
+    # Marked `sending` by this claim (window_start and sent_body_hashes say so).
+    marked: bool = False
 
     def held_token(self) -> int:
         """The lease token of a claim that took the lease (only those are written)."""

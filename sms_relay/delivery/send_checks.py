@@ -46,6 +46,18 @@ class SendChecks:
             collapse=collapse_rule(job, self._clock.now(), self._hash_key),
         )
 
+    def sends_at_once(self, job: Job, request: ClaimRequest) -> bool:
+        """Whether a first claim of this event is sent at once unless the ledger knows a STOP
+        or a cancel: `before_send` with nothing stored yet. A rule the ledger decides with
+        the claim (an alert's collapse) leaves it to `before_send` after the claim."""
+        return (
+            request.collapse is None
+            and job.kind.accepts_purpose(job.event.consentPurpose)
+            and not expired(job, self._clock.now())
+            and self.due_now(job)
+            and job.kind.refusal_now(job.event) is None
+        )
+
     def before_send(self, job: Job, claim: Claim) -> Settlement | None:
         """How a claimed event settles without a send now, or None to send it. A claim in
         doubt that is suppressed is reconciled first (never resent), as before."""

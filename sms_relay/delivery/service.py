@@ -17,7 +17,15 @@ from dataclasses import replace
 from schemas.events import Status
 from sms_relay.clock import SYSTEM_CLOCK, Clock
 from sms_relay.delivery.attempts import IN_DOUBT_UNRESOLVED, SendAttempts
-from sms_relay.delivery.delivery_ports import Claim, Job, Ledger, Result, Settlement, SmsSender
+from sms_relay.delivery.delivery_ports import (
+    Claim,
+    ClaimRequest,
+    Job,
+    Ledger,
+    Result,
+    Settlement,
+    SmsSender,
+)
 from sms_relay.delivery.in_doubt import InDoubtResend
 from sms_relay.delivery.leases import LeaseKeeper
 from sms_relay.delivery.pacing import RateLimiter
@@ -119,7 +127,8 @@ class DeliveryService:
 
     async def _process(self, jobs: Sequence[Job]) -> list[Result]:
         claimed_at = self._clock.monotonic()
-        claims = await self._ledger.claim([self._checks.claim_request(job) for job in jobs])
+        requests, bodies = self._claim_requests(jobs)
+        claims = await self._ledger.claim(requests)
         self.leases.hold(
             {e: c.lease_token for e, c in claims.items() if c.lease_token is not None}, claimed_at
         )
@@ -143,7 +152,9 @@ class DeliveryService:
             else:
                 sendable.append((job, claim))
 
-        bodies = {job.event.eventId: job.kind.render(job.event) for job, _ in sendable}
+        for job, _ in sendable:
+            if job.event.eventId not in bodies:
+                bodies[job.event.eventId] = job.kind.render(job.event)
         ready = await self._sends.mark_sending(
             [(claim, body_hash(bodies[claim.event_id])) for _, claim in sendable]
         )
@@ -175,6 +186,18 @@ class DeliveryService:
                 held[job.event.eventId] = attempted
         results.extend(await self._settle(settlements, held))
         return results
+
+    def _claim_requests(self, jobs: Sequence[Job]) -> tuple[list[ClaimRequest], dict[str, str]]:
+        """The claims to make, and the bodies rendered for those sent at once: their claim
+        marks them `sending` too (the hot path's one round trip)."""
+        requests, bodies = [], {}
+        for job in jobs:
+            request = self._checks.claim_request(job)
+            if self._checks.sends_at_once(job, request):
+                body = bodies[job.event.eventId] = job.kind.render(job.event)
+                request = replace(request, send_hash=body_hash(body))
+            requests.append(request)
+        return requests, bodies
 
     async def _settle(
         self, settlements: dict[str, tuple[Job, Settlement]], held: dict[str, Attempted]

@@ -107,7 +107,8 @@ TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
 
 def may_move(source: DeliveryState, target: DeliveryState) -> bool:
     """True when the ledger may write `target` over `source`. A claim is no such move: it
-    takes the lease (a new row starts `claimed`; a `sending` row it takes over becomes
+    takes the lease (a new row starts `claimed`, or `sending` when nothing stops its send:
+    no STOP, no cancel, due, no collapse rule; a `sending` row it takes over becomes
     `retry_scheduled`, in doubt)."""
     if target in TRANSITIONS.get(source, frozenset()):
         return True

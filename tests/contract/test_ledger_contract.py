@@ -306,6 +306,49 @@ async def test_a_suppressed_number_shows_in_the_claim(make_ledger: MakeLedger) -
     assert claims["evt_supp_2"].suppressed is False
 
 
+async def test_a_first_claim_sent_at_once_is_marked_sending_by_the_claim(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger("owner", 30)
+    claim = (await ledger.claim([replace(ask("evt_hot"), send_hash="body-1")]))["evt_hot"]
+    assert claim.outcome is ClaimOutcome.NEW
+    assert claim.marked is True
+    assert claim.window_start is not None
+    assert claim.sent_body_hashes == ("body-1",)
+    # Marked in the ledger, not only in the answer: taking it over (here: the same owner's
+    # rewound batch) finds a send that may have happened.
+    taken = await ledger.claim([ask("evt_hot")])
+    assert taken["evt_hot"].outcome is ClaimOutcome.IN_DOUBT
+    assert taken["evt_hot"].window_start == claim.window_start
+    assert taken["evt_hot"].sent_body_hashes == ("body-1",)
+    assert taken["evt_hot"].marked is False
+
+
+async def test_a_stop_a_cancel_or_an_existing_row_leaves_the_claim_unmarked(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger("owner", 30)
+    await ledger.suppress("stopped-hash", "+*******0199", "stop")
+    await ledger.cancel([("appt-1", "evt_cancel")])
+    await ledger.claim([ask("evt_seen")])
+    claims = await ledger.claim(
+        [
+            replace(ask("evt_stopped", "stopped-hash"), send_hash="b"),
+            replace(ask("evt_cancelled"), cancel_key="appt-1", send_hash="b"),
+            replace(ask("evt_seen"), send_hash="b"),
+            ask("evt_plain"),
+        ]
+    )
+    assert {e: c.marked for e, c in claims.items()} == dict.fromkeys(claims, False)
+    assert claims["evt_stopped"].suppressed and claims["evt_cancelled"].canceled
+    assert claims["evt_seen"].outcome is ClaimOutcome.RESUMED  # its own rewound batch
+    assert all(c.window_start is None and c.sent_body_hashes == () for c in claims.values())
+    # Unmarked rows are `claimed`: a takeover finds no doubt.
+    again = await ledger.claim([ask(e) for e in claims])
+    assert {c.outcome for c in again.values()} == {ClaimOutcome.RESUMED}
+    assert all(c.doubt_since is None for c in again.values())
+
+
 def alert(event_id: str, key: str, phone_hash: str = "alert-hash", **rule: float) -> ClaimRequest:
     window, cap = rule.get("window", 900.0), int(rule.get("cap", 10))
     return replace(ask(event_id, phone_hash), collapse=CollapseRule(key, window, cap))

@@ -87,16 +87,23 @@ class InMemoryLedger:
             row = self._db.rows.get(request.event_id)
             before = replace(row) if row is not None else None
             token: int | None = None
+            suppressed = request.phone_hash in self._db.suppressions
+            canceled = request.cancel_key in self._db.cancellations
+            marked = False
             if row is None:
                 token = next(self._db.tokens)
+                # As the SQL: a first claim nothing stops is marked `sending` at once.
+                marked = request.send_hash is not None and not suppressed and not canceled
                 row = Row(
                     request.event_id,
                     request.event_type,
-                    DeliveryState.CLAIMED,
+                    DeliveryState.SENDING if marked else DeliveryState.CLAIMED,
                     request.phone_hash,
                     self._owner,
                     token,
                     now + self._lease,
+                    sending_started_at=now if marked else None,
+                    sent_body_hashes=[request.send_hash] if request.send_hash and marked else [],
                 )
                 self._db.rows[request.event_id] = row
             elif row.state in RESUMABLE and (
@@ -112,7 +119,6 @@ class InMemoryLedger:
                     token,
                     now + self._lease,
                 )
-            suppressed = request.phone_hash in self._db.suppressions
             if request.collapse is not None and token is not None and not suppressed:
                 asks.append(CollapseAsk(request.event_id, request.phone_hash, request.collapse))
             prior = before.state if before is not None else None
@@ -129,10 +135,15 @@ class InMemoryLedger:
                 settled_state=before.settled_state if before else None,
                 reported=before.reported if before else False,
                 doubt_since=doubt,
-                window_start=before.sending_started_at if before else None,
-                sent_body_hashes=tuple(before.sent_body_hashes) if before else (),
+                window_start=row.sending_started_at
+                if marked
+                else (before.sending_started_at if before else None),
+                sent_body_hashes=tuple(
+                    row.sent_body_hashes if marked else (before.sent_body_hashes if before else ())
+                ),
                 busy_for=max((before.lease_until - now).total_seconds(), 0.0) if before else 0.0,
-                canceled=request.cancel_key in self._db.cancellations,
+                canceled=canceled,
+                marked=marked,
             )
         # As PostgreSQL decides it, under its lock per number: here nothing interleaves.
         reasons, opened = collapse(asks, self._db.alert_windows, now)

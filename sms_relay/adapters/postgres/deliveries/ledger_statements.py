@@ -30,20 +30,34 @@ WITH input AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:hashes AS text[]),
         CAST(:masked AS text[]), CAST(:consents AS timestamptz[]), CAST(:purposes AS text[]),
-        CAST(:sources AS text[]), CAST(:cancel_keys AS text[])
+        CAST(:sources AS text[]), CAST(:cancel_keys AS text[]), CAST(:send_hashes AS text[])
     ) AS t(event_id, event_type, phone_hash, phone_masked, consent_at, consent_purpose,
-        consent_source, cancel_key)
+        consent_source, cancel_key, send_hash)
+),
+-- A first claim that nothing stops is marked `sending` in this statement (the hot path's
+-- one round trip); the same checks are in the final SELECT, in the same snapshot.
+fresh AS (
+    SELECT input.*, (send_hash IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = input.phone_hash)
+        AND NOT EXISTS (SELECT 1 FROM appointment_cancellations c
+                        WHERE c.cancel_key = input.cancel_key)) AS sends
+    FROM input
 ),
 before AS (
     SELECT d.* FROM deliveries d JOIN input USING (event_id)
 ),
 claimed AS (
     INSERT INTO deliveries AS d (event_id, event_type, state, phone_hash, phone_masked,
-        consent_at, consent_purpose, consent_source, lease_owner, lease_token, lease_until)
-    SELECT event_id, event_type, CAST(:claimed AS text), phone_hash, phone_masked, consent_at,
+        consent_at, consent_purpose, consent_source, lease_owner, lease_token, lease_until,
+        sending_started_at, sent_body_hashes)
+    SELECT event_id, event_type,
+        CASE WHEN sends THEN CAST(:sending AS text) ELSE CAST(:claimed AS text) END,
+        phone_hash, phone_masked, consent_at,
         consent_purpose, consent_source, :owner, nextval('delivery_lease_token_seq'),
-        clock_timestamp() + make_interval(secs => :lease)
-    FROM input
+        clock_timestamp() + make_interval(secs => :lease),
+        CASE WHEN sends THEN clock_timestamp() END,
+        CASE WHEN sends THEN ARRAY[send_hash] ELSE CAST('{}' AS text[]) END
+    FROM fresh
     ON CONFLICT (event_id) DO UPDATE SET
         lease_owner = excluded.lease_owner, lease_token = excluded.lease_token,
         lease_until = excluded.lease_until, updated_at = now(),
@@ -63,9 +77,12 @@ claimed AS (
              -- our own claim from a batch that failed and was rewound (the service never
              -- re-claims an event whose send still runs in this process)
              OR d.lease_owner = excluded.lease_owner)
-    RETURNING d.event_id, d.lease_token, d.doubt_since
+    -- An update never leaves a row `sending`: `sending` here means marked by this claim.
+    RETURNING d.event_id, d.lease_token, d.doubt_since, d.state = :sending AS marked,
+        d.sending_started_at AS started
 )
-SELECT input.event_id, claimed.lease_token, claimed.doubt_since, before.state,
+SELECT input.event_id, claimed.lease_token, claimed.doubt_since,
+    COALESCE(claimed.marked, false) AS marked, claimed.started, before.state,
     before.attempts, before.sending_started_at, before.message_sid, before.error_code,
     before.settled_state, before.reported, before.sent_body_hashes,
     GREATEST(EXTRACT(EPOCH FROM before.lease_until - clock_timestamp()), 0) AS busy_for,

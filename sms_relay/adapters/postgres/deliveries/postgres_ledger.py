@@ -60,6 +60,7 @@ class PostgresLedger:
             "purposes": [r.consent_purpose for r in requests],
             "sources": [r.consent_source for r in requests],
             "cancel_keys": [r.cancel_key for r in requests],
+            "send_hashes": [r.send_hash for r in requests],
             "owner": self._owner,
             "lease": self._lease_seconds,
             "erased": ERASED,
@@ -75,10 +76,12 @@ class PostgresLedger:
                 if r.collapse is not None and r.event_id in taken
             ]
             collapsed = await alert_windows.decide(connection, asks)
+        send_hashes = {r.event_id: r.send_hash for r in requests}
         claims = {}
         for row in rows:
             prior = DeliveryState(row["state"]) if row["state"] else None
             settled = row["settled_state"]
+            marked = bool(row["marked"])
             claims[row["event_id"]] = Claim(
                 event_id=row["event_id"],
                 outcome=claim_outcome(
@@ -93,11 +96,16 @@ class PostgresLedger:
                 settled_state=DeliveryState(settled) if settled else None,
                 reported=bool(row["reported"]),
                 doubt_since=row["doubt_since"],
-                window_start=row["sending_started_at"],
-                sent_body_hashes=tuple(row["sent_body_hashes"] or ()),
+                window_start=row["started"] if marked else row["sending_started_at"],
+                sent_body_hashes=(
+                    (send_hashes[row["event_id"]] or "",)
+                    if marked
+                    else tuple(row["sent_body_hashes"] or ())
+                ),
                 busy_for=float(row["busy_for"] or 0.0),
                 collapsed=collapsed.get(row["event_id"]),
                 canceled=bool(row["canceled"]),
+                marked=marked,
             )
         return claims
 
