@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import progress, rss_mib
+from bench.common import cpu_seconds, progress, rss_mib
 from bench.suite import (
     Backlog,
     Context,
@@ -40,7 +40,10 @@ def backlog_run(ctx: Context, events: int, concurrency: int = 128) -> dict[str, 
             while True:
                 _accepted, reported = ledger.counts()
                 now = time.monotonic()
-                series.append([round(now - started, 1), round(rss_mib(pid), 1), reported])
+                cpu = cpu_seconds(pid)  # the whole process since it started
+                series.append(
+                    [round(now - started, 1), round(rss_mib(pid), 1), reported, round(cpu, 2)]
+                )
                 if len(series) % 15 == 0:
                     progress(f"  backlog: {reported}/{events}, RSS {series[-1][1]} MiB")
                 if reported >= events:
@@ -52,9 +55,14 @@ def backlog_run(ctx: Context, events: int, concurrency: int = 128) -> dict[str, 
                     last_reset = now
                 time.sleep(1.0)
             peak = rss_mib(pid, "VmHWM")
+            whole_cpu = cpu_seconds(pid)
         ledger.close()
     first = next(s for s in series if s[2] > 0)
     return {
+        # As an operator's container metrics see it: start-up, joining, draining.
+        "process_cpu_s": round(whole_cpu, 2),
+        "process_cpu_ms_per_event": round(whole_cpu * 1000 / events, 3),
+        "rate_by_tenth": _rate_by_tenth(series),
         "events": events,
         "concurrency": concurrency,
         "produce_seconds": round(produced_s, 1),
@@ -66,6 +74,20 @@ def backlog_run(ctx: Context, events: int, concurrency: int = 128) -> dict[str, 
         "rss_last_quarter_mib": _max_rss(series, 0.75, 1.0),
         "series": series,
     }
+
+
+def _rate_by_tenth(series: list[list[float]]) -> list[float]:
+    """Events settled per second in each tenth of the drain (from the first settled
+    event): a rate that falls as the ledger grows shows here."""
+    active = [s for s in series if s[2] > 0]
+    if len(active) < 11:
+        return []
+    rates = []
+    for n in range(10):
+        a = active[len(active) * n // 10]
+        b = active[min(len(active) - 1, len(active) * (n + 1) // 10)]
+        rates.append(round((b[2] - a[2]) / max(1e-9, b[0] - a[0]), 1))
+    return rates
 
 
 def _max_rss(series: list[list[float]], start: float, end: float) -> float:

@@ -5,6 +5,7 @@ Only the part between the two markers is generated; the analysis around it is ke
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -54,7 +55,7 @@ def targets(results: dict[str, Any]) -> list[Row]:
     if head:
         d, b = head["contenders"]["consumer"], head["contenders"]["plain"]
         cpu = d["cpu_ms_per_event"]
-        add("CPU per event ≤ 0.5 ms (128, 50 ms)", f"{cpu} ms", cpu <= 0.5)
+        add("CPU per event ≤ 0.35 ms over the backlog (128, 50 ms)", f"{cpu} ms", cpu <= 0.35)
         ratio = head["ratios"]["cpu_d_over_b"]
         add(
             "CPU per event ≤ 1.5x (b)'s per request",
@@ -62,9 +63,9 @@ def targets(results: dict[str, Any]) -> list[Row]:
             ratio <= 1.5,
         )
         add(
-            "(d) ≥ 0.8x (b) at 128, 50 ms",
+            "(d) ≥ 0.9x (b) at 128, 50 ms",
             f"{head['ratios']['d_over_b']}x",
-            head["ratios"]["d_over_b"] >= 0.8,
+            head["ratios"]["d_over_b"] >= 0.9,
         )
         if "d_over_a" in head["ratios"]:
             add(
@@ -102,6 +103,24 @@ def targets(results: dict[str, Any]) -> list[Row]:
             f"peak RSS ≤ 250 MB and flat, {bl['events']} backlog",
             measured,
             bl["peak_rss_mib"] <= 250 and flat,
+        )
+    return rows + _data_targets(results)
+
+
+def _data_targets(results: dict[str, Any]) -> list[Row]:
+    """The targets outside the consumer's points: whole process, callbacks, DLQ tools."""
+    rows: list[Row] = []
+
+    def add(target: str, measured: str, ok: bool | None) -> None:
+        rows.append([target, measured, _mark(ok)])
+
+    if "whole_process" in results:
+        whole = results["whole_process"]
+        add(
+            f"whole-process CPU per event, {whole['events']:,} events, start-up included "
+            "(a figure, no target)",
+            f"{whole['process_cpu_ms_per_event']} ms ({whole['process_cpu_s']} s)",
+            None,
         )
     if "callbacks" in results:
         cb = results["callbacks"]
@@ -225,6 +244,7 @@ def plots(results: dict[str, Any], where: Path) -> list[str]:
         fig.savefig(where / "backlog_rss.png", dpi=90)
         plt.close(fig)
         made.append("backlog_rss.png")
+        made += _rate_plot(plt, series, where)
     return made
 
 
@@ -254,7 +274,9 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
             "and the simulator included); RSS: its peak (VmHWM).\n\n" + _points_table(results)
         )
         parts.append("### Ratios within the run\n\n" + _ratios_table(results))
-    parts += [f"![{name}]({image_dir}/{name})" for name in images if name != "backlog_rss.png"]
+    parts += [
+        f"![{name}]({image_dir}/{name})" for name in images if not name.startswith("backlog_")
+    ]
     if "faults" in results:
         f = results["faults"]
         parts.append(
@@ -288,7 +310,17 @@ def body(results: dict[str, Any], results_path: Path, images: list[str], image_d
             f"then drained at {bl['events_per_s']}/s in {bl['seconds']} s; peak RSS "
             f"**{bl['peak_rss_mib']} MiB** (largest sample in the first quarter "
             f"{bl['rss_first_quarter_mib']}, in the last {bl['rss_last_quarter_mib']}).\n\n"
-            f"![backlog RSS]({image_dir}/backlog_rss.png)"
+            f"![backlog RSS]({image_dir}/backlog_rss.png)" + _rate_lines(bl, image_dir)
+        )
+    if "whole_process" in results:
+        whole = results["whole_process"]
+        parts.append(
+            f"### The whole process, {whole['events']:,} events\n\n"
+            f"`sms-relay consumer` started on a backlog of {whole['events']:,} and stopped "
+            f"when all were settled: **{whole['process_cpu_ms_per_event']} ms** of CPU per "
+            f"event ({whole['process_cpu_s']} s in all: start-up, imports and joining the "
+            "group included), as a container's CPU metrics show it, beside the figure over "
+            "the backlog alone in the table above."
         )
     if "callbacks" in results:
         parts.append(_callbacks_section(results["callbacks"]))
@@ -418,3 +450,40 @@ if __name__ == "__main__":
     source = Path(sys.argv[1])
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT
     print(render(json.loads(source.read_text()), source, out))
+
+
+def _rate_lines(backlog: dict[str, Any], image_dir: str) -> str:
+    tenths = backlog.get("rate_by_tenth")
+    if not tenths:
+        return ""
+    rates = ", ".join(f"{r:g}" for r in tenths)
+    return (
+        f"\n\nEvents settled per second in each tenth of the drain: {rates} (first/last "
+        f"tenth {round(tenths[-1] / max(tenths[0], 1e-9), 2)}x).\n\n"
+        f"![backlog rate]({image_dir}/backlog_rate.png)"
+    )
+
+
+def _rate_plot(plt: Any, series: list[list[float]], where: Path) -> list[str]:
+    """Settled per second over the drain (10-second steps), and the process's CPU share."""
+    if len(series) < 12 or len(series[0]) < 4:
+        return []
+    step = 10
+    points = series[::step]
+    times = [b[0] for b in points[1:]]
+    pairs = list(itertools.pairwise(points))
+    rates = [(b[2] - a[2]) / max(1e-9, b[0] - a[0]) for a, b in pairs]
+    cpu = [(b[3] - a[3]) / max(1e-9, b[0] - a[0]) for a, b in pairs]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(times, rates, color="tab:blue")
+    ax.set_xlabel("seconds since the consumer started")
+    ax.set_ylabel("events settled per second", color="tab:blue")
+    ax.set_ylim(bottom=0)
+    other = ax.twinx()
+    other.plot(times, cpu, color="tab:green")
+    other.set_ylabel("consumer CPU (cores)", color="tab:green")
+    other.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(where / "backlog_rate.png", dpi=90)
+    plt.close(fig)
+    return ["backlog_rate.png"]
