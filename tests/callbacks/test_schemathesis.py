@@ -121,7 +121,7 @@ def credentials(case: Case[Any], threaded: ThreadedCallbacks, api_key: str) -> d
 
 @schema.parametrize()
 @settings(
-    max_examples=100,
+    max_examples=50,
     derandomize=True,
     database=None,
     deadline=None,

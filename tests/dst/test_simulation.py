@@ -13,10 +13,19 @@ import pytest
 from sms_relay.adapters.memory import memory_ledger
 from tests.dst.harness import fingerprint, repro, simulate
 
+
+def first_seed_showing(seeds: range, *findings: str) -> int | None:
+    """The first seed whose violations name one of `findings`: one is the proof, the
+    seeds after it would only cost time."""
+    for seed in seeds:
+        if any(f in v for v in simulate(seed).violations for f in findings):
+            return seed
+    return None
+
 # The default suite's fixed seeds: about one in five catches a ledger that forgets its
 # doubts (see below); rarer faults need the big counts of `make soak`, which found the
 # revived-lease seeds pinned below among 3,000. In chunks, so parallel workers share them.
-SEEDS = int(os.environ.get("DST_SEEDS", "500"))
+SEEDS = int(os.environ.get("DST_SEEDS", "300"))
 CHUNK = 50  # each chunk well inside the per-test timeout on a busy 2-core host
 
 
@@ -109,8 +118,7 @@ def test_the_simulation_fails_on_a_move_outside_transitions(
     retry_scheduled = DeliveryState.RETRY_SCHEDULED
     without_sending = TRANSITIONS[retry_scheduled] - {DeliveryState.SENDING}
     monkeypatch.setitem(TRANSITIONS, retry_scheduled, without_sending)
-    violations = [v for seed in range(20) for v in simulate(seed).violations]
-    assert any("a move outside TRANSITIONS" in v for v in violations), violations[:5]
+    assert first_seed_showing(range(20), "a move outside TRANSITIONS") is not None
 
 
 def test_the_simulation_catches_an_alert_sent_inside_its_window(
@@ -125,8 +133,7 @@ def test_the_simulation_catches_an_alert_sent_inside_its_window(
         return original(self, job, replace(claim, collapsed=None))
 
     monkeypatch.setattr(SendChecks, "before_send", ignoring)
-    violations = [v for seed in range(40) for v in simulate(seed).violations]
-    assert any("within a window" in v or "without holding" in v for v in violations)
+    assert first_seed_showing(range(40), "within a window", "without holding") is not None
 
 
 def test_the_simulation_catches_a_window_holder_collapsed_on_redelivery(
@@ -144,8 +151,7 @@ def test_the_simulation_catches_a_window_holder_collapsed_on_redelivery(
         return original(asks, others + mine, now)
 
     monkeypatch.setattr(memory_ledger, "collapse", forgetful)
-    violations = [v for seed in range(300) for v in simulate(seed).violations]
-    assert any("collapsed although it holds a window" in v for v in violations)
+    assert first_seed_showing(range(300), "collapsed although it holds a window") is not None
 
 
 def test_the_simulation_catches_an_alert_created_after_its_expiry(
@@ -155,5 +161,4 @@ def test_the_simulation_catches_an_alert_created_after_its_expiry(
 
     monkeypatch.setattr(send_checks, "expired", lambda job, now: False)
     monkeypatch.setattr(attempts, "expired", lambda job, now: False)
-    violations = [v for seed in range(40) for v in simulate(seed).violations]
-    assert any("after its expiry" in v for v in violations)
+    assert first_seed_showing(range(40), "after its expiry") is not None
