@@ -340,7 +340,8 @@ async def test_a_stop_a_cancel_or_an_existing_row_leaves_the_claim_unmarked(
         ]
     )
     assert {e: c.marked for e, c in claims.items()} == dict.fromkeys(claims, False)
-    assert claims["evt_stopped"].suppressed and claims["evt_cancelled"].canceled
+    assert claims["evt_stopped"].suppressed
+    assert claims["evt_cancelled"].canceled
     assert claims["evt_seen"].outcome is ClaimOutcome.RESUMED  # its own rewound batch
     assert all(c.window_start is None and c.sent_body_hashes == () for c in claims.values())
     # Unmarked rows are `claimed`: a takeover finds no doubt.

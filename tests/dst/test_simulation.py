@@ -22,6 +22,7 @@ def first_seed_showing(seeds: range, *findings: str) -> int | None:
             return seed
     return None
 
+
 # The default suite's fixed seeds: about one in five catches a ledger that forgets its
 # doubts (see below); rarer faults need the big counts of `make soak`, which found the
 # revived-lease seeds pinned below among 3,000. In chunks, so parallel workers share them.
