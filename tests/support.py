@@ -7,6 +7,7 @@ import contextlib
 import functools
 import io
 import json
+import os
 import shlex
 import signal
 import socket
@@ -19,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from prometheus_client import CollectorRegistry
 
 from sms_relay.kinds.kind_settings import topic_field
@@ -49,7 +50,7 @@ def local_stack_env() -> dict[str, str]:
 def written_stack_env() -> dict[str, str]:
     """The local stack's env file as its last `up` wrote it (empty when there is none),
     without starting anything: `up` on a running stack still takes seconds."""
-    path = ROOT / ".stack" / "env"
+    path = Path(os.environ.get("STACK_DIR") or ROOT / ".stack") / "env"  # scripts/stack's
     env: dict[str, str] = {}
     for line in (path.read_text() if path.exists() else "").splitlines():
         if line.startswith("export "):
@@ -319,6 +320,17 @@ class TopicReader:
         self._consumer.close()
 
 
+# What a topic created a moment ago may answer until its leader is known everywhere.
+NO_LEADER_YET = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+
+
 def _watermarks(consumer: Consumer, topic: str, timeout: float) -> dict[int, tuple[int, int]]:
     """Partition -> (low, high) water marks of `topic`, asked of the broker now."""
     from confluent_kafka import TopicPartition
@@ -326,8 +338,18 @@ def _watermarks(consumer: Consumer, topic: str, timeout: float) -> dict[int, tup
     metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
     assert metadata.error is None, f"{topic}: {metadata.error}"
     marks = {}
+    deadline = time.monotonic() + timeout
     for partition in sorted(metadata.partitions):
-        mark = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout)
+        while True:
+            try:
+                mark = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout)
+                break
+            except KafkaException as error:
+                # A topic created a moment ago may have no leader known yet (retriable).
+                code = error.args[0].code()
+                if code not in NO_LEADER_YET or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         assert mark is not None, f"{topic} [{partition}]: no water marks within {timeout}s"
         marks[partition] = mark
     return marks
