@@ -63,6 +63,7 @@ def backlog_run(ctx: Context, events: int, concurrency: int = 128) -> dict[str, 
         "process_cpu_s": round(whole_cpu, 2),
         "process_cpu_ms_per_event": round(whole_cpu * 1000 / events, 3),
         "rate_by_tenth": _rate_by_tenth(series),
+        "cpu_ms_per_event_by_tenth": _cpu_by_tenth(series),
         "events": events,
         "concurrency": concurrency,
         "produce_seconds": round(produced_s, 1),
@@ -88,6 +89,20 @@ def _rate_by_tenth(series: list[list[float]]) -> list[float]:
         b = active[min(len(active) - 1, len(active) * (n + 1) // 10)]
         rates.append(round((b[2] - a[2]) / max(1e-9, b[0] - a[0]), 1))
     return rates
+
+
+def _cpu_by_tenth(series: list[list[float]]) -> list[float]:
+    """The consumer's CPU per settled event in each tenth of the drain: flat while the
+    rate falls means something outside the process binds; rising means its own work."""
+    active = [s for s in series if s[2] > 0]
+    if len(active) < 11:
+        return []
+    costs = []
+    for n in range(10):
+        a = active[len(active) * n // 10]
+        b = active[min(len(active) - 1, len(active) * (n + 1) // 10)]
+        costs.append(round((b[3] - a[3]) * 1000 / max(1, b[2] - a[2]), 3))
+    return costs
 
 
 def _max_rss(series: list[list[float]], start: float, end: float) -> float:

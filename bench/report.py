@@ -457,9 +457,11 @@ def _rate_lines(backlog: dict[str, Any], image_dir: str) -> str:
     if not tenths:
         return ""
     rates = ", ".join(f"{r:g}" for r in tenths)
+    costs = ", ".join(f"{c:g}" for c in backlog.get("cpu_ms_per_event_by_tenth", []))
     return (
-        f"\n\nEvents settled per second in each tenth of the drain: {rates} (first/last "
-        f"tenth {round(tenths[-1] / max(tenths[0], 1e-9), 2)}x).\n\n"
+        f"\n\nEvents settled per second in each tenth of the drain: {rates} (last/first "
+        f"tenth {round(tenths[-1] / max(tenths[0], 1e-9), 2)}x); the consumer's CPU per "
+        f"event in each tenth (ms): {costs or 'n/a'}.\n\n"
         f"![backlog rate]({image_dir}/backlog_rate.png)"
     )
 
