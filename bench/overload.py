@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,32 +78,31 @@ def backlog_run(ctx: Context, events: int, concurrency: int = 128) -> dict[str, 
     }
 
 
-def _rate_by_tenth(series: list[list[float]]) -> list[float]:
-    """Events settled per second in each tenth of the drain (from the first settled
-    event): a rate that falls as the ledger grows shows here."""
+def _by_tenth(
+    series: list[list[float]], per: Callable[[list[float], list[float]], float]
+) -> list[float]:
+    """`per(first, last)` over each tenth of the drain, from the first settled event."""
     active = [s for s in series if s[2] > 0]
     if len(active) < 11:
         return []
-    rates = []
+    tenths = []
     for n in range(10):
         a = active[len(active) * n // 10]
         b = active[min(len(active) - 1, len(active) * (n + 1) // 10)]
-        rates.append(round((b[2] - a[2]) / max(1e-9, b[0] - a[0]), 1))
-    return rates
+        tenths.append(round(per(a, b), 3))
+    return tenths
+
+
+def _rate_by_tenth(series: list[list[float]]) -> list[float]:
+    """Events settled per second in each tenth: a rate that falls as the ledger grows
+    shows here."""
+    return _by_tenth(series, lambda a, b: (b[2] - a[2]) / max(1e-9, b[0] - a[0]))
 
 
 def _cpu_by_tenth(series: list[list[float]]) -> list[float]:
-    """The consumer's CPU per settled event in each tenth of the drain: flat while the
-    rate falls means something outside the process binds; rising means its own work."""
-    active = [s for s in series if s[2] > 0]
-    if len(active) < 11:
-        return []
-    costs = []
-    for n in range(10):
-        a = active[len(active) * n // 10]
-        b = active[min(len(active) - 1, len(active) * (n + 1) // 10)]
-        costs.append(round((b[3] - a[3]) * 1000 / max(1, b[2] - a[2]), 3))
-    return costs
+    """The consumer's CPU (ms) per settled event in each tenth: flat while the rate falls
+    means something outside the process binds; rising means its own work."""
+    return _by_tenth(series, lambda a, b: (b[3] - a[3]) * 1000 / max(1, b[2] - a[2]))
 
 
 def _max_rss(series: list[list[float]], start: float, end: float) -> float:
