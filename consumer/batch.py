@@ -91,16 +91,7 @@ def decode(
         elif parsed.eventId in batch.jobs:
             batch.duplicates += 1
         else:
-            policy = kind.effective_policy
-            job = Job(
-                kind,
-                parsed,
-                attempts,
-                tier_index,
-                validity_seconds=policy.message_validity(),
-                expires_at=policy.expires_at(parsed),
-            )
-            batch.jobs[parsed.eventId] = (job, message)
+            batch.jobs[parsed.eventId] = (Job.of(kind, parsed, attempts, tier_index), message)
     return batch
 
 

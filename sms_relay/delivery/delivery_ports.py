@@ -43,6 +43,29 @@ class Job:
     # Taken from the scheduled sends, not from Kafka: its retries stay with the scheduler.
     from_schedule: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        kind: EventKind,
+        event: SmsRequested,
+        attempts: int,
+        tier_index: int,
+        *,
+        from_schedule: bool = False,
+    ) -> Job:
+        """A job with what the kind's policy says of this event (validity, expiry): the
+        one place a Kafka record or a scheduled send becomes a job."""
+        policy = kind.effective_policy
+        return cls(
+            kind,
+            event,
+            attempts,
+            tier_index,
+            validity_seconds=policy.message_validity(),
+            expires_at=policy.expires_at(event),
+            from_schedule=from_schedule,
+        )
+
 
 @dataclass(frozen=True)
 class Result:

@@ -65,7 +65,7 @@ class Scheduler:
                     extra={"eventId": send.event_id, "error": str(error.errors()[0]["loc"])},
                 )
                 continue
-            jobs.append(Job(kind, event, attempts=0, tier_index=-1, from_schedule=True))
+            jobs.append(Job.of(kind, event, attempts=0, tier_index=-1, from_schedule=True))
         if not jobs:
             return len(sends)
         results = await self._service.process(jobs)

@@ -43,15 +43,7 @@ def job_for(event: SmsRequested, attempts: int, tier: int, kind: EventKind = ORD
     """The consumer's job for a record (consumer/batch.py sets the same): an alert's kind is
     known by its type, any other by the record (order-shipped unless it says otherwise)."""
     kind = kind_of(event) if kind is ORDER_SHIPPED else kind
-    policy = kind.effective_policy
-    return Job(
-        kind,
-        event,
-        attempts,
-        tier,
-        validity_seconds=policy.message_validity(),
-        expires_at=policy.expires_at(event),
-    )
+    return Job.of(kind, event, attempts, tier)
 
 
 def alert_burst(
